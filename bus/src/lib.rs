@@ -1,0 +1,20 @@
+//! faultbridge's event model and in-process fan-out.
+//!
+//! One [`Publisher`] (the ingest thread) hands every fault to any number of
+//! [`Subscription`]s. Each subscriber has its own bounded queue and an
+//! optional [`Filter`]; the publisher never blocks: when a subscriber's queue
+//! is full the record is dropped *for that subscriber only*, counted, and the
+//! subscriber receives a [`Lost`] event with the count and sequence range at
+//! the place in its stream where the records went missing.
+//!
+//! Publishing allocates nothing: each subscriber owns a pool of record
+//! buffers that travel with the events and come back when an event is dropped.
+#![forbid(unsafe_code)]
+
+pub mod event;
+pub mod fanout;
+
+pub use event::{Event, Fault, FaultKind, Filter, Lost, LostReason, Source};
+pub use fanout::{
+    BusHandle, Publisher, PublisherStats, SubscribeOptions, Subscription, SubscriptionStats, bus,
+};

@@ -1,0 +1,17 @@
+//! Syscalls: the netlink socket, the char-device ioctls, and the counting
+//! allocator. Every `unsafe` block of the project is in this module, each
+//! with a `// SAFETY:` comment naming the precondition it relies on.
+
+pub mod alloc;
+pub mod ioctl;
+pub mod netlink;
+
+/// `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds: the clock of the
+/// records' `timestamp_ns`.
+pub fn monotonic_ns() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
+        Ok(ts) => ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64,
+        // CLOCK_MONOTONIC cannot fail on Linux; 0 marks "unknown" if it did.
+        Err(_) => 0,
+    }
+}

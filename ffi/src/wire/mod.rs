@@ -1,0 +1,6 @@
+//! Wire formats: fixed layouts and checked views. Nothing here is `unsafe`.
+#![forbid(unsafe_code)]
+
+pub mod info;
+pub mod nlmsg;
+pub mod record;
