@@ -1,1 +1,21 @@
-//! faultbridge
+//! faultbridge: bridges hardware fault messages from the expanded device
+//! driver (and the kernel's own fault reports) to the software that must
+//! react to them.
+//!
+//! Embedding the bridge takes a few lines: start it, subscribe, receive.
+//! See [`Bridge`].
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod sim;
+pub mod sources;
+pub mod stats;
+
+pub use config::Config;
+pub use daemon::{Bridge, BridgeError};
+pub use faultbridge_bus::{
+    Event, Fault, FaultKind, Filter, Lost, LostReason, Source, SubscribeOptions, Subscription,
+};
+pub use stats::{SourceSnapshot, StatsSnapshot};

@@ -1,0 +1,97 @@
+//! How faults and loss notices are printed: a readable line, or one JSON
+//! object per line whose keys are the D-Bus `Fault` signal's argument names.
+
+use faultbridge_bus::{Fault, Lost};
+use std::fmt::Write as _;
+
+/// Lowercase hex of the detail bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Parses lowercase or uppercase hex.
+pub fn unhex(s: &str) -> Result<Vec<u8>, String> {
+    if s.len() % 2 != 0 {
+        return Err(format!("hex {s:?} has an odd number of digits"));
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| format!("{s:?} is not hex")))
+        .collect()
+}
+
+/// `{"type":"fault", …}` with the `Fault` signal's argument names.
+pub fn fault_json(f: &Fault) -> serde_json::Value {
+    serde_json::json!({
+        "type": "fault",
+        "source": f.source().name(),
+        "category": f.category().name(),
+        "keyword": f.keyword(),
+        "severity": f.severity().name(),
+        "cleared": f.cleared(),
+        "event_code": f.event_code(),
+        "sequence": f.sequence(),
+        "timestamp_ns": f.timestamp_ns(),
+        "detail": hex(f.detail()),
+        "device_index": f.device_index(),
+        "flags": f.flags(),
+    })
+}
+
+/// `{"type":"lost","source":…,"first_sequence":…,"last_sequence":…}`.
+pub fn lost_json(l: &Lost) -> serde_json::Value {
+    serde_json::json!({
+        "type": "lost",
+        "source": l.source.name(),
+        "first_sequence": l.first_sequence,
+        "last_sequence": l.last_sequence,
+        "count": l.count,
+        "reason": l.reason.name(),
+    })
+}
+
+/// A readable line.
+pub fn fault_line(f: &Fault) -> String {
+    let what = if f.cleared() { "CLEAR" } else { "FAULT" };
+    let kw = if f.keyword().is_empty() {
+        "*"
+    } else {
+        f.keyword()
+    };
+    let mut s = format!(
+        "{what:<5} #{:<8} {:<6} {:<12} {:<7} event {:#010x}  source {}",
+        f.sequence(),
+        f.category().name(),
+        kw,
+        f.severity().name(),
+        f.event_code(),
+        f.source().name()
+    );
+    if f.is_snapshot() {
+        s.push_str("  (snapshot)");
+    }
+    if !f.detail().is_empty() {
+        let _ = write!(
+            s,
+            "  detail {}",
+            hex(&f.detail()[..f.detail().len().min(16)])
+        );
+    }
+    s
+}
+
+/// A readable loss line.
+pub fn lost_line(l: &Lost) -> String {
+    format!(
+        "LOST  {} record(s) of {}, sequence {}..={} ({})",
+        l.count,
+        l.source.name(),
+        l.first_sequence,
+        l.last_sequence,
+        l.reason.name()
+    )
+}

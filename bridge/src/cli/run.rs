@@ -1,0 +1,109 @@
+//! `faultbridge run`: the daemon in the foreground.
+
+use super::CliResult;
+use super::format::{fault_json, fault_line, lost_json, lost_line};
+use crate::config::{Config, DEFAULT_PATH};
+use crate::daemon::Bridge;
+use faultbridge_bus::{Event, SubscribeOptions, Subscription};
+use nix::sys::signal::{SigSet, Signal};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Print {
+    /// Print nothing but errors.
+    None,
+    /// A readable line per fault.
+    Text,
+    /// One JSON object per line: faults, loss notices, `ready`, final `stats`.
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Configuration file.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Also print every fault on standard output.
+    #[arg(long, value_enum, default_value_t = Print::None)]
+    pub print: Print,
+}
+
+/// Blocks SIGINT and SIGTERM in this thread (and the threads it starts) so
+/// they can be taken synchronously with `sigwait`.
+pub fn block_stop_signals() -> nix::Result<SigSet> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.thread_block()?;
+    Ok(set)
+}
+
+pub fn run(args: RunArgs) -> CliResult {
+    let config = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => {
+            let p = PathBuf::from(DEFAULT_PATH);
+            if p.exists() {
+                Config::load(&p)?
+            } else {
+                eprintln!("faultbridge: no {DEFAULT_PATH}: running with the built-in defaults");
+                Config::parse("", &p)?
+            }
+        }
+    };
+    let signals = block_stop_signals()?;
+    let bridge = Bridge::start(&config)?;
+    let printer = match args.print {
+        Print::None => None,
+        mode => {
+            let sub =
+                bridge.subscribe(SubscribeOptions::new("stdout").capacity(config.ingest.queue))?;
+            Some(
+                std::thread::Builder::new()
+                    .name("fb-print".into())
+                    .spawn(move || print_events(sub, mode))?,
+            )
+        }
+    };
+    if args.print == Print::Json {
+        println!(
+            "{}",
+            serde_json::json!({"type": "ready", "pid": std::process::id()})
+        );
+    }
+    eprintln!("faultbridge: running (pid {})", std::process::id());
+    let sig = signals.wait()?;
+    eprintln!("faultbridge: {sig}: stopping");
+    let stats = bridge.shutdown();
+    if let Some(p) = printer {
+        let _ = p.join();
+    }
+    if args.print == Print::Json {
+        println!("{}", serde_json::json!({"type": "stats", "stats": stats}));
+    }
+    eprintln!("{stats}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints events until the bridge stops; flushes whenever the queue is empty.
+pub fn print_events(sub: Subscription, mode: Print) {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    for ev in sub.iter() {
+        let line = match (&ev, mode) {
+            (Event::Fault(f), Print::Json) => fault_json(f).to_string(),
+            (Event::Lost(l), Print::Json) => lost_json(l).to_string(),
+            (Event::Fault(f), _) => fault_line(f),
+            (Event::Lost(l), _) => lost_line(l),
+        };
+        if writeln!(out, "{line}").is_err() {
+            return;
+        }
+        if sub.is_empty() && out.flush().is_err() {
+            return;
+        }
+    }
+    let _ = out.flush();
+}

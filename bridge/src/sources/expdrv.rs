@@ -1,0 +1,173 @@
+//! The expanded driver over netlink multicast (spec section 1.1): one socket
+//! of the driver's protocol joined to its group; each datagram walked message
+//! by message, each record parsed in place and published.
+
+use super::seq::{Seen, SeqTracker};
+use crate::config::ExpdrvConfig;
+use crate::stats::SourceCounters;
+use faultbridge_bus::{FaultKind, Lost, Publisher, Source};
+use faultbridge_ffi::sys::netlink::{NetlinkError, NetlinkSocket, Recv, group_mask};
+use faultbridge_ffi::wire::nlmsg::{NLMSG_DONE, NLMSG_NOOP, NlMsgIter};
+use faultbridge_ffi::wire::record::{EXPDRV_MSG_CLEAR, EXPDRV_MSG_FAULT, Record};
+use std::io;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Room for the largest datagram we expect; larger ones are counted as truncated.
+const RECV_BUF: usize = 256 * 1024;
+/// Malformed records are logged at most this often per reason… in count:
+/// the first few, then every 10 000th, so a storm cannot flood the log.
+const LOG_FIRST: u64 = 5;
+
+/// The netlink source of the expanded driver.
+#[derive(Debug)]
+pub struct ExpdrvNetlink {
+    sock: NetlinkSocket,
+    buf: Vec<u8>,
+    seq: SeqTracker,
+    source: Source,
+}
+
+impl ExpdrvNetlink {
+    /// Opens the socket, sets the receive buffer and joins the group.
+    pub fn open(cfg: &ExpdrvConfig) -> Result<Self, NetlinkError> {
+        let sock = NetlinkSocket::open(cfg.netlink_protocol)?;
+        sock.set_recv_buffer(cfg.recv_buffer)?;
+        sock.bind(0, group_mask(cfg.netlink_group))?;
+        if group_mask(cfg.netlink_group) == 0 {
+            sock.join_group(cfg.netlink_group)?;
+        }
+        Ok(Self::from_socket(sock))
+    }
+
+    /// Builds the source around an already-bound socket (handed over).
+    pub fn from_socket(sock: NetlinkSocket) -> Self {
+        ExpdrvNetlink {
+            sock,
+            buf: vec![0; RECV_BUF],
+            seq: SeqTracker::default(),
+            source: Source::Expdrv,
+        }
+    }
+
+    pub fn socket(&self) -> &NetlinkSocket {
+        &self.sock
+    }
+
+    pub fn seq(&self) -> &SeqTracker {
+        &self.seq
+    }
+
+    /// Reads until the socket is empty. Returns the records published.
+    pub fn on_readable(&mut self, out: &mut Publisher, c: &SourceCounters) -> io::Result<u64> {
+        let mut published = 0;
+        loop {
+            match self.sock.recv(&mut self.buf) {
+                Ok(Recv::Datagram { len, stored }) => {
+                    c.datagrams.fetch_add(1, Relaxed);
+                    if len > stored {
+                        c.truncated.fetch_add(1, Relaxed);
+                        eprintln!(
+                            "faultbridge: {}: datagram of {len} bytes truncated to {stored}",
+                            self.source
+                        );
+                    }
+                    let Self {
+                        buf, seq, source, ..
+                    } = self;
+                    published += process_datagram(&buf[..stored], *source, seq, out, c);
+                }
+                Ok(Recv::Overrun) => {
+                    c.overruns.fetch_add(1, Relaxed);
+                    self.seq.overrun();
+                }
+                Ok(Recv::WouldBlock) => return Ok(published),
+                Err(e) => {
+                    c.errors.fetch_add(1, Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// Walks one datagram: every FAULT/CLEAR record is validated and published,
+/// malformed ones are counted by reason without disturbing the others, and
+/// sequence gaps are published as [`Lost`]. Returns the records published.
+pub fn process_datagram(
+    dg: &[u8],
+    source: Source,
+    seq: &mut SeqTracker,
+    out: &mut Publisher,
+    c: &SourceCounters,
+) -> u64 {
+    let mut published = 0;
+    let mut msgs = NlMsgIter::new(dg);
+    for msg in &mut msgs {
+        let kind = match msg.header.nlmsg_type {
+            EXPDRV_MSG_FAULT => FaultKind::Fault,
+            EXPDRV_MSG_CLEAR => FaultKind::Clear,
+            NLMSG_NOOP | NLMSG_DONE => continue,
+            t if t >= EXPDRV_MSG_FAULT => {
+                c.reserved_types.fetch_add(1, Relaxed);
+                continue;
+            }
+            _ => continue,
+        };
+        match Record::parse(msg.payload) {
+            Ok(r) => {
+                c.received.fetch_add(1, Relaxed);
+                if !r.is_snapshot() {
+                    account(seq.observe(r.driver_id(), r.sequence()), source, out, c);
+                }
+                out.publish(source, kind, &r);
+                published += 1;
+            }
+            Err(e) => {
+                let n = c.malformed[e.reason().index()].fetch_add(1, Relaxed) + 1;
+                if n <= LOG_FIRST || n % 10_000 == 0 {
+                    eprintln!(
+                        "faultbridge: {source}: malformed record dropped ({n} so far for this reason): {e}"
+                    );
+                }
+            }
+        }
+    }
+    if msgs.trailing_bytes() > 0 {
+        c.truncated.fetch_add(1, Relaxed);
+    }
+    c.delivered.fetch_add(published, Relaxed);
+    published
+}
+
+fn account(seen: Seen, source: Source, out: &mut Publisher, c: &SourceCounters) {
+    match seen {
+        Seen::InOrder => {}
+        Seen::Gap {
+            first,
+            last,
+            reason,
+        } => {
+            let count = last - first + 1;
+            c.gaps.fetch_add(1, Relaxed);
+            c.lost.fetch_add(count, Relaxed);
+            eprintln!(
+                "faultbridge: {source}: lost {count} record(s), sequence {first}..={last} ({})",
+                reason.name()
+            );
+            out.publish_lost(Lost {
+                source,
+                first_sequence: first,
+                last_sequence: last,
+                count,
+                reason,
+            });
+        }
+        Seen::Backwards => {
+            c.out_of_order.fetch_add(1, Relaxed);
+        }
+        Seen::Restart => {
+            c.restarts.fetch_add(1, Relaxed);
+            eprintln!("faultbridge: {source}: sequence restarted at 1 (driver reloaded)");
+        }
+    }
+}
