@@ -1,15 +1,18 @@
 //! The daemon: one ingest thread owns a mio loop, the sources' sockets,
-//! parsing and publishing. Nothing on it waits for a consumer.
+//! parsing and publishing. Nothing on it waits for a consumer. Requests from
+//! other threads (D-Bus `Notify`, stop) arrive on a channel and a waker.
 
 use crate::config::Config;
+use crate::notify::{NotifyError, NotifyRequest, NotifySource};
+use crate::sources::IngestSource;
 use crate::sources::expdrv::ExpdrvNetlink;
 use crate::stats::{Stats, StatsSnapshot};
+use crossbeam_channel::{Receiver, Sender};
 use faultbridge_bus::{BusHandle, Publisher, Source, SubscribeOptions, Subscription, bus};
 use faultbridge_ffi::sys::netlink::NetlinkError;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -33,48 +36,87 @@ pub enum BridgeError {
     Stopped,
 }
 
-/// The mio tokens of the ingest loop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Tok {
-    Wake = 0,
-    Expdrv = 1,
+/// The waker's token; sources use `Token(SOURCE_TOKEN_BASE + index)`.
+const WAKE: Token = Token(0);
+const SOURCE_TOKEN_BASE: usize = 1;
+
+/// A request to the ingest thread.
+#[derive(Debug)]
+pub enum Control {
+    /// Publish a fault reported from user space; the reply is its sequence.
+    Notify {
+        request: NotifyRequest,
+        reply: Sender<Result<u64, NotifyError>>,
+    },
 }
 
-impl Tok {
-    fn of(t: Token) -> Option<Tok> {
-        match t.0 {
-            0 => Some(Tok::Wake),
-            1 => Some(Tok::Expdrv),
-            _ => None,
-        }
+/// A cloneable handle for sending requests to the ingest thread.
+#[derive(Clone, Debug)]
+pub struct ControlHandle {
+    tx: Sender<Control>,
+    waker: Arc<Waker>,
+}
+
+impl ControlHandle {
+    /// Sends a request and wakes the ingest loop.
+    pub fn send(&self, c: Control) -> Result<(), BridgeError> {
+        self.tx.send(c).map_err(|_| BridgeError::Stopped)?;
+        self.waker.wake().map_err(|_| BridgeError::Stopped)
+    }
+
+    /// Reports a fault from user space (D-Bus `Notify`, `faultbridge notify`)
+    /// and waits for the ingest thread to publish it; returns its sequence.
+    pub fn notify(&self, request: NotifyRequest) -> Result<u64, NotifyError> {
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        self.send(Control::Notify { request, reply })
+            .map_err(|_| NotifyError::Stopped)?;
+        rx.recv().map_err(|_| NotifyError::Stopped)?
     }
 }
 
 /// A running bridge: subscribe to it, read its counters, stop it.
 ///
-/// ```no_run
+/// Embedding it takes a few lines (this example runs as a doctest; receiving
+/// netlink multicast needs `CAP_NET_ADMIN`):
+///
+/// ```
+/// use faultbridge::sim::{FaultSpec, Simulator};
 /// use faultbridge::{Bridge, Config, Event, SubscribeOptions};
-/// let bridge = Bridge::start(&Config::simulator(1))?;
+/// use faultbridge_ffi::wire::record::Category;
+/// use std::time::Duration;
+///
+/// // The daemon, reading the simulator's protocol on multicast group 30.
+/// let bridge = Bridge::start(&Config::simulator(30))?;
 /// let faults = bridge.subscribe(SubscribeOptions::new("my-agent"))?;
-/// for event in faults.iter() {
-///     if let Event::Fault(f) = event {
+///
+/// // A driver reports that eth0 lost its link.
+/// Simulator::new(2, 30)?.send(&FaultSpec::new(Category::Nic, "eth0"))?;
+///
+/// match faults.recv_timeout(Duration::from_secs(5)) {
+///     Ok(Event::Fault(f)) => {
+///         assert_eq!((f.category(), f.keyword()), (Category::Nic, "eth0"));
 ///         println!("{} {} {}", f.category(), f.keyword(), f.severity());
 ///     }
+///     other => panic!("expected the fault, got {other:?}"),
 /// }
-/// # Ok::<(), faultbridge::BridgeError>(())
+/// let counters = bridge.shutdown();
+/// assert_eq!(counters.source(faultbridge::Source::Expdrv).delivered, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
 pub struct Bridge {
     handle: BusHandle,
+    control: ControlHandle,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
-    waker: Arc<Waker>,
     thread: Option<JoinHandle<()>>,
 }
 
 struct Ingest {
     poll: Poll,
-    expdrv: Option<ExpdrvNetlink>,
+    sources: Vec<Box<dyn IngestSource>>,
+    notify: NotifySource,
+    control: Receiver<Control>,
     publisher: Publisher,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
@@ -84,33 +126,44 @@ impl Bridge {
     /// Opens the configured sources (so a source that cannot start is
     /// reported here) and starts the ingest thread.
     pub fn start(config: &Config) -> Result<Bridge, BridgeError> {
-        let poll = Poll::new().map_err(BridgeError::Poll)?;
-        let waker = Arc::new(
-            Waker::new(poll.registry(), Token(Tok::Wake as usize)).map_err(BridgeError::Poll)?,
-        );
-        let expdrv = if config.expdrv.enabled {
+        let mut sources: Vec<Box<dyn IngestSource>> = Vec::new();
+        if config.expdrv.enabled {
             let src =
                 ExpdrvNetlink::open(&config.expdrv).map_err(|source| BridgeError::SourceOpen {
                     source_name: Source::Expdrv,
                     source,
                 })?;
+            sources.push(Box::new(src));
+        }
+        Bridge::start_with_sources(config, sources)
+    }
+
+    /// Starts the ingest thread over sources opened by the caller (or handed
+    /// over by a previous daemon).
+    pub fn start_with_sources(
+        _config: &Config,
+        sources: Vec<Box<dyn IngestSource>>,
+    ) -> Result<Bridge, BridgeError> {
+        let poll = Poll::new().map_err(BridgeError::Poll)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE).map_err(BridgeError::Poll)?);
+        for (i, src) in sources.iter().enumerate() {
             poll.registry()
                 .register(
-                    &mut SourceFd(&src.socket().as_raw_fd()),
-                    Token(Tok::Expdrv as usize),
+                    &mut SourceFd(&src.raw_fd()),
+                    Token(SOURCE_TOKEN_BASE + i),
                     Interest::READABLE,
                 )
                 .map_err(BridgeError::Poll)?;
-            Some(src)
-        } else {
-            None
-        };
+        }
         let (publisher, handle) = bus();
+        let (ctx, crx) = crossbeam_channel::unbounded();
         let stats = Arc::new(Stats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let mut ingest = Ingest {
             poll,
-            expdrv,
+            sources,
+            notify: NotifySource::default(),
+            control: crx,
             publisher,
             stats: stats.clone(),
             stop: stop.clone(),
@@ -121,9 +174,9 @@ impl Bridge {
             .map_err(BridgeError::Thread)?;
         Ok(Bridge {
             handle,
+            control: ControlHandle { tx: ctx, waker },
             stats,
             stop,
-            waker,
             thread: Some(thread),
         })
     }
@@ -136,6 +189,11 @@ impl Bridge {
     /// A handle to subscribe from elsewhere.
     pub fn bus(&self) -> BusHandle {
         self.handle.clone()
+    }
+
+    /// A handle to send requests (such as `Notify`) to the ingest thread.
+    pub fn control(&self) -> ControlHandle {
+        self.control.clone()
     }
 
     /// The counters now.
@@ -152,7 +210,7 @@ impl Bridge {
 
     fn stop_and_join(&mut self) {
         self.stop.store(true, Ordering::Release);
-        let _ = self.waker.wake();
+        let _ = self.control.waker.wake();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -169,7 +227,9 @@ impl Ingest {
     fn run(&mut self) {
         let mut events = Events::with_capacity(64);
         // Drain anything that arrived between bind and the first poll.
-        self.on_expdrv();
+        for i in 0..self.sources.len() {
+            self.on_source(i);
+        }
         while !self.stop.load(Ordering::Acquire) {
             if let Err(e) = self.poll.poll(&mut events, None) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -179,21 +239,42 @@ impl Ingest {
                 break;
             }
             for ev in events.iter() {
-                match Tok::of(ev.token()) {
-                    Some(Tok::Expdrv) => self.on_expdrv(),
-                    Some(Tok::Wake) | None => {}
+                match ev.token() {
+                    WAKE => self.on_control(),
+                    Token(t) => self.on_source(t - SOURCE_TOKEN_BASE),
                 }
             }
         }
     }
 
-    fn on_expdrv(&mut self) {
-        let Some(src) = self.expdrv.as_mut() else {
+    fn on_source(&mut self, i: usize) {
+        let Some(src) = self.sources.get_mut(i) else {
             return;
         };
-        if let Err(e) = src.on_readable(&mut self.publisher, self.stats.source(Source::Expdrv)) {
-            eprintln!("faultbridge: {}: receive failed: {e}", Source::Expdrv);
+        let name = src.source();
+        if let Err(e) = src.on_readable(&mut self.publisher, self.stats.source(name)) {
+            eprintln!("faultbridge: {name}: receive failed: {e}");
         }
+        self.after_publish();
+    }
+
+    fn on_control(&mut self) {
+        while let Ok(c) = self.control.try_recv() {
+            match c {
+                Control::Notify { request, reply } => {
+                    let r = self.notify.publish(
+                        &request,
+                        &mut self.publisher,
+                        self.stats.source(Source::Notify),
+                    );
+                    let _ = reply.send(r);
+                }
+            }
+        }
+        self.after_publish();
+    }
+
+    fn after_publish(&mut self) {
         self.stats
             .subscriber_drops
             .store(self.publisher.stats().dropped, Ordering::Relaxed);

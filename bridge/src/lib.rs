@@ -9,13 +9,15 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod notify;
 pub mod sim;
 pub mod sources;
 pub mod stats;
 
 pub use config::Config;
-pub use daemon::{Bridge, BridgeError};
+pub use daemon::{Bridge, BridgeError, Control, ControlHandle};
 pub use faultbridge_bus::{
     Event, Fault, FaultKind, Filter, Lost, LostReason, Source, SubscribeOptions, Subscription,
 };
+pub use notify::{NotifyError, NotifyRequest};
 pub use stats::{SourceSnapshot, StatsSnapshot};

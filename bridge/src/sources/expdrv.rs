@@ -56,9 +56,20 @@ impl ExpdrvNetlink {
     pub fn seq(&self) -> &SeqTracker {
         &self.seq
     }
+}
+
+impl super::IngestSource for ExpdrvNetlink {
+    fn source(&self) -> Source {
+        self.source
+    }
+
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.sock.as_raw_fd()
+    }
 
     /// Reads until the socket is empty. Returns the records published.
-    pub fn on_readable(&mut self, out: &mut Publisher, c: &SourceCounters) -> io::Result<u64> {
+    fn on_readable(&mut self, out: &mut Publisher, c: &SourceCounters) -> io::Result<u64> {
         let mut published = 0;
         loop {
             match self.sock.recv(&mut self.buf) {
