@@ -3,9 +3,10 @@
 //! other threads (D-Bus `Notify`, stop) arrive on a channel and a waker.
 
 use crate::config::Config;
+use crate::monitor::{MonitorView, Monitors};
 use crate::notify::{NotifyError, NotifyRequest, NotifySource};
-use crate::sources::IngestSource;
 use crate::sources::expdrv::ExpdrvNetlink;
+use crate::sources::{Dispatch, IngestSource};
 use crate::stats::{Stats, StatsSnapshot};
 use crossbeam_channel::{Receiver, Sender};
 use faultbridge_bus::{BusHandle, Publisher, Source, SubscribeOptions, Subscription, bus};
@@ -48,6 +49,11 @@ pub enum Control {
         request: NotifyRequest,
         reply: Sender<Result<u64, NotifyError>>,
     },
+    /// Clear a monitor's Error; the reply is false for an unknown monitor.
+    Reset {
+        monitor: String,
+        reply: Sender<bool>,
+    },
 }
 
 /// A cloneable handle for sending requests to the ingest thread.
@@ -71,6 +77,16 @@ impl ControlHandle {
         self.send(Control::Notify { request, reply })
             .map_err(|_| NotifyError::Stopped)?;
         rx.recv().map_err(|_| NotifyError::Stopped)?
+    }
+
+    /// Clears monitor `name`'s Error state; `Ok(false)` if there is no such monitor.
+    pub fn reset(&self, name: &str) -> Result<bool, BridgeError> {
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        self.send(Control::Reset {
+            monitor: name.to_string(),
+            reply,
+        })?;
+        rx.recv().map_err(|_| BridgeError::Stopped)
     }
 }
 
@@ -107,6 +123,7 @@ impl ControlHandle {
 pub struct Bridge {
     handle: BusHandle,
     control: ControlHandle,
+    monitors: Arc<MonitorView>,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -116,6 +133,7 @@ struct Ingest {
     poll: Poll,
     sources: Vec<Box<dyn IngestSource>>,
     notify: NotifySource,
+    monitors: Monitors,
     control: Receiver<Control>,
     publisher: Publisher,
     stats: Arc<Stats>,
@@ -141,7 +159,7 @@ impl Bridge {
     /// Starts the ingest thread over sources opened by the caller (or handed
     /// over by a previous daemon).
     pub fn start_with_sources(
-        _config: &Config,
+        config: &Config,
         sources: Vec<Box<dyn IngestSource>>,
     ) -> Result<Bridge, BridgeError> {
         let poll = Poll::new().map_err(BridgeError::Poll)?;
@@ -159,10 +177,13 @@ impl Bridge {
         let (ctx, crx) = crossbeam_channel::unbounded();
         let stats = Arc::new(Stats::default());
         let stop = Arc::new(AtomicBool::new(false));
+        let monitors = Monitors::new(&config.monitors);
+        let monitor_view = monitors.view();
         let mut ingest = Ingest {
             poll,
             sources,
             notify: NotifySource::default(),
+            monitors,
             control: crx,
             publisher,
             stats: stats.clone(),
@@ -175,6 +196,7 @@ impl Bridge {
         Ok(Bridge {
             handle,
             control: ControlHandle { tx: ctx, waker },
+            monitors: monitor_view,
             stats,
             stop,
             thread: Some(thread),
@@ -194,6 +216,11 @@ impl Bridge {
     /// A handle to send requests (such as `Notify`) to the ingest thread.
     pub fn control(&self) -> ControlHandle {
         self.control.clone()
+    }
+
+    /// The monitors' states, readable from any thread, with change listeners.
+    pub fn monitors(&self) -> Arc<MonitorView> {
+        self.monitors.clone()
     }
 
     /// The counters now.
@@ -252,7 +279,11 @@ impl Ingest {
             return;
         };
         let name = src.source();
-        if let Err(e) = src.on_readable(&mut self.publisher, self.stats.source(name)) {
+        let mut out = Dispatch {
+            publisher: &mut self.publisher,
+            monitors: &mut self.monitors,
+        };
+        if let Err(e) = src.on_readable(&mut out, self.stats.source(name)) {
             eprintln!("faultbridge: {name}: receive failed: {e}");
         }
         self.after_publish();
@@ -262,12 +293,17 @@ impl Ingest {
         while let Ok(c) = self.control.try_recv() {
             match c {
                 Control::Notify { request, reply } => {
-                    let r = self.notify.publish(
-                        &request,
-                        &mut self.publisher,
-                        self.stats.source(Source::Notify),
-                    );
+                    let mut out = Dispatch {
+                        publisher: &mut self.publisher,
+                        monitors: &mut self.monitors,
+                    };
+                    let r =
+                        self.notify
+                            .publish(&request, &mut out, self.stats.source(Source::Notify));
                     let _ = reply.send(r);
+                }
+                Control::Reset { monitor, reply } => {
+                    let _ = reply.send(self.monitors.reset(&monitor));
                 }
             }
         }

@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod monitor;
 pub mod notify;
 pub mod sim;
 pub mod sources;

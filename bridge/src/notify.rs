@@ -2,8 +2,9 @@
 //! in the style of `clprexec --notice`: validated like a driver record, given
 //! a sequence of the `notify` source, and published like any other fault.
 
+use crate::sources::Dispatch;
 use crate::stats::SourceCounters;
-use faultbridge_bus::{FaultKind, Publisher, Source};
+use faultbridge_bus::{FaultKind, Source};
 use faultbridge_ffi::sys::monotonic_ns;
 use faultbridge_ffi::wire::record::{
     CATEGORY_NAME_MAX, Category, KEYWORD_MAX, RECORD_HDR_LEN, RECORD_MAX, Record, RecordSpec,
@@ -97,7 +98,7 @@ impl NotifySource {
     pub fn publish(
         &mut self,
         req: &NotifyRequest,
-        out: &mut Publisher,
+        out: &mut Dispatch<'_>,
         c: &SourceCounters,
     ) -> Result<u64, NotifyError> {
         let (category, severity) = req.validate()?;
@@ -133,7 +134,7 @@ impl NotifySource {
         } else {
             FaultKind::Fault
         };
-        out.publish(Source::Notify, kind, &record);
+        out.fault(Source::Notify, kind, &record);
         c.delivered.fetch_add(1, Relaxed);
         Ok(seq)
     }

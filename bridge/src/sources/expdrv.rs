@@ -2,10 +2,11 @@
 //! of the driver's protocol joined to its group; each datagram walked message
 //! by message, each record parsed in place and published.
 
+use super::Dispatch;
 use super::seq::{Seen, SeqTracker};
 use crate::config::ExpdrvConfig;
 use crate::stats::SourceCounters;
-use faultbridge_bus::{FaultKind, Lost, Publisher, Source};
+use faultbridge_bus::{FaultKind, Lost, Source};
 use faultbridge_ffi::sys::netlink::{NetlinkError, NetlinkSocket, Recv, group_mask};
 use faultbridge_ffi::wire::nlmsg::{NLMSG_DONE, NLMSG_NOOP, NlMsgIter};
 use faultbridge_ffi::wire::record::{EXPDRV_MSG_CLEAR, EXPDRV_MSG_FAULT, Record};
@@ -69,7 +70,7 @@ impl super::IngestSource for ExpdrvNetlink {
     }
 
     /// Reads until the socket is empty. Returns the records published.
-    fn on_readable(&mut self, out: &mut Publisher, c: &SourceCounters) -> io::Result<u64> {
+    fn on_readable(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) -> io::Result<u64> {
         let mut published = 0;
         loop {
             match self.sock.recv(&mut self.buf) {
@@ -108,7 +109,7 @@ pub fn process_datagram(
     dg: &[u8],
     source: Source,
     seq: &mut SeqTracker,
-    out: &mut Publisher,
+    out: &mut Dispatch<'_>,
     c: &SourceCounters,
 ) -> u64 {
     let mut published = 0;
@@ -130,7 +131,7 @@ pub fn process_datagram(
                 if !r.is_snapshot() {
                     account(seq.observe(r.driver_id(), r.sequence()), source, out, c);
                 }
-                out.publish(source, kind, &r);
+                out.fault(source, kind, &r);
                 published += 1;
             }
             Err(e) => {
@@ -150,7 +151,7 @@ pub fn process_datagram(
     published
 }
 
-fn account(seen: Seen, source: Source, out: &mut Publisher, c: &SourceCounters) {
+fn account(seen: Seen, source: Source, out: &mut Dispatch<'_>, c: &SourceCounters) {
     match seen {
         Seen::InOrder => {}
         Seen::Gap {
@@ -165,7 +166,7 @@ fn account(seen: Seen, source: Source, out: &mut Publisher, c: &SourceCounters) 
                 "faultbridge: {source}: lost {count} record(s), sequence {first}..={last} ({})",
                 reason.name()
             );
-            out.publish_lost(Lost {
+            out.lost(Lost {
                 source,
                 first_sequence: first,
                 last_sequence: last,

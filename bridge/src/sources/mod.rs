@@ -4,10 +4,34 @@
 pub mod expdrv;
 pub mod seq;
 
+use crate::monitor::Monitors;
 use crate::stats::SourceCounters;
-use faultbridge_bus::{Publisher, Source};
+use faultbridge_bus::{FaultKind, Lost, Publisher, Source};
+use faultbridge_ffi::wire::record::Record;
 use std::io;
 use std::os::fd::RawFd;
+
+/// Where a source hands its records: the bus (every subscriber) and the
+/// monitors (on this thread, no queue hop).
+#[derive(Debug)]
+pub struct Dispatch<'a> {
+    pub publisher: &'a mut Publisher,
+    pub monitors: &'a mut Monitors,
+}
+
+impl Dispatch<'_> {
+    /// A validated fault or CLEAR.
+    #[inline]
+    pub fn fault(&mut self, source: Source, kind: FaultKind, record: &Record<'_>) {
+        self.monitors.on_record(source, kind, record);
+        self.publisher.publish(source, kind, record);
+    }
+
+    /// Records known to be missing.
+    pub fn lost(&mut self, lost: Lost) {
+        self.publisher.publish_lost(lost);
+    }
+}
 
 /// A source the ingest loop polls: a descriptor that becomes readable, and
 /// a handler that drains it, parses and publishes.
@@ -17,5 +41,6 @@ pub trait IngestSource: Send + std::fmt::Debug {
     /// The descriptor to poll for readability (edge-triggered: drain fully).
     fn raw_fd(&self) -> RawFd;
     /// Reads until the descriptor would block; returns the records published.
-    fn on_readable(&mut self, out: &mut Publisher, counters: &SourceCounters) -> io::Result<u64>;
+    fn on_readable(&mut self, out: &mut Dispatch<'_>, counters: &SourceCounters)
+    -> io::Result<u64>;
 }

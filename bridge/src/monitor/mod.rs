@@ -1,0 +1,357 @@
+//! External link monitors ("mrw"): a category plus an optional device
+//! keyword. A matching fault puts a monitor into Error; Error is latched
+//! until `Reset`, or cleared by a CLEAR when the monitor has `auto_clear`.
+//!
+//! The table is owned by the ingest thread, so a fault reaches its monitor
+//! without a queue hop. Matching is O(1) per record whatever the number of
+//! monitors (one hash lookup on the keyword, one list for "any device") and
+//! allocates nothing. Readers on other threads see each monitor's state
+//! through atomics ([`MonitorView`]) and hear of changes on a channel.
+
+use crate::config::MonitorConfig;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use faultbridge_bus::{FaultKind, Source};
+use faultbridge_ffi::wire::record::{Category, Record};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// A monitor's state, as the D-Bus `State` property spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MonitorState {
+    Normal = 0,
+    Error = 1,
+}
+
+impl MonitorState {
+    pub const fn name(self) -> &'static str {
+        match self {
+            MonitorState::Normal => "Normal",
+            MonitorState::Error => "Error",
+        }
+    }
+    fn from_u8(v: u8) -> MonitorState {
+        if v == 1 {
+            MonitorState::Error
+        } else {
+            MonitorState::Normal
+        }
+    }
+}
+
+/// Why a monitor's state changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeCause {
+    /// A matching fault.
+    Fault,
+    /// A matching CLEAR on an `auto_clear` monitor.
+    Clear,
+    /// `Reset` (D-Bus, `faultbridge reset`).
+    Reset,
+}
+
+/// One state change, told to every change listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MonitorChange {
+    /// Index into [`MonitorView::monitors`].
+    pub index: usize,
+    pub state: MonitorState,
+    pub cause: ChangeCause,
+    /// The fault that caused it (for Fault/Clear).
+    pub source: Option<Source>,
+    pub sequence: u64,
+    pub timestamp_ns: u64,
+    pub error_count: u64,
+}
+
+/// The part of a monitor any thread may read.
+#[derive(Debug)]
+pub struct MonitorShared {
+    pub config: MonitorConfig,
+    state: AtomicU8,
+    error_count: AtomicU64,
+    last_sequence: AtomicU64,
+}
+
+impl MonitorShared {
+    pub fn state(&self) -> MonitorState {
+        MonitorState::from_u8(self.state.load(Relaxed))
+    }
+    /// Matching faults counted since start.
+    pub fn error_count(&self) -> u64 {
+        self.error_count.load(Relaxed)
+    }
+    /// Sequence of the last matching fault (0: none).
+    pub fn last_sequence(&self) -> u64 {
+        self.last_sequence.load(Relaxed)
+    }
+}
+
+/// Every monitor, readable from any thread, and the change listeners.
+#[derive(Debug)]
+pub struct MonitorView {
+    pub monitors: Vec<MonitorShared>,
+    listeners: Mutex<Vec<Sender<MonitorChange>>>,
+    /// Changes a listener missed because its queue was full.
+    pub listener_drops: AtomicU64,
+}
+
+impl MonitorView {
+    /// The monitor named `name`.
+    pub fn find(&self, name: &str) -> Option<(usize, &MonitorShared)> {
+        self.monitors
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.config.name == name)
+    }
+
+    /// Listens to state changes (bounded; a full queue counts a drop, and
+    /// the current state stays readable through the atomics).
+    pub fn listen(&self, capacity: usize) -> Receiver<MonitorChange> {
+        let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+        self.listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(tx);
+        rx
+    }
+
+    fn tell(&self, change: MonitorChange) {
+        let mut ls = self
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        ls.retain(|l| match l.try_send(change.clone()) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.listener_drops.fetch_add(1, Relaxed);
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        });
+    }
+}
+
+/// The ingest thread's monitor table.
+#[derive(Debug)]
+pub struct Monitors {
+    view: Arc<MonitorView>,
+    /// Per category (index = code - 1): keyword → monitors of that device.
+    by_keyword: [HashMap<Box<str>, Vec<usize>>; 6],
+    /// Per category: monitors without a keyword (any device).
+    any_device: [Vec<usize>; 6],
+}
+
+fn cat_index(c: Category) -> usize {
+    c.code() as usize - 1
+}
+
+impl Monitors {
+    pub fn new(configs: &[MonitorConfig]) -> Monitors {
+        let mut by_keyword: [HashMap<Box<str>, Vec<usize>>; 6] = Default::default();
+        let mut any_device: [Vec<usize>; 6] = Default::default();
+        for (i, m) in configs.iter().enumerate() {
+            let c = cat_index(m.category);
+            match &m.keyword {
+                Some(k) => by_keyword[c].entry(k.as_str().into()).or_default().push(i),
+                None => any_device[c].push(i),
+            }
+        }
+        let view = Arc::new(MonitorView {
+            monitors: configs
+                .iter()
+                .map(|c| MonitorShared {
+                    config: c.clone(),
+                    state: AtomicU8::new(MonitorState::Normal as u8),
+                    error_count: AtomicU64::new(0),
+                    last_sequence: AtomicU64::new(0),
+                })
+                .collect(),
+            listeners: Mutex::new(Vec::new()),
+            listener_drops: AtomicU64::new(0),
+        });
+        Monitors {
+            view,
+            by_keyword,
+            any_device,
+        }
+    }
+
+    pub fn view(&self) -> Arc<MonitorView> {
+        self.view.clone()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.view.monitors.is_empty()
+    }
+
+    /// Applies one published record to the monitors it matches.
+    #[inline]
+    pub fn on_record(&mut self, source: Source, kind: FaultKind, r: &Record<'_>) {
+        let c = cat_index(r.category());
+        let keyed = self.by_keyword[c]
+            .get(r.keyword())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        for &i in keyed.iter().chain(self.any_device[c].iter()) {
+            self.apply(i, source, kind, r);
+        }
+    }
+
+    fn apply(&self, i: usize, source: Source, kind: FaultKind, r: &Record<'_>) {
+        let m = &self.view.monitors[i];
+        match kind {
+            FaultKind::Fault => {
+                if r.severity() < m.config.min_severity {
+                    return;
+                }
+                let n = m.error_count.fetch_add(1, Relaxed) + 1;
+                m.last_sequence.store(r.sequence(), Relaxed);
+                if m.state() == MonitorState::Normal {
+                    m.state.store(MonitorState::Error as u8, Relaxed);
+                    self.view.tell(MonitorChange {
+                        index: i,
+                        state: MonitorState::Error,
+                        cause: ChangeCause::Fault,
+                        source: Some(source),
+                        sequence: r.sequence(),
+                        timestamp_ns: r.timestamp_ns(),
+                        error_count: n,
+                    });
+                }
+            }
+            FaultKind::Clear => {
+                if m.config.auto_clear && m.state() == MonitorState::Error {
+                    m.state.store(MonitorState::Normal as u8, Relaxed);
+                    self.view.tell(MonitorChange {
+                        index: i,
+                        state: MonitorState::Normal,
+                        cause: ChangeCause::Clear,
+                        source: Some(source),
+                        sequence: r.sequence(),
+                        timestamp_ns: r.timestamp_ns(),
+                        error_count: m.error_count(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Clears a monitor's Error. Returns false for an unknown name.
+    pub fn reset(&mut self, name: &str) -> bool {
+        let Some((i, m)) = self.view.find(name) else {
+            return false;
+        };
+        if m.state() == MonitorState::Error {
+            m.state.store(MonitorState::Normal as u8, Relaxed);
+            self.view.tell(MonitorChange {
+                index: i,
+                state: MonitorState::Normal,
+                cause: ChangeCause::Reset,
+                source: None,
+                sequence: m.last_sequence(),
+                timestamp_ns: faultbridge_ffi::sys::monotonic_ns(),
+                error_count: m.error_count(),
+            });
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use faultbridge_ffi::wire::record::RecordSpec;
+
+    fn monitors(toml: &str) -> Monitors {
+        Monitors::new(
+            &Config::parse(toml, std::path::Path::new("t"))
+                .unwrap()
+                .monitors,
+        )
+    }
+
+    fn rec(cat: Category, kw: &str, sev: u16, seq: u64) -> Vec<u8> {
+        let mut v = Vec::new();
+        RecordSpec {
+            flags: 0,
+            sequence: seq,
+            timestamp_ns: 1,
+            category: cat.code(),
+            severity: sev,
+            event_code: 1,
+            device_index: 0,
+            keyword: kw.as_bytes(),
+            detail: b"",
+            driver_id: 1,
+        }
+        .encode_into(&mut v);
+        v
+    }
+
+    #[test]
+    fn keyword_monitors_match_their_device_and_keywordless_ones_any_device() {
+        let mut m = monitors(
+            "[[monitor]]\nname='eth0'\ncategory='NIC'\nkeyword='eth0'\n[[monitor]]\nname='anynic'\ncategory='NIC'\n[[monitor]]\nname='fc'\ncategory='FC'\n",
+        );
+        let changes = m.view().listen(16);
+        let b = rec(Category::Nic, "eth1", 2, 1);
+        m.on_record(
+            Source::Expdrv,
+            FaultKind::Fault,
+            &Record::parse(&b).unwrap(),
+        );
+        let v = m.view();
+        assert_eq!(v.monitors[0].state(), MonitorState::Normal);
+        assert_eq!(v.monitors[1].state(), MonitorState::Error);
+        assert_eq!(v.monitors[2].state(), MonitorState::Normal);
+        let b = rec(Category::Nic, "eth0", 3, 2);
+        m.on_record(
+            Source::Expdrv,
+            FaultKind::Fault,
+            &Record::parse(&b).unwrap(),
+        );
+        assert_eq!(v.monitors[0].state(), MonitorState::Error);
+        assert_eq!(v.monitors[0].last_sequence(), 2);
+        assert_eq!(v.monitors[1].error_count(), 2);
+        let got: Vec<_> = changes.try_iter().map(|c| (c.index, c.state)).collect();
+        assert_eq!(
+            got,
+            vec![(1, MonitorState::Error), (0, MonitorState::Error)]
+        );
+        assert!(m.reset("eth0"));
+        assert!(!m.reset("nope"));
+        assert_eq!(v.monitors[0].state(), MonitorState::Normal);
+    }
+
+    #[test]
+    fn below_minimum_severity_is_ignored_and_clear_needs_auto_clear() {
+        let mut m = monitors(
+            "[[monitor]]\nname='a'\ncategory='FC'\nauto_clear=true\n[[monitor]]\nname='b'\ncategory='FC'\n",
+        );
+        let b = rec(Category::Fc, "host1", 1, 1);
+        m.on_record(
+            Source::Expdrv,
+            FaultKind::Fault,
+            &Record::parse(&b).unwrap(),
+        );
+        let v = m.view();
+        assert_eq!(v.monitors[0].state(), MonitorState::Normal);
+        let b = rec(Category::Fc, "host1", 2, 2);
+        m.on_record(
+            Source::Expdrv,
+            FaultKind::Fault,
+            &Record::parse(&b).unwrap(),
+        );
+        assert_eq!(v.monitors[0].state(), MonitorState::Error);
+        let b = rec(Category::Fc, "host1", 0, 3);
+        m.on_record(
+            Source::Expdrv,
+            FaultKind::Clear,
+            &Record::parse(&b).unwrap(),
+        );
+        assert_eq!(v.monitors[0].state(), MonitorState::Normal);
+        assert_eq!(v.monitors[1].state(), MonitorState::Error);
+    }
+}
