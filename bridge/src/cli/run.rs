@@ -55,17 +55,11 @@ pub fn run(args: RunArgs) -> CliResult {
     };
     let signals = block_stop_signals()?;
     let bridge = Bridge::start(&config)?;
-    let printer = match args.print {
+    // Subscribe before announcing readiness, so nothing sent after `ready`
+    // is missed; the printer locks stdout for good, so `ready` goes first.
+    let sub = match args.print {
         Print::None => None,
-        mode => {
-            let sub =
-                bridge.subscribe(SubscribeOptions::new("stdout").capacity(config.ingest.queue))?;
-            Some(
-                std::thread::Builder::new()
-                    .name("fb-print".into())
-                    .spawn(move || print_events(sub, mode))?,
-            )
-        }
+        _ => Some(bridge.subscribe(SubscribeOptions::new("stdout").capacity(config.ingest.queue))?),
     };
     if args.print == Print::Json {
         println!(
@@ -73,6 +67,15 @@ pub fn run(args: RunArgs) -> CliResult {
             serde_json::json!({"type": "ready", "pid": std::process::id()})
         );
     }
+    let mode = args.print;
+    let printer = match sub {
+        None => None,
+        Some(sub) => Some(
+            std::thread::Builder::new()
+                .name("fb-print".into())
+                .spawn(move || print_events(sub, mode))?,
+        ),
+    };
     eprintln!("faultbridge: running (pid {})", std::process::id());
     let sig = signals.wait()?;
     eprintln!("faultbridge: {sig}: stopping");

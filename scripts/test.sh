@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine or an old one: installs what the
+# tests need when it is missing, then checks formatting and lints, and runs
+# every test (unit, property, end-to-end against real sockets, a real
+# dbus-daemon and real network namespaces) and the doc examples.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# --- system packages the tests use (Debian names) ----------------------------
+need_pkgs=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have cc           || need_pkgs+=(gcc libc6-dev)
+have ip           || need_pkgs+=(iproute2)
+have unshare      || need_pkgs+=(util-linux)
+have setpriv      || need_pkgs+=(util-linux)
+have dbus-daemon  || need_pkgs+=(dbus-daemon)
+have busctl       || need_pkgs+=(systemd)
+have gdbus        || need_pkgs+=(libglib2.0-bin)
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "test.sh: missing ${need_pkgs[*]} and not root to install them" >&2
+    exit 1
+  fi
+  echo "test.sh: installing ${need_pkgs[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${need_pkgs[@]}"
+fi
+
+# --- Rust tools ---------------------------------------------------------------
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "test.sh: installing cargo-nextest" >&2
+  cargo install --locked cargo-nextest
+fi
+
+# --- privileges: netlink multicast receive and network namespaces -------------
+if [ "$(id -u)" -ne 0 ] && [ -z "${FAULTBRIDGE_IN_USERNS:-}" ]; then
+  echo "test.sh: not root: re-running inside a user and network namespace (unshare -Urn)" >&2
+  exec env FAULTBRIDGE_IN_USERNS=1 unshare -Urn "$0" "$@"
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo nextest run --workspace --locked --no-fail-fast "$@"
+cargo test --workspace --locked --doc
