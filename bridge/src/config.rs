@@ -66,7 +66,46 @@ pub struct Config {
     pub history: Option<HistoryConfig>,
     pub monitors: Vec<MonitorConfig>,
     pub ingest: IngestConfig,
+    pub actions: ActionsConfig,
 }
+
+/// `[actions]`: the recovery-action runner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActionsConfig {
+    /// Actions running at once, all monitors together; more wait their turn.
+    pub max_concurrent: usize,
+    /// Bytes of stdout and of stderr kept per process for the activity log.
+    pub output_limit: usize,
+}
+
+impl Default for ActionsConfig {
+    fn default() -> Self {
+        ActionsConfig {
+            max_concurrent: 8,
+            output_limit: 4096,
+        }
+    }
+}
+
+/// `threshold = { count, window }`: Error only after `count` matching faults
+/// within `window`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Threshold {
+    pub count: u32,
+    pub window: Duration,
+}
+
+impl Default for Threshold {
+    fn default() -> Self {
+        Threshold {
+            count: 1,
+            window: Duration::ZERO,
+        }
+    }
+}
+
+/// The longest `exit_data` string handed to an exit program.
+pub const EXIT_DATA_MAX: usize = 256;
 
 /// `[sources.expdrv]`: the expanded driver (ABI v1).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,9 +208,20 @@ pub struct MonitorConfig {
     pub failover_outside_server_group: bool,
     pub final_action: String,
     pub adapter: AdapterKind,
+    /// The program (exec, exit-program) or the command template
+    /// (expresscluster, pacemaker), split shell-style, `{placeholders}` filled in.
     pub command: Option<String>,
     pub timeout: Duration,
     pub auto_clear: bool,
+    pub threshold: Threshold,
+    /// No second recovery action for this monitor within this time.
+    pub grace_period: Duration,
+    /// A command whose exit 0 means the recovery target is active.
+    pub target_check: Option<String>,
+    /// Exit-program restarts before failover.
+    pub restart_limit: u32,
+    /// `FAULTBRIDGE_EXIT_DATA` for exit programs.
+    pub exit_data: String,
 }
 
 // ---- the file as written -------------------------------------------------
@@ -186,6 +236,21 @@ struct RawConfig {
     ingest: Option<RawIngest>,
     #[serde(default)]
     monitor: Vec<RawMonitor>,
+    actions: Option<RawActions>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawActions {
+    max_concurrent: Option<Spanned<i64>>,
+    output_limit: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThreshold {
+    count: Spanned<i64>,
+    window: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -238,6 +303,11 @@ struct RawMonitor {
     command: Option<String>,
     timeout: Option<Spanned<String>>,
     auto_clear: Option<bool>,
+    threshold: Option<Spanned<RawThreshold>>,
+    grace_period: Option<Spanned<String>>,
+    target_check: Option<String>,
+    restart_limit: Option<Spanned<i64>>,
+    exit_data: Option<Spanned<String>>,
 }
 
 /// Parses a duration such as `10s`, `250ms`, `2m`, `1h`, `1500us`.
@@ -356,6 +426,16 @@ impl Config {
             ingest.queue = cx.int_in(q, "queue", 16, 1 << 24)? as usize;
         }
 
+        let mut actions = ActionsConfig::default();
+        if let Some(a) = &raw.actions {
+            if let Some(m) = &a.max_concurrent {
+                actions.max_concurrent = cx.int_in(m, "max_concurrent", 1, 1024)? as usize;
+            }
+            if let Some(o) = &a.output_limit {
+                actions.output_limit = cx.int_in(o, "output_limit", 0, 1 << 24)? as usize;
+            }
+        }
+
         let mut monitors: Vec<MonitorConfig> = Vec::with_capacity(raw.monitor.len());
         for m in &raw.monitor {
             let mon = validate_monitor(&cx, m)?;
@@ -375,6 +455,7 @@ impl Config {
             history,
             monitors,
             ingest,
+            actions,
         })
     }
 
@@ -391,6 +472,7 @@ impl Config {
             history: None,
             monitors: Vec::new(),
             ingest: IngestConfig::default(),
+            actions: ActionsConfig::default(),
         }
     }
 }
@@ -495,6 +577,65 @@ fn validate_monitor(cx: &Ctx<'_>, m: &RawMonitor) -> Result<MonitorConfig, Confi
         None => Duration::from_secs(10),
         Some(t) => parse_duration(t.get_ref()).map_err(|e| cx.spanned(t, e))?,
     };
+    let threshold = match &m.threshold {
+        None => Threshold::default(),
+        Some(t) => {
+            let r = t.get_ref();
+            let count = cx.int_in(&r.count, "threshold.count", 1, 1_000_000)? as u32;
+            let window = match &r.window {
+                Some(w) => parse_duration(w.get_ref()).map_err(|e| cx.spanned(w, e))?,
+                None if count > 1 => return Err(cx.spanned(
+                    t,
+                    "threshold with count > 1 needs a window, e.g. { count = 3, window = \"10s\" }",
+                )),
+                None => Duration::ZERO,
+            };
+            Threshold { count, window }
+        }
+    };
+    let grace_period = match &m.grace_period {
+        None => Duration::ZERO,
+        Some(g) => parse_duration(g.get_ref()).map_err(|e| cx.spanned(g, e))?,
+    };
+    let restart_limit = match &m.restart_limit {
+        None => 1,
+        Some(r) => cx.int_in(r, "restart_limit", 0, 1000)? as u32,
+    };
+    let exit_data = match &m.exit_data {
+        None => String::new(),
+        Some(d) => {
+            if d.get_ref().len() > EXIT_DATA_MAX {
+                return Err(cx.spanned(
+                    d,
+                    format!(
+                        "exit_data is {} bytes, more than {EXIT_DATA_MAX}",
+                        d.get_ref().len()
+                    ),
+                ));
+            }
+            d.get_ref().clone()
+        }
+    };
+    if adapter == AdapterKind::ExitProgram {
+        if let Some(c) = &m.command {
+            if shlex::split(c).is_some_and(|w| w.len() > 1) {
+                return Err(cx.spanned(
+                    &m.name,
+                    format!("monitor {name:?}: an exit program is called as `PROGRAM ACTION_CODE FBEX0100`: command must be the program alone, got {c:?}"),
+                ));
+            }
+        }
+    }
+    for (key, cmd) in [("command", &m.command), ("target_check", &m.target_check)] {
+        if let Some(c) = cmd {
+            if shlex::split(c).is_none_or(|w| w.is_empty()) {
+                return Err(cx.spanned(
+                    &m.name,
+                    format!("monitor {name:?}: {key} {c:?} is empty or badly quoted"),
+                ));
+            }
+        }
+    }
     Ok(MonitorConfig {
         name: name.clone(),
         category,
@@ -508,6 +649,11 @@ fn validate_monitor(cx: &Ctx<'_>, m: &RawMonitor) -> Result<MonitorConfig, Confi
         command: m.command.clone(),
         timeout,
         auto_clear: m.auto_clear.unwrap_or(false),
+        threshold,
+        grace_period,
+        target_check: m.target_check.clone(),
+        restart_limit,
+        exit_data,
     })
 }
 

@@ -2,6 +2,8 @@
 //! parsing and publishing. Nothing on it waits for a consumer. Requests from
 //! other threads (D-Bus `Notify`, stop) arrive on a channel and a waker.
 
+use crate::action::{Runner, RunnerStats};
+use crate::activity::ActivityLog;
 use crate::config::Config;
 use crate::monitor::{MonitorView, Monitors};
 use crate::notify::{NotifyError, NotifyRequest, NotifySource};
@@ -124,9 +126,12 @@ pub struct Bridge {
     handle: BusHandle,
     control: ControlHandle,
     monitors: Arc<MonitorView>,
+    activity: Arc<ActivityLog>,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// Dropped after the ingest thread has stopped (field order).
+    runner: Option<Runner>,
 }
 
 struct Ingest {
@@ -177,7 +182,24 @@ impl Bridge {
         let (ctx, crx) = crossbeam_channel::unbounded();
         let stats = Arc::new(Stats::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let monitors = Monitors::new(&config.monitors);
+        let activity = Arc::new(ActivityLog::new(4096));
+        let runner = if config.monitors.is_empty() {
+            None
+        } else {
+            Some(
+                Runner::start(
+                    config.monitors.clone(),
+                    config.actions.clone(),
+                    activity.clone(),
+                )
+                .map_err(BridgeError::Thread)?,
+            )
+        };
+        let monitors = Monitors::with_actions(
+            &config.monitors,
+            activity.clone(),
+            runner.as_ref().map(Runner::sender),
+        );
         let monitor_view = monitors.view();
         let mut ingest = Ingest {
             poll,
@@ -197,9 +219,11 @@ impl Bridge {
             handle,
             control: ControlHandle { tx: ctx, waker },
             monitors: monitor_view,
+            activity,
             stats,
             stop,
             thread: Some(thread),
+            runner,
         })
     }
 
@@ -221,6 +245,21 @@ impl Bridge {
     /// The monitors' states, readable from any thread, with change listeners.
     pub fn monitors(&self) -> Arc<MonitorView> {
         self.monitors.clone()
+    }
+
+    /// The live counters, for adapters that report them (D-Bus `Status`).
+    pub fn counters(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// The activity log: state changes and recovery actions.
+    pub fn activity(&self) -> Arc<ActivityLog> {
+        self.activity.clone()
+    }
+
+    /// Counters of the recovery-action runner (absent without monitors).
+    pub fn action_stats(&self) -> Option<Arc<RunnerStats>> {
+        self.runner.as_ref().map(|r| r.stats.clone())
     }
 
     /// The counters now.

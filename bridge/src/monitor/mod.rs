@@ -8,11 +8,14 @@
 //! allocates nothing. Readers on other threads see each monitor's state
 //! through atomics ([`MonitorView`]) and hear of changes on a channel.
 
+use crate::action::{RunnerMsg, Trip};
+use crate::activity::{ActivityLog, ActivitySeverity};
 use crate::config::MonitorConfig;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use faultbridge_bus::{FaultKind, Source};
+use faultbridge_ffi::sys::monotonic_ns;
 use faultbridge_ffi::wire::record::{Category, Record};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -132,10 +135,22 @@ impl MonitorView {
     }
 }
 
+/// What only the ingest thread keeps of a monitor: the anti-flap state.
+#[derive(Debug)]
+struct Local {
+    /// Arrival times (monotonic ns) of recent matching faults, for the threshold.
+    window: VecDeque<u64>,
+    /// When the last recovery action was requested (monotonic ns).
+    last_action_ns: Option<u64>,
+}
+
 /// The ingest thread's monitor table.
 #[derive(Debug)]
 pub struct Monitors {
     view: Arc<MonitorView>,
+    local: Vec<Local>,
+    activity: Arc<ActivityLog>,
+    actions: Option<Sender<RunnerMsg>>,
     /// Per category (index = code - 1): keyword → monitors of that device.
     by_keyword: [HashMap<Box<str>, Vec<usize>>; 6],
     /// Per category: monitors without a keyword (any device).
@@ -147,7 +162,18 @@ fn cat_index(c: Category) -> usize {
 }
 
 impl Monitors {
+    /// A table without recovery actions (state only).
     pub fn new(configs: &[MonitorConfig]) -> Monitors {
+        Monitors::with_actions(configs, Arc::new(ActivityLog::new(1024)), None)
+    }
+
+    /// A table that hands recovery actions to the runner behind `actions`
+    /// and records every change in `activity`.
+    pub fn with_actions(
+        configs: &[MonitorConfig],
+        activity: Arc<ActivityLog>,
+        actions: Option<Sender<RunnerMsg>>,
+    ) -> Monitors {
         let mut by_keyword: [HashMap<Box<str>, Vec<usize>>; 6] = Default::default();
         let mut any_device: [Vec<usize>; 6] = Default::default();
         for (i, m) in configs.iter().enumerate() {
@@ -170,8 +196,18 @@ impl Monitors {
             listeners: Mutex::new(Vec::new()),
             listener_drops: AtomicU64::new(0),
         });
+        let local = configs
+            .iter()
+            .map(|c| Local {
+                window: VecDeque::with_capacity(c.threshold.count as usize),
+                last_action_ns: None,
+            })
+            .collect();
         Monitors {
             view,
+            local,
+            activity,
+            actions,
             by_keyword,
             any_device,
         }
@@ -193,36 +229,104 @@ impl Monitors {
             .get(r.keyword())
             .map(Vec::as_slice)
             .unwrap_or(&[]);
-        for &i in keyed.iter().chain(self.any_device[c].iter()) {
-            self.apply(i, source, kind, r);
+        if keyed.is_empty() && self.any_device[c].is_empty() {
+            return;
+        }
+        let (keyed_n, any_n) = (keyed.len(), self.any_device[c].len());
+        for k in 0..keyed_n + any_n {
+            // Re-borrow per step: `apply` needs `&mut self`.
+            let i = if k < keyed_n {
+                self.by_keyword[c]
+                    .get(r.keyword())
+                    .map_or(usize::MAX, |v| v[k])
+            } else {
+                self.any_device[c][k - keyed_n]
+            };
+            if i != usize::MAX {
+                self.apply(i, source, kind, r);
+            }
         }
     }
 
-    fn apply(&self, i: usize, source: Source, kind: FaultKind, r: &Record<'_>) {
-        let m = &self.view.monitors[i];
+    /// True when the threshold is met by this fault (arriving `now`).
+    fn threshold_met(&mut self, i: usize, now: u64) -> bool {
+        let t = self.view.monitors[i].config.threshold;
+        if t.count <= 1 {
+            return true;
+        }
+        let w = &mut self.local[i].window;
+        let horizon = now.saturating_sub(t.window.as_nanos() as u64);
+        while w.front().is_some_and(|&at| at < horizon) {
+            w.pop_front();
+        }
+        if w.len() == t.count as usize {
+            w.pop_front();
+        }
+        w.push_back(now);
+        if w.len() >= t.count as usize {
+            w.clear();
+            return true;
+        }
+        false
+    }
+
+    fn apply(&mut self, i: usize, source: Source, kind: FaultKind, r: &Record<'_>) {
         match kind {
             FaultKind::Fault => {
+                let m = &self.view.monitors[i];
                 if r.severity() < m.config.min_severity {
                     return;
                 }
                 let n = m.error_count.fetch_add(1, Relaxed) + 1;
                 m.last_sequence.store(r.sequence(), Relaxed);
-                if m.state() == MonitorState::Normal {
-                    m.state.store(MonitorState::Error as u8, Relaxed);
-                    self.view.tell(MonitorChange {
-                        index: i,
-                        state: MonitorState::Error,
-                        cause: ChangeCause::Fault,
-                        source: Some(source),
-                        sequence: r.sequence(),
-                        timestamp_ns: r.timestamp_ns(),
-                        error_count: n,
-                    });
+                if m.state() != MonitorState::Normal {
+                    return;
                 }
+                let now = monotonic_ns();
+                if !self.threshold_met(i, now) {
+                    return;
+                }
+                let m = &self.view.monitors[i];
+                m.state.store(MonitorState::Error as u8, Relaxed);
+                self.view.tell(MonitorChange {
+                    index: i,
+                    state: MonitorState::Error,
+                    cause: ChangeCause::Fault,
+                    source: Some(source),
+                    sequence: r.sequence(),
+                    timestamp_ns: r.timestamp_ns(),
+                    error_count: n,
+                });
+                self.recover(i, source, r, now);
+                let m = &self.view.monitors[i];
+                self.activity.add(
+                    ActivitySeverity::Error,
+                    &m.config.name,
+                    "state",
+                    format!(
+                        "Normal → Error: {} fault #{} on {:?} ({}, event {:#010x}, from {source})",
+                        r.category(),
+                        r.sequence(),
+                        r.keyword(),
+                        r.severity(),
+                        r.event_code()
+                    ),
+                );
             }
             FaultKind::Clear => {
+                let m = &self.view.monitors[i];
                 if m.config.auto_clear && m.state() == MonitorState::Error {
                     m.state.store(MonitorState::Normal as u8, Relaxed);
+                    self.activity.add(
+                        ActivitySeverity::Information,
+                        &m.config.name,
+                        "state",
+                        format!(
+                            "Error → Normal: CLEAR #{} on {:?} (auto_clear)",
+                            r.sequence(),
+                            r.keyword()
+                        ),
+                    );
                     self.view.tell(MonitorChange {
                         index: i,
                         state: MonitorState::Normal,
@@ -237,12 +341,66 @@ impl Monitors {
         }
     }
 
+    /// Hands the recovery action to the runner, unless within the grace period.
+    fn recover(&mut self, i: usize, source: Source, r: &Record<'_>, now: u64) {
+        let Some(tx) = &self.actions else { return };
+        let m = &self.view.monitors[i];
+        let grace = m.config.grace_period.as_nanos() as u64;
+        if let Some(last) = self.local[i].last_action_ns {
+            if grace > 0 && now.saturating_sub(last) < grace {
+                self.activity.add(
+                    ActivitySeverity::Warning,
+                    &m.config.name,
+                    "suppressed",
+                    format!(
+                        "no recovery action for fault #{}: within the grace period of {:?} after the last one",
+                        r.sequence(),
+                        m.config.grace_period
+                    ),
+                );
+                return;
+            }
+        }
+        self.local[i].last_action_ns = Some(now);
+        let trip = Trip {
+            source,
+            sequence: r.sequence(),
+            timestamp_ns: r.timestamp_ns(),
+            category: r.category(),
+            severity: r.severity(),
+            event_code: r.event_code(),
+            device_index: r.device_index(),
+            keyword: r.keyword().to_string(),
+        };
+        if tx.try_send(RunnerMsg::Act { monitor: i, trip }).is_err() {
+            self.activity.add(
+                ActivitySeverity::Error,
+                &m.config.name,
+                "action-exit",
+                format!(
+                    "recovery action for fault #{} not started: the action queue is full",
+                    r.sequence()
+                ),
+            );
+        }
+    }
+
     /// Clears a monitor's Error. Returns false for an unknown name.
     pub fn reset(&mut self, name: &str) -> bool {
         let Some((i, m)) = self.view.find(name) else {
             return false;
         };
+        self.local[i].window.clear();
+        if let Some(tx) = &self.actions {
+            let _ = tx.try_send(RunnerMsg::Reset { monitor: i });
+        }
         if m.state() == MonitorState::Error {
+            self.activity.add(
+                ActivitySeverity::Information,
+                name,
+                "state",
+                "Error → Normal: Reset",
+            );
             m.state.store(MonitorState::Normal as u8, Relaxed);
             self.view.tell(MonitorChange {
                 index: i,

@@ -1,6 +1,7 @@
 //! Wire formats: fixed layouts and checked views. Nothing here is `unsafe`.
 #![forbid(unsafe_code)]
 
+pub mod fbex;
 pub mod info;
 pub mod nlmsg;
 pub mod record;
