@@ -64,38 +64,15 @@ pub fn record(
     ok
 }
 
-/// Runs the monitor's adapter; returns the restart count afterwards.
-pub fn perform(
+/// The single command of the `exec`, `expresscluster` and `pacemaker`
+/// adapters (argv with placeholders filled in, environment), or `None` for
+/// the others.
+pub fn single_command(
     m: &MonitorConfig,
     trip: &Trip,
-    restarts_done: u32,
-    activity: &ActivityLog,
-    stats: &RunnerStats,
-    output_limit: usize,
-) -> u32 {
+) -> Option<(Vec<String>, Vec<(String, String)>)> {
     let template = match m.adapter {
-        AdapterKind::None => {
-            activity.add(
-                ActivitySeverity::Information,
-                &m.name,
-                "no-adapter",
-                format!(
-                    "fault #{} put the monitor in Error; no adapter: the cluster sees it through `faultbridge check {}`",
-                    trip.sequence, m.name
-                ),
-            );
-            return restarts_done;
-        }
-        AdapterKind::ExitProgram => {
-            return super::exit_program::perform(
-                m,
-                trip,
-                restarts_done,
-                activity,
-                stats,
-                output_limit,
-            );
-        }
+        AdapterKind::None | AdapterKind::ExitProgram => return None,
         AdapterKind::Exec => m.command.clone().unwrap_or_default(),
         AdapterKind::ExpressCluster => m
             .command
@@ -107,7 +84,11 @@ pub fn perform(
             .unwrap_or_else(|| PACEMAKER_TEMPLATE.into()),
     };
     let argv = process::command_words(&template, &variables(m, trip)).unwrap_or_default();
-    stats.started.fetch_add(1, Relaxed);
+    Some((argv, environment(m, trip)))
+}
+
+/// Logs the start of a single-command action.
+pub fn log_start(activity: &ActivityLog, m: &MonitorConfig, trip: &Trip, argv: &[String]) {
     activity.add(
         ActivitySeverity::Information,
         &m.name,
@@ -121,7 +102,39 @@ pub fn perform(
             shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "))
         ),
     );
-    let o = process::run(&argv, &environment(m, trip), b"", m.timeout, output_limit);
+}
+
+/// Runs the monitor's adapter; returns the restart count afterwards.
+pub fn perform(
+    m: &MonitorConfig,
+    trip: &Trip,
+    restarts_done: u32,
+    activity: &ActivityLog,
+    stats: &RunnerStats,
+    output_limit: usize,
+) -> u32 {
+    if m.adapter == AdapterKind::ExitProgram {
+        return super::exit_program::perform(m, trip, restarts_done, activity, stats, output_limit);
+    }
+    let Some((argv, env)) = single_command(m, trip) else {
+        activity.add(
+            ActivitySeverity::Information,
+            &m.name,
+            "no-adapter",
+            format!(
+                "fault #{} put the monitor in Error; no adapter: the cluster sees it through `faultbridge check {}`",
+                trip.sequence, m.name
+            ),
+        );
+        return restarts_done;
+    };
+    stats.started.fetch_add(1, Relaxed);
+    let spawned = process::spawn(&argv, &env, b"");
+    log_start(activity, m, trip, &argv);
+    let o = match spawned {
+        Ok(s) => s.finish(m.timeout, output_limit),
+        Err(o) => o,
+    };
     record(activity, stats, &m.name, m.adapter.name(), &o);
     restarts_done
 }

@@ -197,16 +197,45 @@ fn run(
                 done_tx.clone(),
                 cfg.output_limit,
             );
-            let spawned = std::thread::Builder::new()
-                .name("fb-action".into())
-                .spawn(move || {
-                    let restarts_done =
-                        perform(&mons[monitor], &trip, restarts_done, &act, &st, out_limit);
-                    let _ = dtx.send(Done {
-                        monitor,
-                        restarts_done,
-                    });
-                });
+            let m = &monitors[monitor];
+            // Fast path: a single command with no target check is started
+            // here, before any thread is made, so the cluster hears of the
+            // fault as soon as the process can run; a thread then waits for it.
+            let direct = match m.target_check {
+                None => adapters::single_command(m, &trip),
+                Some(_) => None,
+            };
+            let spawned = match direct {
+                Some((argv, env)) => {
+                    stats.started.fetch_add(1, Relaxed);
+                    let started = process::spawn(&argv, &env, b"");
+                    adapters::log_start(&activity, m, &trip, &argv);
+                    std::thread::Builder::new()
+                        .name("fb-action".into())
+                        .spawn(move || {
+                            let m = &mons[monitor];
+                            let o = match started {
+                                Ok(s) => s.finish(m.timeout, out_limit),
+                                Err(o) => o,
+                            };
+                            adapters::record(&act, &st, &m.name, m.adapter.name(), &o);
+                            let _ = dtx.send(Done {
+                                monitor,
+                                restarts_done,
+                            });
+                        })
+                }
+                None => std::thread::Builder::new()
+                    .name("fb-action".into())
+                    .spawn(move || {
+                        let restarts_done =
+                            perform(&mons[monitor], &trip, restarts_done, &act, &st, out_limit);
+                        let _ = dtx.send(Done {
+                            monitor,
+                            restarts_done,
+                        });
+                    }),
+            };
             if let Err(e) = spawned {
                 running -= 1;
                 p.in_flight = false;

@@ -97,17 +97,19 @@ fn ending_of(st: ExitStatus) -> Ending {
     }
 }
 
-/// Runs `argv` with `env` and `stdin`, in `/`, in a new process group.
-pub fn run(
-    argv: &[String],
-    env: &[(String, String)],
-    stdin: &[u8],
-    timeout: Duration,
-    output_limit: usize,
-) -> Outcome {
+/// A started process, not yet waited for.
+#[derive(Debug)]
+pub struct Spawned {
+    child: Child,
+    start: Instant,
+}
+
+/// Starts `argv` with `env` and `stdin`, in `/`, in a new process group.
+/// On failure, the outcome to record.
+pub fn spawn(argv: &[String], env: &[(String, String)], stdin: &[u8]) -> Result<Spawned, Outcome> {
     let start = Instant::now();
     let Some((prog, args)) = argv.split_first() else {
-        return spawn_failed("empty command", start);
+        return Err(spawn_failed("empty command", start));
     };
     let mut cmd = Command::new(prog);
     cmd.args(args)
@@ -119,14 +121,36 @@ pub fn run(
         .stderr(Stdio::piped());
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return spawn_failed(&format!("{prog}: {e}"), start),
+        Err(e) => return Err(spawn_failed(&format!("{prog}: {e}"), start)),
     };
     if let Some(mut si) = child.stdin.take() {
         // The block is far smaller than a pipe buffer; a program that exits
         // without reading it gets EPIPE here, which is its business.
         let _ = si.write_all(stdin);
     }
-    wait_capturing(child, start, timeout, output_limit)
+    Ok(Spawned { child, start })
+}
+
+impl Spawned {
+    /// Waits for the process, capturing its output, killing its process
+    /// group at `timeout` (counted from the start).
+    pub fn finish(self, timeout: Duration, output_limit: usize) -> Outcome {
+        wait_capturing(self.child, self.start, timeout, output_limit)
+    }
+}
+
+/// Runs `argv` with `env` and `stdin`, in `/`, in a new process group.
+pub fn run(
+    argv: &[String],
+    env: &[(String, String)],
+    stdin: &[u8],
+    timeout: Duration,
+    output_limit: usize,
+) -> Outcome {
+    match spawn(argv, env, stdin) {
+        Ok(s) => s.finish(timeout, output_limit),
+        Err(o) => o,
+    }
 }
 
 fn spawn_failed(msg: &str, start: Instant) -> Outcome {
