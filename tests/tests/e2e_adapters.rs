@@ -1,0 +1,74 @@
+//! The cluster adapters' default commands, run by the real daemon with the
+//! cluster's tools (`clprexec`, `crm_resource`) played by scripts on PATH
+//! that record their arguments.
+#![allow(clippy::unwrap_used)]
+
+use faultbridge_tests::{Daemon, TempDir, faultbridge, private_netns};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn tool(dir: &Path, name: &str) {
+    let p = dir.join(name);
+    std::fs::write(
+        &p,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > {}/{name}.args\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn wait_args(dir: &Path, name: &str) -> Vec<String> {
+    let p = dir.join(format!("{name}.args"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&p) {
+            if s.ends_with('\n') {
+                return s.lines().map(String::from).collect();
+            }
+        }
+        assert!(Instant::now() < deadline, "{name} was never run");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn expresscluster_and_pacemaker_adapters_run_their_default_commands() {
+    private_netns();
+    let bin = TempDir::new("cluster-tools");
+    tool(bin.path(), "clprexec");
+    tool(bin.path(), "crm_resource");
+    let path = format!("{}:/usr/bin:/bin", bin.path().display());
+    let d = Daemon::start_with(
+        r#"bus = "none"
+[sources.expdrv]
+netlink_protocol = 2
+netlink_group = 1
+[[monitor]]
+name = "mrw-nic"
+category = "NIC"
+keyword = "eth0"
+adapter = "expresscluster"
+[[monitor]]
+name = "mrw-fc-any"
+category = "FC"
+adapter = "pacemaker"
+recovery_target = "vip-group"
+"#,
+        &[("PATH", &path)],
+    );
+    faultbridge(&["sim", "send", "-k", "NIC.eth0"]);
+    assert_eq!(
+        wait_args(bin.path(), "clprexec"),
+        vec!["--notice", "-k", "NIC.eth0"]
+    );
+    faultbridge(&["sim", "send", "-k", "FC.host7", "--seq", "2"]);
+    assert_eq!(
+        wait_args(bin.path(), "crm_resource"),
+        vec!["--fail", "--resource", "vip-group"]
+    );
+    drop(d);
+}
