@@ -5,6 +5,7 @@
 use crate::action::{Runner, RunnerStats};
 use crate::activity::ActivityLog;
 use crate::config::Config;
+use crate::history::{HistoryDb, HistoryError, HistoryStats, Retention, WriterInputs, run_writer};
 use crate::monitor::{MonitorView, Monitors};
 use crate::notify::{NotifyError, NotifyRequest, NotifySource};
 use crate::sources::expdrv::ExpdrvNetlink;
@@ -37,6 +38,8 @@ pub enum BridgeError {
     Thread(#[source] io::Error),
     #[error("the bridge has stopped")]
     Stopped,
+    #[error("cannot use the history database")]
+    History(#[source] HistoryError),
 }
 
 /// The waker's token; sources use `Token(SOURCE_TOKEN_BASE + index)`.
@@ -130,6 +133,8 @@ pub struct Bridge {
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// The history writer; it ends once the ingest thread has stopped.
+    history: Option<(JoinHandle<()>, Arc<HistoryStats>)>,
     /// Dropped after the ingest thread has stopped (field order).
     runner: Option<Runner>,
 }
@@ -165,7 +170,7 @@ impl Bridge {
     /// over by a previous daemon).
     pub fn start_with_sources(
         config: &Config,
-        sources: Vec<Box<dyn IngestSource>>,
+        mut sources: Vec<Box<dyn IngestSource>>,
     ) -> Result<Bridge, BridgeError> {
         let poll = Poll::new().map_err(BridgeError::Poll)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE).map_err(BridgeError::Poll)?);
@@ -200,7 +205,43 @@ impl Bridge {
             activity.clone(),
             runner.as_ref().map(Runner::sender),
         );
+        let mut monitors = monitors;
         let monitor_view = monitors.view();
+        let history = match &config.history {
+            None => None,
+            Some(h) => {
+                let db = HistoryDb::open(&h.path).map_err(BridgeError::History)?;
+                // Restart continuity: where each source was, and which
+                // monitors were latched in Error.
+                for (source, driver_id, last) in db.cursors().map_err(BridgeError::History)? {
+                    for src in sources.iter_mut().filter(|s| s.source().name() == source) {
+                        src.restore_cursor(driver_id, last);
+                    }
+                }
+                let inputs = WriterInputs {
+                    events: handle
+                        .subscribe(SubscribeOptions::new("history").capacity(config.ingest.queue))
+                        .ok_or(BridgeError::Stopped)?,
+                    changes: monitor_view.listen(65536),
+                    activity: activity.listen(65536),
+                    monitors: monitor_view.clone(),
+                };
+                for saved in db.monitor_states().map_err(BridgeError::History)? {
+                    monitors.restore(&saved);
+                }
+                let retention = Retention {
+                    max_age: h.max_age,
+                    max_rows: h.max_rows,
+                };
+                let hstats = Arc::new(HistoryStats::default());
+                let hs = hstats.clone();
+                let t = std::thread::Builder::new()
+                    .name("fb-history".into())
+                    .spawn(move || run_writer(db, inputs, retention, hs))
+                    .map_err(BridgeError::Thread)?;
+                Some((t, hstats))
+            }
+        };
         let mut ingest = Ingest {
             poll,
             sources,
@@ -223,6 +264,7 @@ impl Bridge {
             stats,
             stop,
             thread: Some(thread),
+            history,
             runner,
         })
     }
@@ -252,6 +294,11 @@ impl Bridge {
         self.stats.clone()
     }
 
+    /// Counters of the history writer (absent without `[history]`).
+    pub fn history_stats(&self) -> Option<Arc<HistoryStats>> {
+        self.history.as_ref().map(|h| h.1.clone())
+    }
+
     /// The activity log: state changes and recovery actions.
     pub fn activity(&self) -> Arc<ActivityLog> {
         self.activity.clone()
@@ -278,6 +325,11 @@ impl Bridge {
         self.stop.store(true, Ordering::Release);
         let _ = self.control.waker.wake();
         if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        // The ingest thread dropped the publisher: the writer drains what is
+        // queued, commits, and ends.
+        if let Some((t, _)) = self.history.take() {
             let _ = t.join();
         }
     }

@@ -385,6 +385,30 @@ impl Monitors {
         }
     }
 
+    /// Restores a state recorded before a restart: a latched Error comes
+    /// back as Error without running its recovery action again.
+    pub fn restore(&mut self, saved: &crate::history::SavedMonitor) -> bool {
+        let Some((i, m)) = self.view.find(&saved.name) else {
+            return false;
+        };
+        m.error_count.store(saved.error_count, Relaxed);
+        m.last_sequence.store(saved.last_sequence, Relaxed);
+        if saved.state == MonitorState::Error {
+            m.state.store(MonitorState::Error as u8, Relaxed);
+            self.local[i].last_action_ns = Some(monotonic_ns());
+            self.activity.add(
+                ActivitySeverity::Warning,
+                &saved.name,
+                "restored",
+                format!(
+                    "Error restored from history (last fault #{}); its recovery action is not run again",
+                    saved.last_sequence
+                ),
+            );
+        }
+        true
+    }
+
     /// Clears a monitor's Error. Returns false for an unknown name.
     pub fn reset(&mut self, name: &str) -> bool {
         let Some((i, m)) = self.view.find(name) else {

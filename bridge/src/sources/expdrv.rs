@@ -69,6 +69,10 @@ impl super::IngestSource for ExpdrvNetlink {
         self.sock.as_raw_fd()
     }
 
+    fn restore_cursor(&mut self, driver_id: u32, last: u64) {
+        self.seq.set(driver_id, last);
+    }
+
     /// Reads until the socket is empty. Returns the records published.
     fn on_readable(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) -> io::Result<u64> {
         let mut published = 0;

@@ -43,4 +43,9 @@ pub trait IngestSource: Send + std::fmt::Debug {
     /// Reads until the descriptor would block; returns the records published.
     fn on_readable(&mut self, out: &mut Dispatch<'_>, counters: &SourceCounters)
     -> io::Result<u64>;
+    /// Restores the last sequence seen from `driver_id` (recorded before a
+    /// restart), so a gap across the restart is reported as lost.
+    fn restore_cursor(&mut self, driver_id: u32, last: u64) {
+        let _ = (driver_id, last);
+    }
 }
