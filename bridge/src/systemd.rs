@@ -1,0 +1,88 @@
+//! systemd integration (`Type=notify`): `READY=1` once the sources are bound
+//! and the bus name is owned, `STATUS=` lines with the counters, and the
+//! watchdog keep-alive when `WatchdogSec=` is set — sent only while the
+//! ingest loop answers, so a stuck daemon is restarted. Without systemd
+//! (`NOTIFY_SOCKET` unset) every call does nothing.
+
+use crate::daemon::ControlHandle;
+use crate::monitor::{MonitorState, MonitorView};
+use crate::stats::Stats;
+use sd_notify::NotifyState;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// True when started by systemd with a notification socket.
+pub fn enabled() -> bool {
+    std::env::var_os("NOTIFY_SOCKET").is_some()
+}
+
+/// Tells systemd the daemon is ready.
+pub fn ready() {
+    if enabled() {
+        let _ = sd_notify::notify(&[NotifyState::Ready]);
+    }
+}
+
+/// Tells systemd the daemon is stopping.
+pub fn stopping() {
+    if enabled() {
+        let _ = sd_notify::notify(&[NotifyState::Stopping]);
+    }
+}
+
+/// One `STATUS=` line: what an operator sees in `systemctl status`.
+pub fn status_line(stats: &Stats, monitors: &MonitorView) -> String {
+    let s = stats.snapshot();
+    let received: u64 = s.sources.iter().map(|x| x.received).sum();
+    let lost: u64 = s.sources.iter().map(|x| x.lost).sum();
+    let malformed: u64 = s.sources.iter().map(|x| x.malformed_total).sum();
+    let in_error = monitors
+        .monitors
+        .iter()
+        .filter(|m| m.state() == MonitorState::Error)
+        .count();
+    format!(
+        "{received} records, {lost} lost, {malformed} malformed; {in_error} of {} monitors in Error",
+        monitors.monitors.len()
+    )
+}
+
+/// The watchdog interval systemd asked for, if any.
+pub fn watchdog_interval() -> Option<Duration> {
+    sd_notify::watchdog_enabled().filter(|d| enabled() && !d.is_zero())
+}
+
+/// Sends STATUS= every few seconds and WATCHDOG=1 at half the watchdog
+/// interval while the ingest loop answers a ping, until `stop` is set.
+pub fn spawn_keepalive(
+    control: ControlHandle,
+    stats: Arc<Stats>,
+    monitors: Arc<MonitorView>,
+    stop: Arc<AtomicBool>,
+) -> Option<std::thread::JoinHandle<()>> {
+    if !enabled() {
+        return None;
+    }
+    let watchdog = watchdog_interval();
+    let tick = watchdog.map_or(Duration::from_secs(5), |w| {
+        (w / 2).min(Duration::from_secs(5))
+    });
+    std::thread::Builder::new()
+        .name("fb-systemd".into())
+        .spawn(move || {
+            let mut last_status = std::time::Instant::now() - Duration::from_secs(60);
+            while !stop.load(Ordering::Acquire) {
+                if watchdog.is_some() && control.ping(tick).is_ok() {
+                    let _ = sd_notify::notify(&[NotifyState::Watchdog]);
+                }
+                if last_status.elapsed() >= Duration::from_secs(5) {
+                    let line = status_line(&stats, &monitors);
+                    let _ = sd_notify::notify(&[NotifyState::Status(&line)]);
+                    last_status = std::time::Instant::now();
+                }
+                std::thread::sleep(tick.min(Duration::from_millis(500)));
+            }
+        })
+        .ok()
+}

@@ -1,0 +1,345 @@
+//! The operations kit: systemd notify protocol (READY, STATUS, WATCHDOG),
+//! the unit file, the udev rules, the example configuration, the man page
+//! and the package file lists.
+#![allow(clippy::unwrap_used)]
+
+use faultbridge_tests::{TempDir, binary, private_netns};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+#[test]
+fn run_speaks_the_systemd_notify_protocol() {
+    private_netns();
+    let dir = TempDir::new("notify");
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let cfg = dir.write(
+        "f.toml",
+        "bus = \"none\"\n[sources.expdrv]\nnetlink_group = 1\n",
+    );
+    let mut child = Command::new(binary())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut msgs = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        if let Ok(n) = sock.recv(&mut buf) {
+            msgs.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        let ready = msgs.iter().any(|m| m.lines().any(|l| l == "READY=1"));
+        let status = msgs
+            .iter()
+            .any(|m| m.starts_with("STATUS=") && m.contains("monitors in Error"));
+        let dogs = msgs
+            .iter()
+            .filter(|m| m.lines().any(|l| l == "WATCHDOG=1"))
+            .count();
+        if ready && status && dogs >= 3 {
+            break;
+        }
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    let ready_at = msgs.iter().position(|m| m.lines().any(|l| l == "READY=1"));
+    assert!(ready_at.is_some(), "no READY=1 in {msgs:?}");
+    assert!(
+        msgs.iter().any(|m| m.starts_with("STATUS=")),
+        "no STATUS= in {msgs:?}"
+    );
+    let dogs = msgs
+        .iter()
+        .filter(|m| m.lines().any(|l| l == "WATCHDOG=1"))
+        .count();
+    assert!(dogs >= 3, "watchdog keep-alives: {dogs} in {msgs:?}");
+    // after SIGTERM: STOPPING=1
+    let mut stopping = false;
+    while let Ok(n) = sock.recv(&mut buf) {
+        stopping |= String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .any(|l| l == "STOPPING=1");
+    }
+    assert!(stopping, "no STOPPING=1 after SIGTERM");
+}
+
+#[test]
+fn the_unit_file_passes_systemd_analyze_verify() {
+    let unit = std::fs::read_to_string(repo().join("dist/systemd/faultbridge.service")).unwrap();
+    for needed in [
+        "Type=notify",
+        "WatchdogSec=",
+        "AmbientCapabilities=CAP_NET_ADMIN",
+        "ProtectSystem=strict",
+        "StateDirectory=faultbridge",
+    ] {
+        assert!(unit.contains(needed), "unit lacks {needed}");
+    }
+    let dir = TempDir::new("unit");
+    let local = unit.replace("/usr/bin/faultbridge", binary().to_str().unwrap());
+    let path = dir.write("faultbridge.service", &local);
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze is needed (Debian package systemd)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let relevant: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("faultbridge.service"))
+        // a build container has no dbus.service or faultbridge user; those
+        // are the target host's, not the unit's, business
+        .filter(|l| {
+            !l.contains("dbus.service")
+                && !l.contains("systemd-udev-settle")
+                && !l.contains("network-pre")
+        })
+        .collect();
+    assert!(relevant.is_empty(), "systemd-analyze verify:\n{err}");
+}
+
+/// A udev rule line as `udev` reads it: comma-separated `KEY{attr} OP "value"`.
+fn parse_udev_rule(line: &str) -> Result<Vec<(String, String, String)>, String> {
+    const KEYS: &[&str] = &[
+        "ACTION",
+        "DEVPATH",
+        "KERNEL",
+        "NAME",
+        "SYMLINK",
+        "SUBSYSTEM",
+        "DRIVER",
+        "ATTR",
+        "ATTRS",
+        "ENV",
+        "TAG",
+        "TEST",
+        "PROGRAM",
+        "RESULT",
+        "OWNER",
+        "GROUP",
+        "MODE",
+        "RUN",
+        "LABEL",
+        "GOTO",
+        "OPTIONS",
+        "KERNELS",
+        "SUBSYSTEMS",
+        "DRIVERS",
+        "TAGS",
+        "IMPORT",
+    ];
+    let mut out = Vec::new();
+    let mut rest = line.trim();
+    while !rest.is_empty() {
+        let key_end = rest
+            .find(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+            .ok_or("no operator")?;
+        let mut key = rest[..key_end].to_string();
+        rest = &rest[key_end..];
+        if let Some(r) = rest.strip_prefix('{') {
+            let close = r.find('}').ok_or("unclosed {")?;
+            key = format!("{key}{{{}}}", &r[..close]);
+            rest = &r[close + 1..];
+        }
+        let base = key.split('{').next().unwrap_or_default();
+        if !KEYS.contains(&base) {
+            return Err(format!("unknown key {key}"));
+        }
+        let op = ["==", "!=", "+=", "-=", ":=", "="]
+            .into_iter()
+            .find(|op| rest.starts_with(op))
+            .ok_or(format!("no operator after {key}"))?;
+        rest = rest[op.len()..].trim_start();
+        let r = rest
+            .strip_prefix('"')
+            .ok_or(format!("value of {key} not quoted"))?;
+        let close = r.find('"').ok_or(format!("unterminated value of {key}"))?;
+        out.push((key, op.to_string(), r[..close].to_string()));
+        rest = r[close + 1..].trim_start();
+        if let Some(r) = rest.strip_prefix(',') {
+            rest = r.trim_start();
+        } else if !rest.is_empty() {
+            return Err(format!("expected a comma at {rest:?}"));
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn the_udev_rules_parse_and_give_the_device_to_group_faultbridge() {
+    let path = repo().join("udev-rules/60-faultbridge.rules");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let rules: Vec<Vec<(String, String, String)>> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map(|l| parse_udev_rule(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display())))
+        .collect();
+    assert_eq!(rules.len(), 1);
+    let has =
+        |k: &str, op: &str, v: &str| rules[0].iter().any(|(a, b, c)| a == k && b == op && c == v);
+    assert!(has("KERNEL", "==", "expdrv[0-9]*"));
+    assert!(has("GROUP", "=", "faultbridge"));
+    assert!(has("MODE", "=", "0660"));
+    assert!(has("SYMLINK", "+=", "faultbridge/%k"));
+    assert!(has("TAG", "+=", "systemd"));
+    assert!(has("ENV{SYSTEMD_WANTS}", "+=", "faultbridge.service"));
+    assert!(parse_udev_rule("KERNEL==\"x\", GROUP=\"y").is_err());
+    assert!(parse_udev_rule("KERNAL==\"x\"").is_err());
+    // where the installed udev has `udevadm verify` (systemd ≥ 254), it must agree
+    let verify = Command::new("udevadm").args(["verify", "--help"]).output();
+    if let Ok(v) = verify {
+        if v.status.success() {
+            let out = Command::new("udevadm")
+                .arg("verify")
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "udevadm verify: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        } else {
+            eprintln!(
+                "udevadm here has no `verify` (systemd < 254): the rules were checked by the parser above"
+            );
+        }
+    }
+}
+
+#[test]
+fn config_check_accepts_the_example_and_points_at_mistakes() {
+    let example = repo().join("dist/config/faultbridge.toml");
+    let out = Command::new(binary())
+        .args(["config", "check"])
+        .arg(&example)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+    let dir = TempDir::new("cfgcheck");
+    let bad = dir.write(
+        "bad.toml",
+        "[[monitor]]\nname = \"m\"\ncategory = \"NIC\"\nadapter = \"exce\"\n",
+    );
+    let out = Command::new(binary())
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:4:11: unknown adapter \"exce\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_man_page_is_generated_from_the_command_line() {
+    let out = Command::new(binary()).arg("man").output().unwrap();
+    assert!(out.status.success());
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.contains(".TH faultbridge 1"),
+        "{}",
+        &page[..page.len().min(300)]
+    );
+    for sub in [
+        "run", "demo", "sim", "watch", "notify", "status", "check", "reset", "history",
+    ] {
+        assert!(
+            page.contains(&format!("faultbridge\\-{sub}")) || page.contains(sub),
+            "man page lacks {sub}"
+        );
+    }
+}
+
+#[test]
+fn both_packages_install_the_unit_policy_rules_config_and_man_page() {
+    let manifest: toml::Table =
+        toml::from_str(&std::fs::read_to_string(repo().join("bridge/Cargo.toml")).unwrap())
+            .unwrap();
+    let meta = &manifest["package"]["metadata"];
+    let deb: Vec<(String, String)> = meta["deb"]["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a[0].as_str().unwrap().to_string(),
+                a[1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let rpm: Vec<(String, String)> = meta["generate-rpm"]["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["source"].as_str().unwrap().to_string(),
+                a["dest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (dest, what) in [
+        ("usr/bin", "faultbridge"),
+        ("usr/lib/systemd/system", "faultbridge.service"),
+        ("usr/share/dbus-1/system.d", "org.faultbridge.Bridge1.conf"),
+        (
+            "usr/share/dbus-1/system-services",
+            "org.faultbridge.Bridge1.service",
+        ),
+        ("usr/lib/udev/rules.d", "60-faultbridge.rules"),
+        ("usr/lib/sysusers.d", "faultbridge.conf"),
+        ("etc/faultbridge", "faultbridge.toml"),
+        ("usr/share/man/man1", "faultbridge.1"),
+    ] {
+        assert!(
+            deb.iter()
+                .any(|(s, d)| s.ends_with(what) && d.trim_start_matches('/').starts_with(dest)),
+            "deb lacks {dest}/{what}"
+        );
+        assert!(
+            rpm.iter()
+                .any(|(s, d)| s.ends_with(what)
+                    && d.trim_start_matches('/') == format!("{dest}/{what}")),
+            "rpm lacks {dest}/{what}"
+        );
+    }
+    // every source that is not a build product exists in the repository
+    for (src, _) in deb.iter().chain(rpm.iter()) {
+        if src.starts_with("target/") || src.starts_with("../target/") {
+            continue;
+        }
+        assert!(
+            repo().join("bridge").join(src).exists(),
+            "package source {src} is missing"
+        );
+    }
+}
