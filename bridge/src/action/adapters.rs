@@ -64,13 +64,16 @@ pub fn record(
     ok
 }
 
+/// A program's argv and its environment.
+pub type CommandLine = (Vec<String>, Vec<(String, String)>);
+
 /// The single command of the `exec`, `expresscluster` and `pacemaker`
 /// adapters (argv with placeholders filled in, environment), or `None` for
 /// the others.
 pub fn single_command(
     m: &MonitorConfig,
     trip: &Trip,
-) -> Option<(Vec<String>, Vec<(String, String)>)> {
+) -> Option<CommandLine> {
     let template = match m.adapter {
         AdapterKind::None | AdapterKind::ExitProgram => return None,
         AdapterKind::Exec => m.command.clone().unwrap_or_default(),

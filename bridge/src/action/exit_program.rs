@@ -145,7 +145,7 @@ pub fn perform(
     let Some(program) = m
         .command
         .as_deref()
-        .and_then(|c| shlex::split(c))
+        .and_then(shlex::split)
         .and_then(|w| w.into_iter().next())
     else {
         activity.add(
