@@ -59,6 +59,8 @@ pub enum Control {
         monitor: String,
         reply: Sender<bool>,
     },
+    /// Answered at once: proves the ingest loop is turning (watchdog).
+    Ping { reply: Sender<()> },
 }
 
 /// A cloneable handle for sending requests to the ingest thread.
@@ -82,6 +84,13 @@ impl ControlHandle {
         self.send(Control::Notify { request, reply })
             .map_err(|_| NotifyError::Stopped)?;
         rx.recv().map_err(|_| NotifyError::Stopped)?
+    }
+
+    /// Waits at most `timeout` for the ingest loop to answer.
+    pub fn ping(&self, timeout: std::time::Duration) -> Result<(), BridgeError> {
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        self.send(Control::Ping { reply })?;
+        rx.recv_timeout(timeout).map_err(|_| BridgeError::Stopped)
     }
 
     /// Clears monitor `name`'s Error state; `Ok(false)` if there is no such monitor.
@@ -155,13 +164,25 @@ impl Bridge {
     /// reported here) and starts the ingest thread.
     pub fn start(config: &Config) -> Result<Bridge, BridgeError> {
         let mut sources: Vec<Box<dyn IngestSource>> = Vec::new();
-        if config.expdrv.enabled {
-            let src =
-                ExpdrvNetlink::open(&config.expdrv).map_err(|source| BridgeError::SourceOpen {
-                    source_name: Source::Expdrv,
-                    source,
-                })?;
-            sources.push(Box::new(src));
+        // Each kernel source and the driver's char device that cannot start
+        // is reported, and the others run without it.
+        crate::sources::open_configured(config, &mut sources);
+        let device_open = sources.iter().any(|s| s.source() == Source::ExpdrvDevice);
+        if config.expdrv.enabled && !device_open {
+            match ExpdrvNetlink::open(&config.expdrv) {
+                Ok(src) => sources.push(Box::new(src)),
+                // Fatal only when there is nothing else to run.
+                Err(source) if sources.is_empty() => {
+                    return Err(BridgeError::SourceOpen {
+                        source_name: Source::Expdrv,
+                        source,
+                    });
+                }
+                Err(e) => eprintln!(
+                    "faultbridge: source expdrv: cannot start: {}",
+                    crate::cli::error_chain(&e)
+                ),
+            }
         }
         Bridge::start_with_sources(config, sources)
     }
@@ -309,6 +330,11 @@ impl Bridge {
         self.runner.as_ref().map(|r| r.stats.clone())
     }
 
+    /// The live counters (for periodic reporting).
+    pub fn stats_handle(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
     /// The counters now.
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
@@ -395,6 +421,9 @@ impl Ingest {
                 }
                 Control::Reset { monitor, reply } => {
                     let _ = reply.send(self.monitors.reset(&monitor));
+                }
+                Control::Ping { reply } => {
+                    let _ = reply.send(());
                 }
             }
         }

@@ -6,14 +6,19 @@
 //! See [`Bridge`].
 #![forbid(unsafe_code)]
 
+pub mod action;
+pub mod activity;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dbus;
+pub mod history;
 pub mod monitor;
 pub mod notify;
 pub mod sim;
 pub mod sources;
 pub mod stats;
+pub mod systemd;
 
 pub use config::Config;
 pub use daemon::{Bridge, BridgeError, Control, ControlHandle};

@@ -9,8 +9,12 @@
 //!
 //! Publishing allocates nothing: each subscriber owns a pool of record
 //! buffers that travel with the events and come back when an event is dropped.
+//!
+//! [`dbus`] is the D-Bus service (`org.faultbridge.Bridge1`), one such
+//! subscriber, and the client side of it.
 #![forbid(unsafe_code)]
 
+pub mod dbus;
 pub mod event;
 pub mod fanout;
 

@@ -3,6 +3,8 @@
 //! with its JSON event stream read line by line.
 #![allow(clippy::unwrap_used)]
 
+pub mod dbus;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,25 +1,50 @@
 //! `faultbridge demo`: the daemon on an embedded default configuration, the
-//! driver simulator, and a live view of the faults flowing, then a summary.
+//! driver simulator, a live view of the faults flowing, a D-Bus client
+//! seeing them as signals (on a private `dbus-daemon` when the machine has
+//! no system bus), a monitor tripping and being reset, then a summary.
 
-use super::CliResult;
 use super::format::{fault_line, lost_line};
+use super::run::SYSTEM_BUS_SOCKET;
+use super::{CliResult, watch};
 use crate::config::Config;
 use crate::daemon::{Bridge, BridgeError};
+use crate::dbus;
 use crate::sim::{FaultSpec, Simulator};
+use faultbridge_bus::dbus::client;
+use faultbridge_bus::dbus::{
+    BUS_NAME, BusAddress, BusSignal, MONITOR_INTERFACE, MONITOR_PATH_PREFIX, PROPERTIES_INTERFACE,
+    Service, ServiceOptions, monitor_path, unescape_label,
+};
 use faultbridge_bus::{Event, SubscribeOptions};
 use faultbridge_ffi::sys::monotonic_ns;
 use faultbridge_ffi::wire::record::{Category, MalformedReason, Severity, event};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
+use zbus::{MatchRule, OwnedVariant};
 
-/// The embedded configuration of the demo.
+/// The embedded configuration of the demo. The D-Bus side is started by
+/// the demo itself, on the system bus or on a private one.
 pub const DEMO_CONFIG: &str = r#"
 # faultbridge demo: the driver simulator on NETLINK_USERSOCK, group 1.
 bus = "none"
 [sources.expdrv]
 netlink_protocol = 2
 netlink_group = 1
+
+[[monitor]]
+name = "nic-eth0"
+category = "NIC"
+keyword = "eth0"
 "#;
+
+/// The demo's monitor.
+const DEMO_MONITOR: &str = "nic-eth0";
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -75,10 +100,25 @@ pub fn run(args: DemoArgs) -> CliResult {
     println!(
         "  driver ──netlink (NETLINK_USERSOCK, group 1)──▶ faultbridge ──lock-free channel──▶ this live view"
     );
+    let dbus = match DemoBus::start(&bridge) {
+        Ok(d) => {
+            println!(
+                "{:61}└──D-Bus signals──▶ a D-Bus client (lines marked D-Bus ▸)",
+                ""
+            );
+            println!("  D-Bus: {}", d.describe);
+            Some(d)
+        }
+        Err(e) => {
+            println!("  (the D-Bus side is not shown: {e})");
+            None
+        }
+    };
     println!();
 
     let flood = args.flood;
     let rate = args.rate;
+    let reset_bus = dbus.as_ref().map(|d| d.bus.clone());
     let sender = std::thread::spawn(move || -> Result<Simulator, crate::sim::SimError> {
         let mut sim = Simulator::new(2, 1)?;
         let pause = || std::thread::sleep(Duration::from_millis(150));
@@ -101,6 +141,14 @@ pub fn run(args: DemoArgs) -> CliResult {
         pause();
         sim.send(&eth0.clone().clear())?;
         pause();
+        if let Some(bus) = &reset_bus {
+            // What an operator does once eth0 is fixed: `faultbridge reset nic-eth0`.
+            match reset_over_dbus(bus, DEMO_MONITOR) {
+                Ok(()) => println!("  D-Bus ▸ Reset() called on monitor {DEMO_MONITOR}"),
+                Err(e) => println!("  D-Bus ▸ Reset of {DEMO_MONITOR} failed: {e}"),
+            }
+            pause();
+        }
         // The flood: several records per datagram, at a steady rate.
         let templates: Vec<FaultSpec> = (0..4)
             .map(|i| FaultSpec::new(Category::Nic, &format!("eth{i}")))
@@ -143,6 +191,7 @@ pub fn run(args: DemoArgs) -> CliResult {
     let sim_result = sender.join().map_err(|_| "simulator thread panicked")?;
     let sim = sim_result?;
     let stats = bridge.shutdown();
+    let dbus_summary = dbus.map(DemoBus::finish);
     lat.sort_unstable();
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 - 1.0) * p) as usize)
@@ -165,5 +214,288 @@ pub fn run(args: DemoArgs) -> CliResult {
     for line in stats.to_string().lines() {
         println!("  {line}");
     }
+    if let Some(lines) = dbus_summary {
+        for line in lines {
+            println!("  {line}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Calls `Reset` on a monitor object, as `faultbridge reset` does.
+fn reset_over_dbus(bus: &BusAddress, monitor: &str) -> zbus::Result<()> {
+    zbus::block_on(async {
+        let conn = client::connect(bus, Some(Duration::from_secs(2))).await?;
+        conn.call_method(
+            Some(BUS_NAME),
+            monitor_path(monitor).as_str(),
+            Some(MONITOR_INTERFACE),
+            "Reset",
+            &(),
+        )
+        .await
+        .map(|_| ())
+    })
+}
+
+/// A `dbus-daemon` of the demo's own, on a socket in a temporary directory;
+/// killed and removed on drop.
+#[derive(Debug)]
+struct PrivateBus {
+    child: Child,
+    dir: PathBuf,
+    address: String,
+}
+
+impl PrivateBus {
+    fn start() -> Result<PrivateBus, String> {
+        let dir = std::env::temp_dir().join(format!("faultbridge-demo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let socket = dir.join("bus");
+        let conf = dir.join("bus.conf");
+        std::fs::write(&conf, private_bus_config(&socket))
+            .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
+        let mut child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", conf.display()))
+            .args(["--nofork", "--print-address"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                let _ = std::fs::remove_dir_all(&dir);
+                format!("cannot run dbus-daemon ({e}); `apt-get install dbus-daemon` shows it")
+            })?;
+        // The daemon prints its address once it listens.
+        let mut first = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = BufReader::new(out).read_line(&mut first);
+        }
+        let address = first.trim().to_string();
+        if address.is_empty() {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err("dbus-daemon did not start".into());
+        }
+        Ok(PrivateBus {
+            child,
+            dir,
+            address,
+        })
+    }
+}
+
+impl Drop for PrivateBus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A bus configuration for the demo: one user, everything allowed.
+fn private_bus_config(socket: &Path) -> String {
+    format!(
+        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*"/>
+    <allow receive_sender="*"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+        socket.display()
+    )
+}
+
+/// What the demo's D-Bus client saw.
+#[derive(Debug, Default)]
+struct Seen {
+    faults: AtomicU64,
+    lost_signals: AtomicU64,
+    lost_records: AtomicU64,
+}
+
+/// The D-Bus side of the demo: the service, the bus it is on, and a client.
+struct DemoBus {
+    service: Service,
+    bus: BusAddress,
+    describe: String,
+    private: Option<PrivateBus>,
+    seen: Arc<Seen>,
+    client: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DemoBus {
+    /// The system bus when there is one and faultbridge may own its name
+    /// there; otherwise a private `dbus-daemon`.
+    fn start(bridge: &Bridge) -> Result<DemoBus, String> {
+        let mut private = None;
+        let mut attempt = if Path::new(SYSTEM_BUS_SOCKET).exists() {
+            dbus::start(bridge, &ServiceOptions::new(BusAddress::System), 1 << 13)
+                .map(|s| (s, BusAddress::System, "on the system bus".to_string()))
+                .map_err(|e| super::error_chain(&e))
+        } else {
+            Err(format!(
+                "this machine has no system bus ({SYSTEM_BUS_SOCKET})"
+            ))
+        };
+        if let Err(why) = &attempt {
+            let p = PrivateBus::start()?;
+            let bus = BusAddress::Address(p.address.clone());
+            let describe = format!(
+                "on a private dbus-daemon at unix:path={}, as {why}; it goes at the end",
+                p.dir.join("bus").display()
+            );
+            attempt = dbus::start(bridge, &ServiceOptions::new(bus.clone()), 1 << 13)
+                .map(|s| (s, bus, describe))
+                .map_err(|e| super::error_chain(&e));
+            private = Some(p);
+        }
+        let (service, bus, describe) = attempt?;
+        let seen = Arc::new(Seen::default());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let client = {
+            let bus = bus.clone();
+            let seen = seen.clone();
+            std::thread::Builder::new()
+                .name("demo-dbus-client".into())
+                .spawn(move || dbus_client(&bus, &seen, &ready_tx))
+                .map_err(|e| e.to_string())?
+        };
+        match ready_rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("the D-Bus client cannot subscribe: {e}")),
+            Err(_) => return Err("the D-Bus client did not subscribe in time".into()),
+        }
+        Ok(DemoBus {
+            service,
+            bus,
+            describe,
+            private,
+            seen,
+            client: Some(client),
+        })
+    }
+
+    /// Stops the service (after the bridge), lets the client take in the
+    /// last signals, ends the private bus; the summary lines.
+    fn finish(mut self) -> Vec<String> {
+        let d = self.service.stop();
+        std::thread::sleep(Duration::from_millis(300));
+        let seen = (
+            self.seen.faults.load(Relaxed),
+            self.seen.lost_signals.load(Relaxed),
+            self.seen.lost_records.load(Relaxed),
+        );
+        if self.private.take().is_some() {
+            // The private bus is gone, so the client's stream has ended.
+            if let Some(c) = self.client.take() {
+                let _ = c.join();
+            }
+        }
+        vec![
+            format!(
+                "D-Bus side: {} Fault and {} Lost signals sent; {} faults not sent as signals under the flood (paced to {} signals/s: {} to the pace, {} to a full socket, {} to a full queue)",
+                d.fault_signals,
+                d.lost_signals,
+                d.dropped(),
+                ServiceOptions::DEFAULT_MAX_SIGNALS_PER_SECOND,
+                d.rate_drops,
+                d.backlog_drops,
+                d.queue_drops
+            ),
+            format!(
+                "D-Bus client: received {} Fault signals and {} Lost signals covering {} records",
+                seen.0, seen.1, seen.2
+            ),
+        ]
+    }
+}
+
+/// The demo's D-Bus client: prints the first signals and state changes it
+/// receives, counts the rest.
+fn dbus_client(bus: &BusAddress, seen: &Seen, ready: &std::sync::mpsc::Sender<Result<(), String>>) {
+    zbus::block_on(async {
+        let (conn, mut stream) = match client::subscribe(bus, None, None, 1 << 16).await {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = ready.send(Err(e.to_string()));
+                return;
+            }
+        };
+        let changes = MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .sender(BUS_NAME)
+            .interface(PROPERTIES_INTERFACE)
+            .member("PropertiesChanged")
+            .path_namespace(MONITOR_PATH_PREFIX)
+            .build();
+        match changes {
+            Ok(rule) => {
+                if let Err(e) = client::add_match(&conn, &rule).await {
+                    let _ = ready.send(Err(e.to_string()));
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e.to_string()));
+                return;
+            }
+        }
+        let _ = ready.send(Ok(()));
+        let mut shown_lost = 0;
+        while let Some(Ok(m)) = client::next_message(&mut stream).await {
+            match BusSignal::parse(&m) {
+                Some(BusSignal::Fault(f)) => {
+                    let n = seen.faults.fetch_add(1, Relaxed);
+                    if n < 5 {
+                        println!("  D-Bus ▸ {}", watch::fault_line(&f));
+                    }
+                }
+                Some(BusSignal::Lost(l)) => {
+                    seen.lost_signals.fetch_add(1, Relaxed);
+                    seen.lost_records
+                        .fetch_add(l.last_sequence - l.first_sequence + 1, Relaxed);
+                    if shown_lost < 3 {
+                        shown_lost += 1;
+                        println!("  D-Bus ▸ {}", watch::lost_line(&l));
+                    }
+                }
+                None => {
+                    if let Some(line) = state_change(&m) {
+                        println!("  D-Bus ▸ {line}");
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// A monitor's `PropertiesChanged` with a new `State`, readably.
+fn state_change(m: &zbus::Message) -> Option<String> {
+    let h = m.header();
+    if h.member()?.as_str() != "PropertiesChanged" {
+        return None;
+    }
+    let path = h.path()?.as_str().to_string();
+    let (_iface, changed, _inv): (String, HashMap<String, OwnedVariant>, Vec<String>) =
+        m.body().deserialize().ok()?;
+    let state = String::try_from(changed.get("State")?.try_clone().ok()?).ok()?;
+    let name = path
+        .rsplit('/')
+        .next()
+        .and_then(unescape_label)
+        .unwrap_or(path);
+    Some(format!(
+        "monitor {name}: State = {state} (PropertiesChanged)"
+    ))
 }

@@ -1,11 +1,20 @@
 //! The `faultbridge` command: one file per subcommand.
 
+pub mod check;
+pub mod config;
 pub mod demo;
 pub mod format;
+pub mod history;
+pub mod notify;
+pub mod reset;
 pub mod run;
 pub mod sim;
+pub mod status;
+pub mod watch;
 
 use clap::{Parser, Subcommand};
+use faultbridge_bus::dbus::BusAddress;
+use faultbridge_bus::dbus::client::{error_message, error_name};
 use std::process::ExitCode;
 
 /// Bridges hardware fault messages from the expanded device driver and the
@@ -13,6 +22,18 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(name = "faultbridge", version, about, long_about = None)]
 pub struct Cli {
+    /// The bus the client commands (watch, notify, status, check, reset)
+    /// reach the daemon on: system, session, or a D-Bus address such as
+    /// unix:path=/run/x/bus. The daemon's own bus is `bus` in its
+    /// configuration.
+    #[arg(
+        long,
+        global = true,
+        env = "FAULTBRIDGE_BUS",
+        value_name = "ADDRESS",
+        default_value = "system"
+    )]
+    pub bus: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -26,15 +47,53 @@ pub enum Command {
     /// The driver simulator: emit ABI v1 records on netlink.
     #[command(subcommand)]
     Sim(sim::SimCommand),
+    /// Live stream of faults over D-Bus, one line each.
+    Watch(watch::WatchArgs),
+    /// Report a fault from user space (like `clprexec --notice`).
+    Notify(notify::NotifyArgs),
+    /// Monitors, states and counters of the running daemon.
+    Status(status::StatusArgs),
+    /// A cluster Check script: exit 0 Normal, 2 Error, 1 unknown or unreachable.
+    Check(check::CheckArgs),
+    /// Clear a monitor's Error state.
+    Reset(reset::ResetArgs),
+    /// Recorded faults, loss notices and monitor activity.
+    History(history::HistoryArgs),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// Write the man page (roff) generated from this command line.
+    #[command(hide = true)]
+    Man {
+        /// Output file (default: standard output).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 /// Parses the command line and runs the subcommand.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let bus = || BusAddress::parse(&cli.bus).map_err(|e| format!("--bus: {e}"));
     let result = match cli.command {
         Command::Run(a) => run::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Sim(c) => sim::run(c),
+        Command::Watch(a) => bus().map_err(Into::into).and_then(|b| watch::run(a, &b)),
+        Command::Notify(a) => bus().map_err(Into::into).and_then(|b| notify::run(a, &b)),
+        Command::Status(a) => bus().map_err(Into::into).and_then(|b| status::run(a, &b)),
+        // A Check script answers 1 (unknown) to anything it cannot judge.
+        Command::Check(a) => match bus() {
+            Ok(b) => Ok(check::run(a, &b)),
+            Err(e) => {
+                eprintln!("faultbridge check: {e}");
+                Ok(ExitCode::from(1))
+            }
+        },
+        Command::Reset(a) => bus().map_err(Into::into).and_then(|b| reset::run(a, &b)),
+        Command::History(a) => history::run(a),
+        Command::Config(c) => config::run(c),
+        Command::Man { out } => config::man(out),
     };
     match result {
         Ok(code) => code,
@@ -59,3 +118,25 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// The error type of subcommands.
 pub type CliResult = Result<ExitCode, Box<dyn std::error::Error + Send + Sync + 'static>>;
+
+/// A failed D-Bus call, readably: the peer's error name and message when
+/// it replied with one, with a hint for the usual causes.
+pub fn dbus_failure(bus: &BusAddress, e: &zbus::Error) -> String {
+    match error_name(e).as_deref() {
+        Some("org.freedesktop.DBus.Error.ServiceUnknown")
+        | Some("org.freedesktop.DBus.Error.NameHasNoOwner") => {
+            format!(
+                "faultbridge is not running on the {bus} bus (no owner of org.faultbridge.Bridge1)"
+            )
+        }
+        Some("org.freedesktop.DBus.Error.AccessDenied") => format!(
+            "org.freedesktop.DBus.Error.AccessDenied: {} (Notify and Reset are for root and group faultbridge)",
+            error_message(e).unwrap_or_default()
+        ),
+        Some(name) => match error_message(e) {
+            Some(m) => format!("{name}: {m}"),
+            None => name.to_string(),
+        },
+        None => format!("cannot reach the daemon on the {bus} bus: {e}"),
+    }
+}

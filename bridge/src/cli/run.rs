@@ -4,6 +4,8 @@ use super::CliResult;
 use super::format::{fault_json, fault_line, lost_json, lost_line};
 use crate::config::{Config, DEFAULT_PATH};
 use crate::daemon::Bridge;
+use crate::dbus;
+use faultbridge_bus::dbus::{BusAddress, Service, ServiceOptions};
 use faultbridge_bus::{Event, SubscribeOptions, Subscription};
 use nix::sys::signal::{SigSet, Signal};
 use std::io::Write;
@@ -55,6 +57,7 @@ pub fn run(args: RunArgs) -> CliResult {
     };
     let signals = block_stop_signals()?;
     let bridge = Bridge::start(&config)?;
+    let dbus = start_dbus(&bridge, &config)?;
     // Subscribe before announcing readiness, so nothing sent after `ready`
     // is missed; the printer locks stdout for good, so `ready` goes first.
     let sub = match args.print {
@@ -77,17 +80,86 @@ pub fn run(args: RunArgs) -> CliResult {
         ),
     };
     eprintln!("faultbridge: running (pid {})", std::process::id());
+    // Sources bound, bus name owned: ready, and keep-alives while the ingest
+    // loop answers.
+    crate::systemd::ready();
+    let keepalive_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let keepalive = crate::systemd::spawn_keepalive(
+        bridge.control(),
+        bridge.stats_handle(),
+        bridge.monitors(),
+        keepalive_stop.clone(),
+    );
     let sig = signals.wait()?;
     eprintln!("faultbridge: {sig}: stopping");
+    crate::systemd::stopping();
+    keepalive_stop.store(true, std::sync::atomic::Ordering::Release);
+    if let Some(k) = keepalive {
+        let _ = k.join();
+    }
     let stats = bridge.shutdown();
+    // After the bridge: the D-Bus side sends what it still holds, then goes.
+    let dbus = dbus.map(Service::stop);
     if let Some(p) = printer {
         let _ = p.join();
     }
     if args.print == Print::Json {
-        println!("{}", serde_json::json!({"type": "stats", "stats": stats}));
+        let mut line = serde_json::json!({"type": "stats", "stats": stats});
+        if let Some(d) = &dbus {
+            line["dbus"] = serde_json::json!(d.to_map());
+        }
+        println!("{line}");
     }
     eprintln!("{stats}");
+    if let Some(d) = &dbus {
+        eprintln!(
+            "D-Bus: {} Fault and {} Lost signals sent, {} faults dropped (queue {}, pace {}, backlog {})",
+            d.fault_signals,
+            d.lost_signals,
+            d.dropped(),
+            d.queue_drops,
+            d.rate_drops,
+            d.backlog_drops
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// True when `bus = "system"` and this machine has no system bus at all
+/// (a container, a minimal host): the daemon then runs without D-Bus.
+fn no_system_bus() -> bool {
+    std::env::var_os("DBUS_SYSTEM_BUS_ADDRESS").is_none()
+        && !std::path::Path::new(SYSTEM_BUS_SOCKET).exists()
+}
+
+/// The system bus's socket when `DBUS_SYSTEM_BUS_ADDRESS` is not set.
+pub const SYSTEM_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
+
+/// Starts the D-Bus service on the configured bus (none for `bus = "none"`);
+/// returns once `org.faultbridge.Bridge1` is owned.
+fn start_dbus(
+    bridge: &Bridge,
+    config: &Config,
+) -> Result<Option<Service>, Box<dyn std::error::Error + Send + Sync>> {
+    let Some(bus) = dbus::bus_address(&config.bus) else {
+        return Ok(None);
+    };
+    if bus == BusAddress::System && no_system_bus() {
+        eprintln!(
+            "faultbridge: no system bus ({SYSTEM_BUS_SOCKET} is absent): running without D-Bus; set bus = \"none\" to silence this"
+        );
+        return Ok(None);
+    }
+    let service = dbus::start(
+        bridge,
+        &ServiceOptions::new(bus.clone()),
+        config.ingest.queue,
+    )?;
+    eprintln!(
+        "faultbridge: D-Bus: {} owned on the {bus} bus",
+        faultbridge_bus::dbus::BUS_NAME
+    );
+    Ok(Some(service))
 }
 
 /// Prints events until the bridge stops; flushes whenever the queue is empty.

@@ -14,6 +14,38 @@ pub enum SimCommand {
     Send(SendArgs),
     /// Send many records at a fixed rate, several per datagram.
     Flood(FloodArgs),
+    /// Serve an emulated char device (a FUSE file with read, poll and the
+    /// three ioctls) next to the netlink stream, driven by a control socket.
+    Device(DeviceArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DeviceArgs {
+    /// Directory to mount the device's file system on (it must exist).
+    #[arg(long, value_name = "DIR")]
+    pub mount: std::path::PathBuf,
+    /// The device file's name inside DIR.
+    #[arg(long, default_value = "expdrv0")]
+    pub name: String,
+    /// Netlink protocol the driver multicasts on (reported by GET_INFO).
+    #[arg(long, default_value_t = NETLINK_USERSOCK)]
+    pub protocol: i32,
+    /// Netlink multicast group (1..=32, reported by GET_INFO).
+    #[arg(long, default_value_t = 1)]
+    pub group: u32,
+    /// Live records each open file holds before dropping the oldest (0:
+    /// live records on netlink only; the device serves snapshots).
+    #[arg(long, default_value_t = 4096)]
+    pub queue: usize,
+    /// Control socket (default: DIR.control next to the mount point).
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<std::path::PathBuf>,
+    /// Sequence of the first record.
+    #[arg(long, default_value_t = 1)]
+    pub seq: u64,
+    /// The driver instance id.
+    #[arg(long, default_value_t = 1)]
+    pub driver_id: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -206,6 +238,7 @@ pub fn run(cmd: SimCommand) -> CliResult {
             );
             Ok(ExitCode::SUCCESS)
         }
+        SimCommand::Device(a) => device(a),
         SimCommand::Flood(a) => {
             let templates = specs(&a.what)?;
             let mut sim = simulator(&a.target)?;
@@ -223,4 +256,69 @@ pub fn run(cmd: SimCommand) -> CliResult {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `faultbridge sim device`: mounts the emulated device, prints one JSON
+/// line `{"type":"ready","device":…,"control":…}`, serves the control
+/// socket, and unmounts on `quit`, SIGINT or SIGTERM.
+fn device(a: DeviceArgs) -> CliResult {
+    use crate::sim::device::{DeviceOptions, EmulatedDevice};
+    let control = a.control.clone().unwrap_or_else(|| {
+        let mut p = a.mount.clone().into_os_string();
+        p.push(".control");
+        p.into()
+    });
+    let signals = super::run::block_stop_signals()?;
+    let dev = std::sync::Arc::new(EmulatedDevice::mount(
+        &a.mount,
+        DeviceOptions {
+            name: a.name.clone(),
+            protocol: a.protocol,
+            group: a.group,
+            queue: a.queue,
+            driver_id: a.driver_id,
+            first_sequence: a.seq,
+            ..DeviceOptions::default()
+        },
+    )?);
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<String>(2);
+    // Bound before readiness is announced.
+    let _ = std::fs::remove_file(&control);
+    let listener = std::os::unix::net::UnixListener::bind(&control)?;
+    {
+        let dev = dev.clone();
+        let done = done_tx.clone();
+        std::thread::Builder::new()
+            .name("sim-control".into())
+            .spawn(move || {
+                let r = dev.serve_control(listener);
+                let _ = done.send(match r {
+                    Ok(()) => "quit".into(),
+                    Err(e) => format!("control socket failed: {e}"),
+                });
+            })?;
+    }
+    std::thread::Builder::new()
+        .name("sim-signals".into())
+        .spawn(move || {
+            if let Ok(sig) = signals.wait() {
+                let _ = done_tx.send(sig.to_string());
+            }
+        })?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "type": "ready",
+            "device": dev.path(),
+            "control": control,
+            "pid": std::process::id(),
+        })
+    );
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let why = done_rx.recv().unwrap_or_default();
+    eprintln!("faultbridge sim device: {why}: unmounting");
+    let _ = std::fs::remove_file(&control);
+    dev.unmount();
+    Ok(ExitCode::SUCCESS)
 }

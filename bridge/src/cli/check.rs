@@ -1,0 +1,92 @@
+//! `faultbridge check MONITOR`: a cluster Check script (PRIMECLUSTER
+//! Cmdline resource, Pacemaker monitor with `--ocf`). One connection, one
+//! property `Get`, a tight deadline on the whole exchange.
+//!
+//! | state | exit | with `--ocf` |
+//! |---|---|---|
+//! | Normal | 0 (Online) | 0 (`OCF_SUCCESS`) |
+//! | Error | 2 (Faulted) | 7 (`OCF_NOT_RUNNING`) |
+//! | unknown monitor, daemon unreachable, no answer in time | 1 (Offline) | 1 (`OCF_ERR_GENERIC`) |
+
+use super::reset::monitor_failure;
+use faultbridge_bus::dbus::client::connect;
+use faultbridge_bus::dbus::{
+    BUS_NAME, BusAddress, MONITOR_INTERFACE, PROPERTIES_INTERFACE, monitor_path,
+};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The monitor's name, as configured.
+    pub monitor: String,
+    /// Exit with OCF codes: 0 Normal, 7 Error, 1 unknown or unreachable.
+    #[arg(long)]
+    pub ocf: bool,
+    /// Give up (exit 1) when there is no answer within this many milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    pub timeout: u64,
+}
+
+/// The monitor's `State` property, or why it could not be read.
+async fn state(bus: &BusAddress, path: &str, timeout: Duration) -> zbus::Result<String> {
+    let conn = connect(bus, Some(timeout)).await?;
+    let reply = conn
+        .call_method(
+            Some(BUS_NAME),
+            path,
+            Some(PROPERTIES_INTERFACE),
+            "Get",
+            &(MONITOR_INTERFACE, "State"),
+        )
+        .await?;
+    let v: zbus::OwnedVariant = reply.body().deserialize()?;
+    String::try_from(v)
+}
+
+pub fn run(args: CheckArgs, bus: &BusAddress) -> ExitCode {
+    let (normal, error, unknown) = if args.ocf { (0, 7, 1) } else { (0, 2, 1) };
+    let timeout = Duration::from_millis(args.timeout.max(1));
+    let path = monitor_path(&args.monitor);
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let target = bus.clone();
+    // The exchange runs on a thread of its own so the deadline holds
+    // whichever step hangs (connect, authentication, the call).
+    let spawned = std::thread::Builder::new()
+        .name("check".into())
+        .spawn(move || {
+            let _ = tx.send(zbus::block_on(state(&target, &path, timeout)));
+        });
+    if let Err(e) = spawned {
+        eprintln!("faultbridge check: cannot start: {e}");
+        return ExitCode::from(unknown);
+    }
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(s)) if s == "Normal" => {
+            println!("{}: Normal", args.monitor);
+            ExitCode::from(normal)
+        }
+        Ok(Ok(s)) if s == "Error" => {
+            println!("{}: Error", args.monitor);
+            ExitCode::from(error)
+        }
+        Ok(Ok(s)) => {
+            eprintln!("faultbridge check: {}: unknown state {s:?}", args.monitor);
+            ExitCode::from(unknown)
+        }
+        Ok(Err(e)) => {
+            eprintln!(
+                "faultbridge check: {}",
+                monitor_failure(bus, &args.monitor, &e)
+            );
+            ExitCode::from(unknown)
+        }
+        Err(_) => {
+            eprintln!(
+                "faultbridge check: no answer from the daemon on the {bus} bus within {} ms",
+                timeout.as_millis()
+            );
+            ExitCode::from(unknown)
+        }
+    }
+}

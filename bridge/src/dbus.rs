@@ -1,0 +1,255 @@
+//! The daemon's side of the D-Bus service: the [`Backend`] that answers
+//! `Notify`, `Reset`, `Status` and the monitor properties from the running
+//! [`Bridge`], and [`start`], which wires the service to it (its own bus
+//! subscription, the monitors' change stream).
+//!
+//! The service itself (`org.faultbridge.Bridge1`, threads, pacing) lives in
+//! [`faultbridge_bus::dbus`]; nothing here runs on the ingest thread.
+
+use crate::config::BusSelect;
+use crate::daemon::{Bridge, BridgeError, ControlHandle};
+use crate::monitor::{MonitorChange, MonitorState as State, MonitorView};
+use crate::notify::{NotifyError, NotifyRequest};
+use crate::stats::Stats;
+use faultbridge_bus::SubscribeOptions;
+use faultbridge_bus::dbus::{
+    Backend, BusAddress, Error, MonitorInfo, MonitorSnapshot, MonitorState, MonitorUpdate,
+    NotifyCall, Service, ServiceError, ServiceOptions,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+use thiserror::Error as ThisError;
+use zbus::{OwnedVariant, Str};
+
+/// Queue depth of the D-Bus side's subscription: deep enough to absorb a
+/// burst while signals go out, shallow enough that a storm never holds
+/// D-Bus subscribers seconds behind (what does not fit is told as `Lost`).
+pub const DBUS_QUEUE: usize = 8192;
+
+/// Why the D-Bus side could not start.
+#[derive(Debug, ThisError)]
+pub enum DbusStartError {
+    #[error("cannot subscribe the D-Bus side to the bridge")]
+    Subscribe(#[source] BridgeError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+/// The bus a configuration selects; `None` for `bus = "none"`.
+pub fn bus_address(bus: &BusSelect) -> Option<BusAddress> {
+    match bus {
+        BusSelect::System => Some(BusAddress::System),
+        BusSelect::Session => Some(BusAddress::Session),
+        BusSelect::None => None,
+        BusSelect::Address(a) => Some(BusAddress::Address(a.clone())),
+    }
+}
+
+/// Starts the D-Bus service over `bridge`; returns once the name is owned.
+/// `queue` caps the depth of its subscription (at most [`DBUS_QUEUE`]).
+pub fn start(
+    bridge: &Bridge,
+    opts: &ServiceOptions,
+    queue: usize,
+) -> Result<Service, DbusStartError> {
+    let sub = bridge
+        .subscribe(SubscribeOptions::new("dbus").capacity(queue.clamp(1, DBUS_QUEUE)))
+        .map_err(DbusStartError::Subscribe)?;
+    let view = bridge.monitors();
+    let changes = view.listen(1024);
+    let backend = Arc::new(BridgeBackend::new(bridge));
+    Ok(Service::start(opts, backend, sub, changes)?)
+}
+
+/// Answers the D-Bus service from a running bridge.
+#[derive(Debug)]
+pub struct BridgeBackend {
+    control: ControlHandle,
+    monitors: Arc<MonitorView>,
+    stats: Arc<Stats>,
+    started: Instant,
+}
+
+impl BridgeBackend {
+    pub fn new(bridge: &Bridge) -> BridgeBackend {
+        BridgeBackend {
+            control: bridge.control(),
+            monitors: bridge.monitors(),
+            stats: bridge.counters(),
+            started: Instant::now(),
+        }
+    }
+}
+
+fn state(s: State) -> MonitorState {
+    match s {
+        State::Normal => MonitorState::Normal,
+        State::Error => MonitorState::Error,
+    }
+}
+
+impl From<MonitorChange> for MonitorUpdate {
+    fn from(c: MonitorChange) -> MonitorUpdate {
+        MonitorUpdate {
+            index: c.index,
+            snapshot: MonitorSnapshot {
+                state: state(c.state),
+                error_count: c.error_count,
+                last_sequence: c.sequence,
+            },
+        }
+    }
+}
+
+/// The error a refused `Notify` is replied with on the bus.
+pub fn notify_error(e: NotifyError) -> Error {
+    let m = e.to_string();
+    match e {
+        NotifyError::CategoryTooLong { .. } => Error::CategoryTooLong(m),
+        NotifyError::UnknownCategory(_) => Error::UnknownCategory(m),
+        NotifyError::KeywordTooLong { .. } => Error::KeywordTooLong(m),
+        NotifyError::KeywordNul { .. } => Error::KeywordHasNul(m),
+        NotifyError::UnknownSeverity(_) => Error::UnknownSeverity(m),
+        NotifyError::DetailTooLong { .. } => Error::DetailTooLong(m),
+        NotifyError::Stopped => Error::Stopped(m),
+    }
+}
+
+fn text(s: &str) -> OwnedVariant {
+    OwnedVariant::from(Str::from(s.to_string()))
+}
+
+impl Backend for BridgeBackend {
+    fn notify(&self, call: NotifyCall) -> Result<u64, Error> {
+        let request = NotifyRequest {
+            category: call.category,
+            keyword: call.keyword,
+            severity: call.severity,
+            detail: call.detail,
+            clear: false,
+        };
+        // Refuse bad input here, without a round trip to the ingest thread.
+        request.validate().map_err(notify_error)?;
+        self.control.notify(request).map_err(notify_error)
+    }
+
+    fn reset(&self, name: &str) -> Result<(), Error> {
+        match self.control.reset(name) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::UnknownMonitor(format!("no monitor named {name:?}"))),
+            Err(e) => Err(Error::Stopped(e.to_string())),
+        }
+    }
+
+    fn monitors(&self) -> Vec<MonitorInfo> {
+        self.monitors
+            .monitors
+            .iter()
+            .map(|m| MonitorInfo {
+                name: m.config.name.clone(),
+                category: m.config.category.name().to_string(),
+                keyword: m.config.keyword.clone().unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    fn monitor(&self, index: usize) -> Option<MonitorSnapshot> {
+        let m = self.monitors.monitors.get(index)?;
+        Some(MonitorSnapshot {
+            state: state(m.state()),
+            error_count: m.error_count(),
+            last_sequence: m.last_sequence(),
+        })
+    }
+
+    fn status(&self) -> HashMap<String, OwnedVariant> {
+        let snap = self.stats.snapshot();
+        let mut sources: HashMap<String, HashMap<String, u64>> = HashMap::new();
+        for s in &snap.sources {
+            let c: HashMap<String, u64> = [
+                ("datagrams", s.datagrams),
+                ("received", s.received),
+                ("delivered", s.delivered),
+                ("malformed", s.malformed_total),
+                ("truncated", s.truncated),
+                ("reserved_types", s.reserved_types),
+                ("lost", s.lost),
+                ("overruns", s.overruns),
+                ("gaps", s.gaps),
+                ("out_of_order", s.out_of_order),
+                ("restarts", s.restarts),
+                ("errors", s.errors),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            sources.insert(s.source.clone(), c);
+        }
+        let mut out: HashMap<String, OwnedVariant> = HashMap::new();
+        out.insert("version".into(), text(env!("CARGO_PKG_VERSION")));
+        out.insert("pid".into(), std::process::id().into());
+        out.insert(
+            "uptime_ns".into(),
+            (self.started.elapsed().as_nanos() as u64).into(),
+        );
+        out.insert("sources".into(), sources.into());
+        out.insert("subscriber_drops".into(), snap.subscriber_drops.into());
+        out.insert(
+            "monitor_change_drops".into(),
+            self.monitors.listener_drops.load(Relaxed).into(),
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zbus::DBusError as _;
+
+    #[test]
+    fn notify_errors_get_their_bus_names() {
+        let cases = [
+            (
+                NotifyError::UnknownCategory("X".into()),
+                "org.faultbridge.Bridge1.Error.UnknownCategory",
+            ),
+            (
+                NotifyError::CategoryTooLong { len: 40 },
+                "org.faultbridge.Bridge1.Error.CategoryTooLong",
+            ),
+            (
+                NotifyError::KeywordTooLong { len: 2000 },
+                "org.faultbridge.Bridge1.Error.KeywordTooLong",
+            ),
+            (
+                NotifyError::KeywordNul { at: 1 },
+                "org.faultbridge.Bridge1.Error.KeywordHasNul",
+            ),
+            (
+                NotifyError::UnknownSeverity("x".into()),
+                "org.faultbridge.Bridge1.Error.UnknownSeverity",
+            ),
+        ];
+        for (e, name) in cases {
+            let msg = e.to_string();
+            let b = notify_error(e);
+            assert_eq!(b.name().as_str(), name);
+            assert_eq!(b.description(), Some(msg.as_str()));
+            assert!(b.is_rejection());
+        }
+        assert!(!notify_error(NotifyError::Stopped).is_rejection());
+    }
+
+    #[test]
+    fn bus_selection() {
+        assert_eq!(bus_address(&BusSelect::None), None);
+        assert_eq!(bus_address(&BusSelect::System), Some(BusAddress::System));
+        assert_eq!(
+            bus_address(&BusSelect::Address("unix:path=/x".into())),
+            Some(BusAddress::Address("unix:path=/x".into()))
+        );
+    }
+}

@@ -1,0 +1,447 @@
+//! Starting and stopping the service. Its threads:
+//!
+//! - the connection's own work (reading the socket, answering method calls
+//!   and property reads) runs on zbus's runtime, on a helper thread of its
+//!   own; `Notify` and `Reset` wait for the ingest thread on its pool for
+//!   blocking work;
+//! - `fb-dbus-signals`, the pump: drains the service's bus subscription,
+//!   paces, builds `Fault` and `Lost` signals (see `signals.rs`);
+//! - `fb-dbus-send`: writes the built signals to the socket, several per
+//!   write, from a queue of at most [`Service::MAX_IN_FLIGHT`];
+//! - `fb-dbus-monitors`: turns the monitors' state changes into
+//!   `PropertiesChanged`.
+
+use super::bridge1::BridgeObject;
+use super::monitor1::MonitorObject;
+use super::names::{BUS_NAME, MONITOR_INTERFACE, PROPERTIES_INTERFACE, monitor_path};
+use super::signals::{Pump, TokenBucket, in_flight, run_sender};
+use super::{Backend, BusAddress, MonitorSnapshot, MonitorState, MonitorUpdate, ServiceError};
+use crate::fanout::Subscription;
+use crossbeam_channel::{Receiver, Sender};
+use crossbeam_utils::CachePadded;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, Ordering::Relaxed};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use zbus::connection::Builder;
+use zbus::fdo::{RequestNameFlags, RequestNameReply};
+use zbus::{Connection, OwnedObjectPath, Variant};
+
+/// How the service runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceOptions {
+    pub bus: BusAddress,
+    /// `Fault` and `Lost` signals emitted per second at most, sustained;
+    /// 0: no limit (the socket to the bus is then the only brake).
+    pub max_signals_per_second: u32,
+    /// Signals that may go out at once above that pace.
+    pub signal_burst: u32,
+}
+
+impl ServiceOptions {
+    /// The default pace: 10 000 signals/s sustained, bursts of 1 000. Far
+    /// above what fault sources produce outside a storm, and a fraction of
+    /// what one `dbus-daemon` routes on a small machine (45 000 to 120 000
+    /// signals/s to a single subscriber on 2 cores, less with each more
+    /// subscriber), so the bus stays responsive to everyone else during a
+    /// storm (figures in `docs/performance.md`).
+    pub const DEFAULT_MAX_SIGNALS_PER_SECOND: u32 = 10_000;
+    pub const DEFAULT_SIGNAL_BURST: u32 = 1_000;
+
+    pub fn new(bus: BusAddress) -> ServiceOptions {
+        ServiceOptions {
+            bus,
+            max_signals_per_second: Self::DEFAULT_MAX_SIGNALS_PER_SECOND,
+            signal_burst: Self::DEFAULT_SIGNAL_BURST,
+        }
+    }
+}
+
+/// Live counters of the service.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) faults_in: CachePadded<AtomicU64>,
+    pub(crate) fault_signals: CachePadded<AtomicU64>,
+    pub(crate) lost_signals: AtomicU64,
+    pub(crate) queue_drops: AtomicU64,
+    pub(crate) rate_drops: AtomicU64,
+    pub(crate) backlog_drops: AtomicU64,
+    pub(crate) source_losses: AtomicU64,
+    pub(crate) send_errors: AtomicU64,
+    pub(crate) property_signals: AtomicU64,
+    pub(crate) notify_calls: AtomicU64,
+    pub(crate) notify_accepted: AtomicU64,
+    pub(crate) rejected_requests: AtomicU64,
+    pub(crate) reset_calls: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> DbusStats {
+        DbusStats {
+            faults_in: self.faults_in.load(Relaxed),
+            fault_signals: self.fault_signals.load(Relaxed),
+            lost_signals: self.lost_signals.load(Relaxed),
+            queue_drops: self.queue_drops.load(Relaxed),
+            rate_drops: self.rate_drops.load(Relaxed),
+            backlog_drops: self.backlog_drops.load(Relaxed),
+            source_losses: self.source_losses.load(Relaxed),
+            send_errors: self.send_errors.load(Relaxed),
+            property_signals: self.property_signals.load(Relaxed),
+            notify_calls: self.notify_calls.load(Relaxed),
+            notify_accepted: self.notify_accepted.load(Relaxed),
+            rejected_requests: self.rejected_requests.load(Relaxed),
+            reset_calls: self.reset_calls.load(Relaxed),
+        }
+    }
+}
+
+/// The D-Bus side's counters (the `dbus` entry of `Status`).
+///
+/// Every fault published while the service runs is accounted for:
+/// `faults_in + queue_drops` faults reached the service's subscription,
+/// and `faults_in = fault_signals + rate_drops + backlog_drops` (plus
+/// `send_errors` when the connection failed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DbusStats {
+    /// Faults taken off the service's subscription.
+    pub faults_in: u64,
+    /// `Fault` signals sent.
+    pub fault_signals: u64,
+    /// `Lost` signals sent.
+    pub lost_signals: u64,
+    /// Faults the subscription's queue had no room for.
+    pub queue_drops: u64,
+    /// Faults dropped to keep to the signal pace.
+    pub rate_drops: u64,
+    /// Faults dropped because [`MAX_IN_FLIGHT`](Service::MAX_IN_FLIGHT)
+    /// signals were already waiting for the socket to the bus.
+    pub backlog_drops: u64,
+    /// Faults lost before they reached faultbridge (sequence gaps,
+    /// overruns), told on as `Lost` too.
+    pub source_losses: u64,
+    /// Signals the connection failed to build or send.
+    pub send_errors: u64,
+    /// `PropertiesChanged` signals sent.
+    pub property_signals: u64,
+    pub notify_calls: u64,
+    pub notify_accepted: u64,
+    /// `Notify` and `Reset` calls refused with an error.
+    pub rejected_requests: u64,
+    pub reset_calls: u64,
+}
+
+impl DbusStats {
+    /// Faults D-Bus subscribers did not get as a `Fault` signal because of
+    /// the D-Bus side (queue or pace).
+    pub fn dropped(&self) -> u64 {
+        self.queue_drops + self.rate_drops + self.backlog_drops
+    }
+
+    /// As the `dbus` entry of `Status`.
+    pub fn to_map(&self) -> HashMap<String, u64> {
+        [
+            ("faults_in", self.faults_in),
+            ("fault_signals", self.fault_signals),
+            ("lost_signals", self.lost_signals),
+            ("queue_drops", self.queue_drops),
+            ("rate_drops", self.rate_drops),
+            ("backlog_drops", self.backlog_drops),
+            ("dropped", self.dropped()),
+            ("source_losses", self.source_losses),
+            ("send_errors", self.send_errors),
+            ("property_signals", self.property_signals),
+            ("notify_calls", self.notify_calls),
+            ("notify_accepted", self.notify_accepted),
+            ("rejected_requests", self.rejected_requests),
+            ("reset_calls", self.reset_calls),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+/// The running service. Stop it with [`Service::stop`] after the bridge
+/// has stopped, so the last faults go out first.
+#[derive(Debug)]
+pub struct Service {
+    conn: Connection,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+    stop_tx: Option<Sender<()>>,
+    pump: Option<JoinHandle<()>>,
+    sender: Option<JoinHandle<()>>,
+    watcher: Option<JoinHandle<()>>,
+}
+
+/// How long the bus may take to answer while the service starts (`Hello`,
+/// `RequestName`) before starting fails.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn connect_builder(bus: &BusAddress) -> Builder<'_> {
+    super::client::builder(bus).method_timeout(START_TIMEOUT)
+}
+
+fn is_access_denied(e: &zbus::Error) -> bool {
+    match e {
+        zbus::Error::FDO(f) => matches!(**f, zbus::fdo::Error::AccessDenied(_)),
+        zbus::Error::MethodError(name, _, _) => {
+            name.as_str() == "org.freedesktop.DBus.Error.AccessDenied"
+        }
+        _ => false,
+    }
+}
+
+impl Service {
+    /// Signals built and waiting for the socket to the bus at most; beyond
+    /// that faults are dropped (`backlog_drops`) rather than queued.
+    pub const MAX_IN_FLIGHT: usize = super::signals::MAX_IN_FLIGHT;
+
+    /// Connects, exports the bridge object and one object per monitor,
+    /// owns `org.faultbridge.Bridge1`, and starts emitting: `faults` is the
+    /// service's own bus subscription, `changes` the monitors' state
+    /// changes. Returns once the name is owned.
+    pub fn start<T>(
+        opts: &ServiceOptions,
+        backend: Arc<dyn Backend>,
+        faults: Subscription,
+        changes: Receiver<T>,
+    ) -> Result<Service, ServiceError>
+    where
+        T: Into<MonitorUpdate> + Send + 'static,
+    {
+        let counters = Arc::new(Counters::default());
+        let monitors = backend.monitors();
+        let paths = monitors
+            .iter()
+            .map(|m| OwnedObjectPath::try_from(monitor_path(&m.name)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ServiceError::Export)?;
+
+        let conn = zbus::block_on(async {
+            let conn = connect_builder(&opts.bus).build().await.map_err(|source| {
+                ServiceError::Connect {
+                    bus: opts.bus.to_string(),
+                    source,
+                }
+            })?;
+            let server = conn.object_server();
+            server
+                .at(
+                    super::OBJECT_PATH,
+                    BridgeObject {
+                        backend: backend.clone(),
+                        counters: counters.clone(),
+                        monitors: monitors.clone(),
+                        paths: paths.clone(),
+                    },
+                )
+                .await
+                .map_err(ServiceError::Export)?;
+            for (i, m) in monitors.iter().enumerate() {
+                server
+                    .at(
+                        &paths[i],
+                        MonitorObject {
+                            index: i,
+                            info: m.clone(),
+                            backend: backend.clone(),
+                            counters: counters.clone(),
+                        },
+                    )
+                    .await
+                    .map_err(ServiceError::Export)?;
+            }
+            match conn
+                .request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
+                .await
+            {
+                Ok(RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner) => Ok(conn),
+                Ok(_) | Err(zbus::Error::NameTaken) => Err(ServiceError::NameTaken),
+                Err(e) if is_access_denied(&e) => Err(ServiceError::NameDenied(e)),
+                Err(e) => Err(ServiceError::NameRequest(e)),
+            }
+        })?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let (out, queued) = in_flight();
+        let sender = {
+            let conn = conn.clone();
+            let counters = counters.clone();
+            std::thread::Builder::new()
+                .name("fb-dbus-send".into())
+                .spawn(move || run_sender(conn, queued, counters))
+                .map_err(ServiceError::Thread)?
+        };
+        let pump = Pump::new(
+            faults,
+            out,
+            counters.clone(),
+            TokenBucket::new(opts.max_signals_per_second, opts.signal_burst),
+            stop.clone(),
+        );
+        let pump = std::thread::Builder::new()
+            .name("fb-dbus-signals".into())
+            .spawn(move || pump.run())
+            .map_err(ServiceError::Thread)?;
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+        let watcher = MonitorWatcher {
+            conn: conn.clone(),
+            backend,
+            paths,
+            counters: counters.clone(),
+        };
+        let watcher = std::thread::Builder::new()
+            .name("fb-dbus-monitors".into())
+            .spawn(move || watcher.run(changes, stop_rx))
+            .map_err(ServiceError::Thread)?;
+        Ok(Service {
+            conn,
+            counters,
+            stop,
+            stop_tx: Some(stop_tx),
+            pump: Some(pump),
+            sender: Some(sender),
+            watcher: Some(watcher),
+        })
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> DbusStats {
+        self.counters.snapshot()
+    }
+
+    /// The connection's unique name on the bus.
+    pub fn unique_name(&self) -> Option<String> {
+        self.conn.unique_name().map(|n| n.to_string())
+    }
+
+    /// Stops emitting (waiting for the pump to send what the bridge
+    /// published before it stopped), gives up the name and closes the
+    /// connection. Returns the final counters.
+    pub fn stop(mut self) -> DbusStats {
+        self.halt();
+        let _ = zbus::block_on(self.conn.release_name(BUS_NAME));
+        self.counters.snapshot()
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        drop(self.stop_tx.take());
+        if let Some(t) = self.watcher.take() {
+            let _ = t.join();
+        }
+        if let Some(t) = self.pump.take() {
+            let _ = t.join();
+        }
+        // The pump is gone: the sender writes what is queued, then ends.
+        if let Some(t) = self.sender.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// How often a monitor in Error is looked at for a moved count.
+const REFRESH: Duration = Duration::from_millis(250);
+
+struct MonitorWatcher {
+    conn: Connection,
+    backend: Arc<dyn Backend>,
+    paths: Vec<OwnedObjectPath>,
+    counters: Arc<Counters>,
+}
+
+impl MonitorWatcher {
+    fn run<T: Into<MonitorUpdate>>(self, changes: Receiver<T>, stop: Receiver<()>) {
+        let n = self.paths.len();
+        let mut told: Vec<Option<MonitorSnapshot>> =
+            (0..n).map(|i| self.backend.monitor(i)).collect();
+        loop {
+            let in_error = told
+                .iter()
+                .any(|s| matches!(s, Some(s) if s.state == MonitorState::Error));
+            let tick = if in_error {
+                crossbeam_channel::after(REFRESH)
+            } else {
+                crossbeam_channel::never()
+            };
+            crossbeam_channel::select! {
+                recv(changes) -> c => match c {
+                    Ok(c) => {
+                        let mut c: MonitorUpdate = c.into();
+                        loop {
+                            if c.index < n {
+                                self.emit(c.index, &c.snapshot, told[c.index]);
+                                told[c.index] = Some(c.snapshot);
+                            }
+                            match changes.try_recv() {
+                                Ok(next) => c = next.into(),
+                                Err(_) => break,
+                            }
+                        }
+                        // A change a full listener queue dropped shows here.
+                        self.refresh(&mut told);
+                    }
+                    Err(_) => return,
+                },
+                recv(stop) -> _ => return,
+                recv(tick) -> _ => self.refresh(&mut told),
+            }
+        }
+    }
+
+    /// Tells what moved since the last signal.
+    fn refresh(&self, told: &mut [Option<MonitorSnapshot>]) {
+        for (i, t) in told.iter_mut().enumerate() {
+            let Some(now) = self.backend.monitor(i) else {
+                continue;
+            };
+            if *t != Some(now) {
+                self.emit(i, &now, *t);
+                *t = Some(now);
+            }
+        }
+    }
+
+    /// `PropertiesChanged` with what differs from `before` (everything
+    /// when the state changed).
+    fn emit(&self, i: usize, now: &MonitorSnapshot, before: Option<MonitorSnapshot>) {
+        let mut changed: HashMap<&str, Variant<'_>> = HashMap::with_capacity(3);
+        let all = before.is_none_or(|b| b.state != now.state);
+        if all {
+            changed.insert("State", Variant::from(now.state.name()));
+        }
+        if all || before.is_some_and(|b| b.error_count != now.error_count) {
+            changed.insert("ErrorCount", Variant::from(now.error_count));
+        }
+        if all || before.is_some_and(|b| b.last_sequence != now.last_sequence) {
+            changed.insert("LastSequence", Variant::from(now.last_sequence));
+        }
+        if changed.is_empty() {
+            return;
+        }
+        let body = (MONITOR_INTERFACE, changed, Vec::<&str>::new());
+        let r = zbus::block_on(self.conn.emit_signal(
+            Option::<&str>::None,
+            &self.paths[i],
+            PROPERTIES_INTERFACE,
+            "PropertiesChanged",
+            &body,
+        ));
+        match r {
+            Ok(()) => Counters::add(&self.counters.property_signals, 1),
+            Err(_) => Counters::add(&self.counters.send_errors, 1),
+        }
+    }
+}
