@@ -139,6 +139,7 @@ pub struct Bridge {
     control: ControlHandle,
     monitors: Arc<MonitorView>,
     activity: Arc<ActivityLog>,
+    history_path: Option<std::path::PathBuf>,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -282,6 +283,7 @@ impl Bridge {
             control: ControlHandle { tx: ctx, waker },
             monitors: monitor_view,
             activity,
+            history_path: config.history.as_ref().map(|h| h.path.clone()),
             stats,
             stop,
             thread: Some(thread),
@@ -315,6 +317,11 @@ impl Bridge {
         self.stats.clone()
     }
 
+    /// The history database, when `[history]` is configured.
+    pub fn history_path(&self) -> Option<&std::path::Path> {
+        self.history_path.as_deref()
+    }
+
     /// Counters of the history writer (absent without `[history]`).
     pub fn history_stats(&self) -> Option<Arc<HistoryStats>> {
         self.history.as_ref().map(|h| h.1.clone())
@@ -328,11 +335,6 @@ impl Bridge {
     /// Counters of the recovery-action runner (absent without monitors).
     pub fn action_stats(&self) -> Option<Arc<RunnerStats>> {
         self.runner.as_ref().map(|r| r.stats.clone())
-    }
-
-    /// The live counters (for periodic reporting).
-    pub fn stats_handle(&self) -> Arc<Stats> {
-        self.stats.clone()
     }
 
     /// The counters now.

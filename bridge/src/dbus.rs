@@ -6,15 +6,18 @@
 //! The service itself (`org.faultbridge.Bridge1`, threads, pacing) lives in
 //! [`faultbridge_bus::dbus`]; nothing here runs on the ingest thread.
 
+use crate::action::RunnerStats;
+use crate::activity::ActivityLog;
 use crate::config::BusSelect;
 use crate::daemon::{Bridge, BridgeError, ControlHandle};
+use crate::history::{HistoryDb, Query};
 use crate::monitor::{MonitorChange, MonitorState as State, MonitorView};
 use crate::notify::{NotifyError, NotifyRequest};
 use crate::stats::Stats;
 use faultbridge_bus::SubscribeOptions;
 use faultbridge_bus::dbus::{
-    Backend, BusAddress, Error, MonitorInfo, MonitorSnapshot, MonitorState, MonitorUpdate,
-    NotifyCall, Service, ServiceError, ServiceOptions,
+    Backend, BusAddress, Error, HistoryRow, MonitorInfo, MonitorSnapshot, MonitorState,
+    MonitorUpdate, NotifyCall, Service, ServiceError, ServiceOptions,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +30,9 @@ use zbus::{OwnedVariant, Str};
 /// burst while signals go out, shallow enough that a storm never holds
 /// D-Bus subscribers seconds behind (what does not fit is told as `Lost`).
 pub const DBUS_QUEUE: usize = 8192;
+
+/// Activity-log entries `Status()` carries (the newest).
+pub const ACTIVITY_IN_STATUS: usize = 50;
 
 /// Why the D-Bus side could not start.
 #[derive(Debug, ThisError)]
@@ -69,6 +75,9 @@ pub struct BridgeBackend {
     control: ControlHandle,
     monitors: Arc<MonitorView>,
     stats: Arc<Stats>,
+    activity: Arc<ActivityLog>,
+    actions: Option<Arc<RunnerStats>>,
+    history: Option<std::path::PathBuf>,
     started: Instant,
 }
 
@@ -78,6 +87,9 @@ impl BridgeBackend {
             control: bridge.control(),
             monitors: bridge.monitors(),
             stats: bridge.counters(),
+            activity: bridge.activity(),
+            actions: bridge.action_stats(),
+            history: bridge.history_path().map(std::path::Path::to_path_buf),
             started: Instant::now(),
         }
     }
@@ -200,7 +212,78 @@ impl Backend for BridgeBackend {
             "monitor_change_drops".into(),
             self.monitors.listener_drops.load(Relaxed).into(),
         );
+        if let Some(a) = &self.actions {
+            let c: HashMap<String, u64> = [
+                ("started", a.started.load(Relaxed)),
+                ("succeeded", a.succeeded.load(Relaxed)),
+                ("failed", a.failed.load(Relaxed)),
+                ("timed_out", a.timed_out.load(Relaxed)),
+                ("coalesced", a.coalesced.load(Relaxed)),
+                ("not_performed", a.not_performed.load(Relaxed)),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            out.insert("actions".into(), c.into());
+        }
+        // The activity log's newest entries: (time_ms, severity, monitor,
+        // kind, message, exit_code or -1).
+        let recent: Vec<(u64, String, String, String, String, i32)> = self
+            .activity
+            .recent(ACTIVITY_IN_STATUS)
+            .into_iter()
+            .map(|e| {
+                (
+                    e.time_ms,
+                    e.severity.name().to_string(),
+                    e.monitor,
+                    e.kind,
+                    e.message,
+                    e.exit_code.unwrap_or(-1),
+                )
+            })
+            .collect();
+        if let Ok(v) = OwnedVariant::try_from(zbus::Variant::from(recent)) {
+            out.insert("activity".into(), v);
+        }
         out
+    }
+
+    fn history(&self, after_sequence: u64, limit: u32) -> Vec<HistoryRow> {
+        let Some(path) = &self.history else {
+            return Vec::new();
+        };
+        let rows = HistoryDb::open_read_only(path).and_then(|db| {
+            db.query(&Query {
+                after_id: Some(after_sequence.min(i64::MAX as u64) as i64),
+                limit: limit as usize,
+                ..Query::default()
+            })
+        });
+        match rows {
+            Ok(rows) => rows
+                .into_iter()
+                .filter(|r| r.kind != "lost")
+                .map(|r| {
+                    (
+                        r.id as u64,
+                        r.source,
+                        r.category,
+                        r.keyword,
+                        r.severity,
+                        r.kind == "clear",
+                        r.event_code,
+                        r.sequence,
+                        r.timestamp_ns,
+                        r.detail,
+                    )
+                })
+                .collect(),
+            Err(e) => {
+                eprintln!("faultbridge: D-Bus History: {e}");
+                Vec::new()
+            }
+        }
     }
 }
 

@@ -86,7 +86,7 @@ pub fn run(args: RunArgs) -> CliResult {
     let keepalive_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let keepalive = crate::systemd::spawn_keepalive(
         bridge.control(),
-        bridge.stats_handle(),
+        bridge.counters(),
         bridge.monitors(),
         keepalive_stop.clone(),
     );

@@ -164,6 +164,30 @@ pub fn status_text(j: &Value) -> String {
         n(&d, "reset_calls"),
         n(j, "rejected_requests"),
     );
+    if let Some(a) = j.get("actions") {
+        let _ = write!(
+            out,
+            "\nactions: {} started, {} succeeded, {} failed, {} timed out, {} coalesced, {} not performed",
+            n(a, "started"),
+            n(a, "succeeded"),
+            n(a, "failed"),
+            n(a, "timed_out"),
+            n(a, "coalesced"),
+            n(a, "not_performed")
+        );
+    }
+    // (time_ms, severity, monitor, kind, message, exit_code)
+    if let Some(entries) = j
+        .get("activity")
+        .and_then(Value::as_array)
+        .filter(|a| !a.is_empty())
+    {
+        let _ = write!(out, "\nactivity (newest last):");
+        for e in entries {
+            let f = |i: usize| e.get(i).and_then(Value::as_str).unwrap_or("");
+            let _ = write!(out, "\n  {:<11} {:<16} {:<14} {}", f(1), f(2), f(3), f(4));
+        }
+    }
     out
 }
 
