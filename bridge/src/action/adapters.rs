@@ -47,6 +47,15 @@ pub fn record(
         message.push_str(": ");
         message.push_str(e);
     }
+    if let Some(line) = o
+        .stdout
+        .lines()
+        .chain(o.stderr.lines())
+        .find(|l| !l.trim().is_empty())
+    {
+        message.push_str(" — ");
+        message.push_str(line.trim());
+    }
     if o.truncated {
         message.push_str(" (output truncated)");
     }
@@ -70,10 +79,7 @@ pub type CommandLine = (Vec<String>, Vec<(String, String)>);
 /// The single command of the `exec`, `expresscluster` and `pacemaker`
 /// adapters (argv with placeholders filled in, environment), or `None` for
 /// the others.
-pub fn single_command(
-    m: &MonitorConfig,
-    trip: &Trip,
-) -> Option<CommandLine> {
+pub fn single_command(m: &MonitorConfig, trip: &Trip) -> Option<CommandLine> {
     let template = match m.adapter {
         AdapterKind::None | AdapterKind::ExitProgram => return None,
         AdapterKind::Exec => m.command.clone().unwrap_or_default(),

@@ -41,6 +41,11 @@ netlink_group = 1
 name = "nic-eth0"
 category = "NIC"
 keyword = "eth0"
+recovery_action = "failover"
+recovery_target = "web-group"
+adapter = "exec"
+command = "/bin/sh -c 'echo recovery: {recovery_action} of {recovery_target} for {key}'"
+timeout = "5s"
 "#;
 
 /// The demo's monitor.
