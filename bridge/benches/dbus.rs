@@ -365,4 +365,96 @@ fn main() {
     unlimited.max_signals_per_second = 0;
     let (r, f, dr) = sustained(&bus, &unlimited, n_flood, flood_rate);
     println!("| none (the bus is the limit) | {r:.0} | {f} | {dr} |");
+
+    // 4. record sent → monitor in Error, as a D-Bus client sees it.
+    let n_pc: u64 = if quick { 200 } else { 1000 };
+    let (e50, e99, e999) = percentiles(properties_changed_latency(&address, n_pc));
+    println!();
+    println!(
+        "record sent → monitor Error seen as PropertiesChanged by a D-Bus client, {n_pc} faults:"
+    );
+    println!("| p50 µs | p99 µs | p99.9 µs |");
+    println!("|---|---|---|");
+    println!("| {e50:.1} | {e99:.1} | {e999:.1} |");
+}
+
+/// Sends a fault, waits for the monitor's `PropertiesChanged` with State =
+/// Error at a zbus client, then a CLEAR (auto_clear) and its Normal; the
+/// latency is from the send to the Error signal's arrival.
+fn properties_changed_latency(bus: &BusAddress, n: u64) -> Vec<u64> {
+    use std::collections::HashMap;
+    use zbus::OwnedVariant;
+    let cfg = Config::parse(
+        &format!(
+            "bus = \"none\"\n[sources.expdrv]\nnetlink_protocol = 2\nnetlink_group = {}\n\
+             [[monitor]]\nname = \"pc-mon\"\ncategory = \"NIC\"\nkeyword = \"pc0\"\nauto_clear = true\n",
+            GROUP + 1
+        ),
+        std::path::Path::new("<bench>"),
+    )
+    .unwrap();
+    let bridge = Bridge::start(&cfg).unwrap();
+    let service =
+        faultbridge::dbus::start(&bridge, &ServiceOptions::new(bus.clone()), 8192).unwrap();
+    let (tx, rx) = mpsc::channel::<(String, u64)>();
+    let (rtx, rrx) = mpsc::channel();
+    let b = bus.clone();
+    std::thread::spawn(move || {
+        zbus::block_on(async {
+            let (conn, mut stream) = subscribe(&b, None, None, 1 << 12).await.unwrap();
+            let rule = zbus::MatchRule::builder()
+                .msg_type(zbus::message::Type::Signal)
+                .interface("org.freedesktop.DBus.Properties")
+                .member("PropertiesChanged")
+                .build()
+                .unwrap();
+            faultbridge_bus::dbus::client::add_match(&conn, &rule)
+                .await
+                .unwrap();
+            rtx.send(()).unwrap();
+            while let Some(Ok(m)) = next_message(&mut stream).await {
+                let now = monotonic_ns();
+                let Ok((_i, changed, _inv)) =
+                    m.body()
+                        .deserialize::<(String, HashMap<String, OwnedVariant>, Vec<String>)>()
+                else {
+                    continue;
+                };
+                let Some(state) = changed
+                    .get("State")
+                    .and_then(|v| v.try_clone().ok())
+                    .and_then(|v| String::try_from(v).ok())
+                else {
+                    continue;
+                };
+                if tx.send((state, now)).is_err() {
+                    break;
+                }
+            }
+        })
+    });
+    rrx.recv().unwrap();
+    let mut sim = Simulator::new(NETLINK_USERSOCK, GROUP + 1).unwrap();
+    let fault = FaultSpec::new(Category::Nic, "pc0");
+    let clear = fault.clone().clear();
+    let wait = |want: &str| loop {
+        let (state, at) = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("no PropertiesChanged");
+        if state == want {
+            return at;
+        }
+    };
+    let mut lat = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let t0 = monotonic_ns();
+        sim.send(&fault).unwrap();
+        lat.push(wait("Error").saturating_sub(t0));
+        sim.send(&clear).unwrap();
+        wait("Normal");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    drop(service);
+    bridge.shutdown();
+    lat
 }
