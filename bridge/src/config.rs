@@ -63,6 +63,8 @@ pub struct Config {
     pub bus: BusSelect,
     pub expdrv: ExpdrvConfig,
     pub rtnetlink: RtnetlinkConfig,
+    pub fc: FcConfig,
+    pub uevent: UeventConfig,
     pub history: Option<HistoryConfig>,
     pub monitors: Vec<MonitorConfig>,
     pub ingest: IngestConfig,
@@ -116,6 +118,9 @@ pub struct ExpdrvConfig {
     pub device: Option<PathBuf>,
     /// Socket receive buffer in bytes (`SO_RCVBUFFORCE` when permitted).
     pub recv_buffer: usize,
+    /// The shortest time between two `EXPDRV_IOC_SNAPSHOT` resyncs of the
+    /// char device (`resync_interval`): losses within it share one resync.
+    pub resync_interval: Duration,
 }
 
 impl Default for ExpdrvConfig {
@@ -126,21 +131,135 @@ impl Default for ExpdrvConfig {
             netlink_group: 1,
             device: None,
             recv_buffer: 8 << 20,
+            resync_interval: Duration::from_secs(1),
         }
     }
 }
 
-/// `[sources.rtnetlink]`: NIC carrier faults reported by the kernel.
+/// Interface or device name patterns (`*` any run, `?` one character): a
+/// name is watched when it matches an `include` pattern (or there are
+/// none) and no `exclude` pattern.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NamePatterns {
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+}
+
+impl NamePatterns {
+    /// Whether `name` is watched.
+    pub fn matches(&self, name: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|p| glob_match(p, name)))
+            && !self.exclude.iter().any(|p| glob_match(p, name))
+    }
+}
+
+/// Shell-style matching of `name` against `pattern` (`*`, `?`, no classes).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ni));
+                pi += 1;
+            }
+            Some(&c) if c == '?' || c == n[ni] => {
+                pi += 1;
+                ni += 1;
+            }
+            _ => match star {
+                Some((sp, sn)) => {
+                    pi = sp + 1;
+                    ni = sn + 1;
+                    star = Some((sp, sn + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// `[sources.rtnetlink]`: NIC carrier faults reported by the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RtnetlinkConfig {
     pub enabled: bool,
+    /// Which interfaces are watched (loopback never is).
+    pub interfaces: NamePatterns,
+    /// Socket receive buffer in bytes.
+    pub recv_buffer: usize,
+}
+
+impl Default for RtnetlinkConfig {
+    fn default() -> Self {
+        RtnetlinkConfig {
+            enabled: false,
+            interfaces: NamePatterns::default(),
+            recv_buffer: 1 << 20,
+        }
+    }
+}
+
+/// `[sources.fc]`: FC transport events reported by the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FcConfig {
+    pub enabled: bool,
+    /// `NETLINK_SCSITRANSPORT` (18); another protocol only for tests.
+    pub netlink_protocol: i32,
+    /// 4: the group the kernel sends FC events to.
+    pub netlink_group: u32,
+    pub recv_buffer: usize,
+}
+
+impl Default for FcConfig {
+    fn default() -> Self {
+        FcConfig {
+            enabled: false,
+            netlink_protocol: faultbridge_ffi::sys::netlink::NETLINK_SCSITRANSPORT,
+            netlink_group: faultbridge_ffi::wire::fc::FC_EVENTS_GROUP,
+            recv_buffer: 1 << 20,
+        }
+    }
+}
+
+/// The device subsystems whose removal the uevent source reports.
+pub const UEVENT_SUBSYSTEMS: [&str; 3] = ["net", "block", "scsi"];
+
+/// `[sources.uevent]`: device removal reported by kernel uevents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UeventConfig {
+    pub enabled: bool,
+    /// Subsystems watched, a subset of [`UEVENT_SUBSYSTEMS`].
+    pub subsystems: Vec<String>,
+    /// Which devices (by name: interface, `DEVNAME`, or sysfs name) are watched.
+    pub devices: NamePatterns,
+    pub recv_buffer: usize,
+}
+
+impl Default for UeventConfig {
+    fn default() -> Self {
+        UeventConfig {
+            enabled: false,
+            subsystems: UEVENT_SUBSYSTEMS.iter().map(|s| s.to_string()).collect(),
+            devices: NamePatterns::default(),
+            recv_buffer: 1 << 20,
+        }
+    }
 }
 
 /// `[history]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HistoryConfig {
     pub path: PathBuf,
+    /// Rows older than this are removed.
+    pub max_age: Option<Duration>,
+    /// At most this many event rows are kept.
+    pub max_rows: Option<u64>,
 }
+
+/// The default history database.
+pub const DEFAULT_HISTORY_PATH: &str = "/var/lib/faultbridge/history.db";
 
 /// `[ingest]`: queues of the built-in consumers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -258,6 +377,8 @@ struct RawThreshold {
 struct RawSources {
     expdrv: Option<RawExpdrv>,
     rtnetlink: Option<RawRtnetlink>,
+    fc: Option<RawFc>,
+    uevent: Option<RawUevent>,
 }
 
 #[derive(Deserialize)]
@@ -268,18 +389,43 @@ struct RawExpdrv {
     netlink_group: Option<Spanned<i64>>,
     device: Option<PathBuf>,
     recv_buffer: Option<Spanned<i64>>,
+    resync_interval: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRtnetlink {
     enabled: Option<bool>,
+    include: Option<Vec<Spanned<String>>>,
+    exclude: Option<Vec<Spanned<String>>>,
+    recv_buffer: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFc {
+    enabled: Option<bool>,
+    netlink_protocol: Option<Spanned<i64>>,
+    netlink_group: Option<Spanned<i64>>,
+    recv_buffer: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUevent {
+    enabled: Option<bool>,
+    subsystems: Option<Vec<Spanned<String>>>,
+    include: Option<Vec<Spanned<String>>>,
+    exclude: Option<Vec<Spanned<String>>>,
+    recv_buffer: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHistory {
     path: Option<PathBuf>,
+    max_age: Option<Spanned<String>>,
+    max_rows: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -366,6 +512,31 @@ impl Ctx<'_> {
         }
         Ok(x)
     }
+
+    fn patterns(
+        &self,
+        include: &Option<Vec<Spanned<String>>>,
+        exclude: &Option<Vec<Spanned<String>>>,
+    ) -> Result<NamePatterns, ConfigError> {
+        let check = |list: &Option<Vec<Spanned<String>>>, key: &str| {
+            let mut out = Vec::new();
+            for p in list.iter().flatten() {
+                let s = p.get_ref();
+                if s.is_empty() || s.len() > KEYWORD_MAX || s.contains('\0') {
+                    return Err(self.spanned(
+                        p,
+                        format!("{key} pattern {s:?} must be 1..={KEYWORD_MAX} bytes without NUL"),
+                    ));
+                }
+                out.push(s.clone());
+            }
+            Ok(out)
+        };
+        Ok(NamePatterns {
+            include: check(include, "include")?,
+            exclude: check(exclude, "exclude")?,
+        })
+    }
 }
 
 impl Config {
@@ -404,22 +575,76 @@ impl Config {
             if let Some(r) = &e.recv_buffer {
                 expdrv.recv_buffer = cx.int_in(r, "recv_buffer", 4096, 1 << 30)? as usize;
             }
+            if let Some(t) = &e.resync_interval {
+                expdrv.resync_interval =
+                    parse_duration(t.get_ref()).map_err(|m| cx.spanned(t, m))?;
+            }
         }
 
-        let rtnetlink = RtnetlinkConfig {
-            enabled: raw
-                .sources
-                .rtnetlink
-                .as_ref()
-                .is_some_and(|r| r.enabled.unwrap_or(true)),
-        };
+        let mut rtnetlink = RtnetlinkConfig::default();
+        if let Some(r) = &raw.sources.rtnetlink {
+            rtnetlink.enabled = r.enabled.unwrap_or(true);
+            rtnetlink.interfaces = cx.patterns(&r.include, &r.exclude)?;
+            if let Some(b) = &r.recv_buffer {
+                rtnetlink.recv_buffer = cx.int_in(b, "recv_buffer", 4096, 1 << 30)? as usize;
+            }
+        }
 
-        let history = raw.history.as_ref().map(|h| HistoryConfig {
-            path: h
-                .path
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("/var/lib/faultbridge/history.db")),
-        });
+        let mut fc = FcConfig::default();
+        if let Some(f) = &raw.sources.fc {
+            fc.enabled = f.enabled.unwrap_or(true);
+            if let Some(p) = &f.netlink_protocol {
+                fc.netlink_protocol = cx.int_in(p, "netlink_protocol", 0, 31)? as i32;
+            }
+            if let Some(g) = &f.netlink_group {
+                fc.netlink_group = cx.int_in(g, "netlink_group", 1, 32)? as u32;
+            }
+            if let Some(b) = &f.recv_buffer {
+                fc.recv_buffer = cx.int_in(b, "recv_buffer", 4096, 1 << 30)? as usize;
+            }
+        }
+
+        let mut uevent = UeventConfig::default();
+        if let Some(u) = &raw.sources.uevent {
+            uevent.enabled = u.enabled.unwrap_or(true);
+            if let Some(list) = &u.subsystems {
+                uevent.subsystems.clear();
+                for s in list {
+                    if !UEVENT_SUBSYSTEMS.contains(&s.get_ref().as_str()) {
+                        return Err(cx.spanned(
+                            s,
+                            format!(
+                                "unknown subsystem {:?}: expected some of net, block, scsi",
+                                s.get_ref()
+                            ),
+                        ));
+                    }
+                    uevent.subsystems.push(s.get_ref().clone());
+                }
+            }
+            uevent.devices = cx.patterns(&u.include, &u.exclude)?;
+            if let Some(b) = &u.recv_buffer {
+                uevent.recv_buffer = cx.int_in(b, "recv_buffer", 4096, 1 << 30)? as usize;
+            }
+        }
+
+        let history = match &raw.history {
+            None => None,
+            Some(h) => Some(HistoryConfig {
+                path: h
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_HISTORY_PATH)),
+                max_age: match &h.max_age {
+                    None => None,
+                    Some(a) => Some(parse_duration(a.get_ref()).map_err(|e| cx.spanned(a, e))?),
+                },
+                max_rows: match &h.max_rows {
+                    None => None,
+                    Some(r) => Some(cx.int_in(r, "max_rows", 1, i64::MAX)? as u64),
+                },
+            }),
+        };
 
         let mut ingest = IngestConfig::default();
         if let Some(q) = raw.ingest.as_ref().and_then(|i| i.queue.as_ref()) {
@@ -452,6 +677,8 @@ impl Config {
             bus,
             expdrv,
             rtnetlink,
+            fc,
+            uevent,
             history,
             monitors,
             ingest,
@@ -469,6 +696,8 @@ impl Config {
                 ..ExpdrvConfig::default()
             },
             rtnetlink: RtnetlinkConfig::default(),
+            fc: FcConfig::default(),
+            uevent: UeventConfig::default(),
             history: None,
             monitors: Vec::new(),
             ingest: IngestConfig::default(),
@@ -759,6 +988,47 @@ timeout = "10s"
             "C".repeat(33)
         ));
         assert!(e.contains("more than 32"), "{e}");
+    }
+
+    #[test]
+    fn kernel_source_sections_parse_and_their_mistakes_name_the_line() {
+        let c = parse(
+            "[sources.expdrv]\ndevice = \"/dev/expdrv0\"\nresync_interval = \"250ms\"\n\
+             [sources.rtnetlink]\ninclude = [\"eth*\", \"ens?\"]\nexclude = [\"eth9\"]\n\
+             [sources.fc]\nnetlink_protocol = 2\n\
+             [sources.uevent]\nsubsystems = [\"net\"]\ninclude = [\"veth*\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.expdrv.resync_interval, Duration::from_millis(250));
+        assert!(c.rtnetlink.enabled && c.fc.enabled && c.uevent.enabled);
+        assert!(c.rtnetlink.interfaces.matches("eth0"));
+        assert!(c.rtnetlink.interfaces.matches("ens3"));
+        assert!(!c.rtnetlink.interfaces.matches("eth9"));
+        assert!(!c.rtnetlink.interfaces.matches("wlan0"));
+        assert_eq!((c.fc.netlink_protocol, c.fc.netlink_group), (2, 4));
+        assert_eq!(c.uevent.subsystems, ["net"]);
+        let d = parse("").unwrap();
+        assert!(!d.rtnetlink.enabled && !d.fc.enabled && !d.uevent.enabled);
+        assert_eq!(d.fc.netlink_protocol, 18);
+        let e = err("[sources.uevent]\nsubsystems = [\"net\", \"usb\"]\n");
+        assert!(
+            e.starts_with("t.toml:2:22: unknown subsystem \"usb\""),
+            "{e}"
+        );
+        let e = err("[sources.rtnetlink]\n\ninclude = [\"\"]\n");
+        assert!(e.starts_with("t.toml:3:12: include pattern \"\""), "{e}");
+        let e = err("[sources.fc]\nnetlink_group = 0\n");
+        assert!(e.starts_with("t.toml:2:17: netlink_group = 0"), "{e}");
+    }
+
+    #[test]
+    fn glob_patterns() {
+        assert!(glob_match("eth*", "eth0"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("e?h*1", "eth0.1"));
+        assert!(glob_match("*a*b", "xxaxxb"));
+        assert!(!glob_match("eth*", "veth0"));
+        assert!(!glob_match("e?h", "eh"));
     }
 
     #[test]

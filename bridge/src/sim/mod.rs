@@ -3,6 +3,8 @@
 //! bits of it, several messages per datagram when flooding), and can emit
 //! each malformed case of spec section 2 on purpose.
 
+pub mod device;
+
 use faultbridge_bus::FaultKind;
 use faultbridge_ffi::sys::monotonic_ns;
 use faultbridge_ffi::sys::netlink::{NetlinkError, NetlinkSocket, group_mask};
@@ -288,10 +290,10 @@ impl Simulator {
         let mut datagrams = 0u64;
         let mut t = 0usize;
         while sent < count {
-            if rate > 0 {
+            if let Some(ns) = sent.saturating_mul(1_000_000_000).checked_div(rate) {
                 // Pace by schedule, not by sleeps between sends, so the mean
                 // rate is exact whatever the per-send cost.
-                let due = start + Duration::from_nanos(sent.saturating_mul(1_000_000_000) / rate);
+                let due = start + Duration::from_nanos(ns);
                 let now = Instant::now();
                 if due > now {
                     let wait = due - now;

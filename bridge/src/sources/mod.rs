@@ -1,8 +1,13 @@
 //! Fault sources. Each has its own name (`Fault(source, …)`), its own
 //! counters and its own configuration section; the ingest loop polls them.
 
+pub mod chardev;
 pub mod expdrv;
+pub mod fc;
+pub mod rtnetlink;
 pub mod seq;
+pub mod synth;
+pub mod uevent;
 
 use crate::monitor::Monitors;
 use crate::stats::SourceCounters;
@@ -47,5 +52,48 @@ pub trait IngestSource: Send + std::fmt::Debug {
     /// restart), so a gap across the restart is reported as lost.
     fn restore_cursor(&mut self, driver_id: u32, last: u64) {
         let _ = (driver_id, last);
+    }
+}
+
+/// Opens the sources of `config` other than the expanded driver's netlink
+/// group: the driver's char device (`[sources.expdrv] device`, which brings
+/// the driver's own netlink group), rtnetlink, FC transport and uevents. A
+/// source that cannot start is reported on stderr and left out.
+pub fn open_configured(config: &crate::Config, sources: &mut Vec<Box<dyn IngestSource>>) {
+    fn report(name: Source, e: &(dyn std::error::Error + 'static)) {
+        eprintln!(
+            "faultbridge: source {name}: cannot start: {}",
+            crate::cli::error_chain(e)
+        );
+    }
+    if let (true, Some(path)) = (config.expdrv.enabled, &config.expdrv.device) {
+        match chardev::ExpdrvDevice::open(path, &config.expdrv) {
+            Ok(s) => sources.push(Box::new(s)),
+            Err(e) => {
+                report(Source::ExpdrvDevice, &e);
+                eprintln!(
+                    "faultbridge: source expdrv: using the configured netlink protocol {} group {}",
+                    config.expdrv.netlink_protocol, config.expdrv.netlink_group
+                );
+            }
+        }
+    }
+    if config.rtnetlink.enabled {
+        match rtnetlink::RtnetlinkSource::open(&config.rtnetlink) {
+            Ok(s) => sources.push(Box::new(s)),
+            Err(e) => report(Source::Rtnetlink, &e),
+        }
+    }
+    if config.fc.enabled {
+        match fc::FcSource::open(&config.fc) {
+            Ok(s) => sources.push(Box::new(s)),
+            Err(e) => report(Source::FcTransport, &e),
+        }
+    }
+    if config.uevent.enabled {
+        match uevent::UeventSource::open(&config.uevent) {
+            Ok(s) => sources.push(Box::new(s)),
+            Err(e) => report(Source::Uevent, &e),
+        }
     }
 }

@@ -2,6 +2,9 @@
 #![forbid(unsafe_code)]
 
 pub mod fbex;
+pub mod fc;
 pub mod info;
 pub mod nlmsg;
 pub mod record;
+pub mod rtnl;
+pub mod uevent;

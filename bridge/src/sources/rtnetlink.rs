@@ -1,0 +1,736 @@
+//! NIC link faults reported by the kernel over rtnetlink, like `ip monitor
+//! link`: a `NETLINK_ROUTE` socket joined to `RTNLGRP_LINK`, each
+//! `RTM_NEWLINK` / `RTM_DELLINK` read in place and compared with the
+//! interface's previous state.
+//!
+//! - The kernel does not say what changed (`ifi_change` is unreliable), so
+//!   the source keeps the last state per ifindex and reports transitions:
+//!   link down (administratively up without carrier, or set down) is a NIC
+//!   fault `0x0001_0001` with the interface name as keyword and the ifindex
+//!   as `device_index`; link up is its CLEAR `0x0001_0002`; the removal of a
+//!   watched interface is a fault `0x0001_00FF`.
+//! - The kernel folds carrier events of one device (linkwatch runs about
+//!   once a second for most drivers), so a down-up flap can arrive as one
+//!   message showing no change. `IFLA_CARRIER_CHANGES` still counts every
+//!   transition: a jump of two or more beyond what the state change explains
+//!   is reported as the folded fault and CLEAR, so a latched monitor sees it
+//!   and the final state is the kernel's.
+//! - At start-up an `RTM_GETLINK` dump gives every interface's state,
+//!   checked with `SIOCGIFFLAGS` and `ETHTOOL_GLINK`; interfaces that are up
+//!   without carrier are reported then, flagged SNAPSHOT.
+//! - `ENOBUFS` means lost notifications: a [`Lost`](faultbridge_bus::Lost)
+//!   with an empty range (the kernel's messages carry no sequence), then a
+//!   fresh dump whose differences are reported flagged SNAPSHOT.
+
+use super::Dispatch;
+use super::synth::{StartupGate, Synth, Synthesized, report_lost};
+use crate::config::{NamePatterns, RtnetlinkConfig};
+use crate::stats::SourceCounters;
+use faultbridge_bus::{FaultKind, LostReason, Source};
+use faultbridge_ffi::sys::ifreq::IfQuery;
+use faultbridge_ffi::sys::netlink::{NETLINK_ROUTE, NetlinkError, NetlinkSocket, Recv, group_mask};
+use faultbridge_ffi::wire::nlmsg::{NLMSG_DONE, NLMSG_ERROR, NlMsgIter};
+use faultbridge_ffi::wire::record::{Category, F_SNAPSHOT, Severity, event};
+use faultbridge_ffi::wire::rtnl::{
+    IFF_LOOPBACK, IFF_RUNNING, IFF_UP, LinkMsg, RTM_DELLINK, RTM_NEWLINK, RTNLGRP_LINK, oper,
+    push_getlink_dump,
+};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// Room for a dump datagram (the kernel fills up to 32 KiB per datagram).
+const RECV_BUF: usize = 64 * 1024;
+/// How long the start-up dump may take.
+const DUMP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the rtnetlink source could not start.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum RtnetlinkError {
+    #[error("cannot open the rtnetlink socket")]
+    Socket(#[source] NetlinkError),
+    #[error("cannot request the link dump")]
+    DumpSend(#[source] io::Error),
+    #[error("cannot read the link dump")]
+    DumpRecv(#[source] io::Error),
+    #[error("the kernel refused the link dump (error {0})")]
+    DumpRefused(i32),
+    #[error("the link dump did not finish within {0:?}")]
+    DumpTimeout(Duration),
+    #[error("cannot set up polling of the socket and the start-up timer")]
+    Poll(#[source] io::Error),
+}
+
+/// What the source knows of one interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Link {
+    name: String,
+    st: LinkState,
+}
+
+/// An interface's state, apart from its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LinkState {
+    admin_up: bool,
+    carrier: bool,
+    operstate: u8,
+    carrier_changes: Option<u32>,
+    loopback: bool,
+    watched: bool,
+    /// The dump generation that last saw it.
+    generation: u32,
+}
+
+impl LinkState {
+    fn up(&self) -> bool {
+        self.admin_up && self.carrier
+    }
+}
+
+fn is_watched(patterns: &NamePatterns, name: &str, loopback: bool) -> bool {
+    !loopback && !name.is_empty() && patterns.matches(name)
+}
+
+/// The rtnetlink NIC source.
+#[derive(Debug)]
+pub struct RtnetlinkSource {
+    sock: NetlinkSocket,
+    /// Polls the socket and the start-up gate's timer; its descriptor is
+    /// the one the ingest loop polls.
+    poll: Option<Poll>,
+    events: Events,
+    gate: Option<StartupGate>,
+    port: u32,
+    buf: Vec<u8>,
+    links: HashMap<u32, Link>,
+    patterns: NamePatterns,
+    synth: Synth,
+    detail: String,
+    /// Report the start-up state on the first `on_readable`.
+    initial_pending: bool,
+    /// A resync dump is running with this `nlmsg_seq`.
+    dump: Option<u32>,
+    generation: u32,
+    next_dump_seq: u32,
+    /// Start-up states the ioctls corrected (the link changed during the dump).
+    pub corrected_at_start: u32,
+}
+
+impl RtnetlinkSource {
+    /// Opens the socket, joins `RTNLGRP_LINK`, and reads every interface's
+    /// state with an `RTM_GETLINK` dump checked by the ioctls.
+    pub fn open(cfg: &RtnetlinkConfig) -> Result<Self, RtnetlinkError> {
+        let sock = NetlinkSocket::open(NETLINK_ROUTE).map_err(RtnetlinkError::Socket)?;
+        sock.set_recv_buffer(cfg.recv_buffer)
+            .map_err(RtnetlinkError::Socket)?;
+        sock.bind(0, group_mask(RTNLGRP_LINK))
+            .map_err(RtnetlinkError::Socket)?;
+        let port = sock.port_id().map_err(RtnetlinkError::Socket)?;
+        let poll = Poll::new().map_err(RtnetlinkError::Poll)?;
+        let gate = StartupGate::new().map_err(RtnetlinkError::Poll)?;
+        poll.registry()
+            .register(
+                &mut SourceFd(&sock.as_raw_fd()),
+                Token(0),
+                Interest::READABLE,
+            )
+            .map_err(RtnetlinkError::Poll)?;
+        poll.registry()
+            .register(&mut SourceFd(&gate.raw_fd()), Token(1), Interest::READABLE)
+            .map_err(RtnetlinkError::Poll)?;
+        let mut src = RtnetlinkSource {
+            sock,
+            poll: Some(poll),
+            events: Events::with_capacity(4),
+            gate: Some(gate),
+            port,
+            buf: vec![0; RECV_BUF],
+            links: HashMap::new(),
+            patterns: cfg.interfaces.clone(),
+            synth: Synth::new(Source::Rtnetlink),
+            detail: String::with_capacity(128),
+            initial_pending: true,
+            dump: None,
+            generation: 0,
+            next_dump_seq: 1,
+            corrected_at_start: 0,
+        };
+        src.initial_dump()?;
+        src.check_with_ioctls();
+        Ok(src)
+    }
+
+    /// The interfaces watched now: (ifindex, name, link up).
+    pub fn watched(&self) -> Vec<(u32, String, bool)> {
+        let mut v: Vec<_> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.st.watched)
+            .map(|(&i, l)| (i, l.name.clone(), l.st.up()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn send_dump(&mut self) -> io::Result<u32> {
+        let seq = self.next_dump_seq;
+        self.next_dump_seq = self.next_dump_seq.wrapping_add(1).max(1);
+        let mut req = Vec::with_capacity(64);
+        push_getlink_dump(&mut req, seq);
+        self.sock.send_to(0, 0, &req)?;
+        self.generation = self.generation.wrapping_add(1);
+        Ok(seq)
+    }
+
+    fn initial_dump(&mut self) -> Result<(), RtnetlinkError> {
+        let seq = self.send_dump().map_err(RtnetlinkError::DumpSend)?;
+        let deadline = Instant::now() + DUMP_TIMEOUT;
+        let mut buf = std::mem::take(&mut self.buf);
+        let result = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break Err(RtnetlinkError::DumpTimeout(DUMP_TIMEOUT));
+            }
+            match self.sock.recv(&mut buf) {
+                Ok(Recv::Datagram { stored, .. }) => {
+                    match self.apply_dump_datagram(&buf[..stored], seq) {
+                        Some(Ok(())) => break Ok(()),
+                        Some(Err(e)) => break Err(RtnetlinkError::DumpRefused(e)),
+                        None => {}
+                    }
+                }
+                // Notifications lost while dumping: the dump itself is
+                // still answered; the state it gives is what counts.
+                Ok(Recv::Overrun) => {}
+                Ok(Recv::WouldBlock) => {
+                    let ms = left.as_millis().min(u128::from(u16::MAX)) as u16;
+                    let mut fds = [nix::poll::PollFd::new(
+                        self.sock.as_fd(),
+                        nix::poll::PollFlags::POLLIN,
+                    )];
+                    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)) {
+                        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                        Err(e) => break Err(RtnetlinkError::DumpRecv(e.into())),
+                    }
+                }
+                Err(e) => break Err(RtnetlinkError::DumpRecv(e)),
+            }
+        };
+        self.buf = buf;
+        result
+    }
+
+    /// Applies a start-up datagram silently. `Some` once the dump `seq` is
+    /// done (or refused with an errno).
+    fn apply_dump_datagram(&mut self, dg: &[u8], seq: u32) -> Option<Result<(), i32>> {
+        for m in NlMsgIter::new(dg) {
+            let ours = m.header.nlmsg_seq == seq && m.header.nlmsg_pid == self.port;
+            match m.header.nlmsg_type {
+                RTM_NEWLINK => {
+                    if let Ok(l) = LinkMsg::parse(m.payload) {
+                        self.store(&l);
+                    }
+                }
+                RTM_DELLINK => {
+                    if let Ok(l) = LinkMsg::parse(m.payload) {
+                        self.links.remove(&l.index());
+                    }
+                }
+                NLMSG_DONE if ours => return Some(Ok(())),
+                NLMSG_ERROR if ours => {
+                    let errno = m
+                        .payload
+                        .first_chunk::<4>()
+                        .map_or(-1, |b| i32::from_ne_bytes(*b));
+                    if errno != 0 {
+                        return Some(Err(-errno));
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Records a link's state without reporting anything; returns the
+    /// previous state. Allocates only for a new or renamed interface.
+    fn store(&mut self, l: &LinkMsg<'_>) -> Option<LinkState> {
+        let loopback = l.flags() & IFF_LOOPBACK != 0;
+        let mut st = LinkState {
+            admin_up: l.admin_up(),
+            carrier: l.has_carrier(),
+            operstate: l.operstate.unwrap_or(oper::UNKNOWN),
+            carrier_changes: l.carrier_changes,
+            loopback,
+            watched: false,
+            generation: self.generation,
+        };
+        match self.links.get_mut(&l.index()) {
+            Some(link) => {
+                let prev = link.st;
+                let renamed = l.ifname.is_some_and(|n| n != link.name);
+                if let (true, Some(n)) = (renamed, l.ifname) {
+                    link.name.clear();
+                    link.name.push_str(n);
+                }
+                st.watched = if renamed || prev.loopback != loopback {
+                    is_watched(&self.patterns, &link.name, loopback)
+                } else {
+                    prev.watched
+                };
+                link.st = st;
+                Some(prev)
+            }
+            None => {
+                let name = l.ifname.unwrap_or_default().to_string();
+                st.watched = is_watched(&self.patterns, &name, loopback);
+                self.links.insert(l.index(), Link { name, st });
+                None
+            }
+        }
+    }
+
+    /// Takes `SIOCGIFFLAGS` and `ETHTOOL_GLINK` as the newest word on each
+    /// watched interface (a link may have changed since the dump).
+    fn check_with_ioctls(&mut self) {
+        let q = match IfQuery::open() {
+            Ok(q) => q,
+            Err(e) => {
+                eprintln!("faultbridge: rtnetlink: cannot check link states with ioctls: {e}");
+                return;
+            }
+        };
+        for link in self.links.values_mut().filter(|l| l.st.watched) {
+            let Ok(flags) = q.flags(&link.name) else {
+                continue;
+            };
+            let admin_up = flags & IFF_UP != 0;
+            let carrier = match q.ethtool_link(&link.name) {
+                Ok(c) => c,
+                // No ethtool link test: IFF_RUNNING is RFC 2863 "up".
+                Err(_) => flags & IFF_RUNNING != 0 || (link.st.carrier && !admin_up),
+            };
+            if (admin_up, carrier) != (link.st.admin_up, link.st.carrier) {
+                self.corrected_at_start += 1;
+                link.st.admin_up = admin_up;
+                link.st.carrier = carrier;
+            }
+        }
+    }
+
+    fn write_detail(&mut self, link: &LinkState, folded: u32, removed: bool) {
+        self.detail.clear();
+        let _ = write!(
+            self.detail,
+            "admin={} carrier={} operstate={}",
+            if link.admin_up { "up" } else { "down" },
+            u8::from(link.carrier),
+            oper::name(link.operstate)
+        );
+        if let Some(n) = link.carrier_changes {
+            let _ = write!(self.detail, " carrier_changes={n}");
+        }
+        if folded > 0 {
+            let _ = write!(self.detail, " folded_flaps={folded}");
+        }
+        if removed {
+            self.detail.push_str(" removed");
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        &mut self,
+        out: &mut Dispatch<'_>,
+        c: &SourceCounters,
+        index: u32,
+        name: &str,
+        st: &LinkState,
+        what: Transition,
+        folded: u32,
+        flags: u32,
+    ) {
+        self.write_detail(st, folded, what == Transition::Removed);
+        let (kind, severity, event_code) = match what {
+            Transition::Down => (FaultKind::Fault, Severity::Error, event::NIC_LINK_DOWN),
+            Transition::Up => (FaultKind::Clear, Severity::Info, event::NIC_LINK_UP),
+            Transition::Removed => (
+                FaultKind::Fault,
+                Severity::Error,
+                event::generic_fatal(Category::Nic.code()),
+            ),
+        };
+        let detail = std::mem::take(&mut self.detail);
+        self.synth.emit(
+            out,
+            c,
+            &Synthesized {
+                kind,
+                category: Category::Nic,
+                severity,
+                event_code,
+                device_index: index,
+                keyword: name,
+                detail: detail.as_bytes(),
+                flags,
+            },
+        );
+        self.detail = detail;
+    }
+
+    /// Applies one link message and reports what changed.
+    fn on_link(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters, l: &LinkMsg<'_>, flags: u32) {
+        let index = l.index();
+        let prev = self.store(l);
+        let Some(link) = self.links.get_mut(&index) else {
+            return;
+        };
+        let now = link.st;
+        if !now.watched {
+            return;
+        }
+        // Lent to the reports, then put back: no copy of the name.
+        let name = std::mem::take(&mut link.name);
+        self.transitions(out, c, index, &name, prev, now, flags);
+        if let Some(link) = self.links.get_mut(&index) {
+            link.name = name;
+        }
+    }
+
+    /// Reports the change from `prev` to `now` of a watched interface.
+    #[allow(clippy::too_many_arguments)]
+    fn transitions(
+        &mut self,
+        out: &mut Dispatch<'_>,
+        c: &SourceCounters,
+        index: u32,
+        name: &str,
+        prev: Option<LinkState>,
+        now: LinkState,
+        flags: u32,
+    ) {
+        let Some(prev) = prev.filter(|p| p.watched) else {
+            // A new (or newly watched) interface: only a link that is
+            // configured up without carrier is a fault.
+            if now.admin_up && !now.carrier {
+                self.report(out, c, index, name, &now, Transition::Down, 0, flags);
+            }
+            return;
+        };
+        // Transitions the kernel folded into this one message.
+        let folded = match (prev.carrier_changes, now.carrier_changes) {
+            (Some(a), Some(b)) => {
+                let explained = u32::from(prev.carrier != now.carrier);
+                b.wrapping_sub(a).saturating_sub(explained) / 2
+            }
+            _ => 0,
+        };
+        let (was, is) = (prev.up(), now.up());
+        if folded > 0 && prev.admin_up && now.admin_up {
+            // Each folded flap left the link where it was: report it as the
+            // fault and CLEAR (or CLEAR and fault) it was.
+            let (first, second) = if was {
+                (Transition::Down, Transition::Up)
+            } else {
+                (Transition::Up, Transition::Down)
+            };
+            self.report(out, c, index, name, &now, first, folded, flags);
+            self.report(out, c, index, name, &now, second, folded, flags);
+        }
+        match (was, is) {
+            (true, false) => self.report(out, c, index, name, &now, Transition::Down, 0, flags),
+            (false, true) => self.report(out, c, index, name, &now, Transition::Up, 0, flags),
+            _ => {}
+        }
+    }
+
+    fn on_dellink(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters, index: u32, flags: u32) {
+        if let Some(link) = self.links.remove(&index).filter(|l| l.st.watched) {
+            self.report(
+                out,
+                c,
+                index,
+                &link.name,
+                &link.st,
+                Transition::Removed,
+                0,
+                flags,
+            );
+        }
+    }
+
+    fn process(&mut self, dg_len: usize, out: &mut Dispatch<'_>, c: &SourceCounters) {
+        let buf = std::mem::take(&mut self.buf);
+        let mut msgs = NlMsgIter::new(&buf[..dg_len]);
+        for m in &mut msgs {
+            let from_dump = self
+                .dump
+                .is_some_and(|s| m.header.nlmsg_seq == s && m.header.nlmsg_pid == self.port);
+            let flags = if from_dump { F_SNAPSHOT } else { 0 };
+            match m.header.nlmsg_type {
+                RTM_NEWLINK | RTM_DELLINK => match LinkMsg::parse(m.payload) {
+                    Ok(l) if m.header.nlmsg_type == RTM_NEWLINK => self.on_link(out, c, &l, flags),
+                    Ok(l) => self.on_dellink(out, c, l.index(), flags),
+                    Err(e) => {
+                        c.malformed[faultbridge_ffi::MalformedReason::Short.index()]
+                            .fetch_add(1, Relaxed);
+                        eprintln!("faultbridge: rtnetlink: link message dropped: {e}");
+                    }
+                },
+                NLMSG_DONE | NLMSG_ERROR if from_dump => self.finish_resync(out, c),
+                _ => {}
+            }
+        }
+        if msgs.trailing_bytes() > 0 {
+            c.truncated.fetch_add(1, Relaxed);
+        }
+        self.buf = buf;
+    }
+
+    /// After a resync dump: interfaces it did not list are gone.
+    fn finish_resync(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) {
+        self.dump = None;
+        let gone: Vec<u32> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.st.generation != self.generation)
+            .map(|(&i, _)| i)
+            .collect();
+        for index in gone {
+            self.on_dellink(out, c, index, F_SNAPSHOT);
+        }
+    }
+
+    fn report_initial(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) {
+        self.initial_pending = false;
+        let mut down: Vec<(u32, String, LinkState)> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.st.watched && l.st.admin_up && !l.st.carrier)
+            .map(|(&i, l)| (i, l.name.clone(), l.st))
+            .collect();
+        down.sort_by_key(|(i, _, _)| *i);
+        for (index, name, st) in down {
+            self.report(out, c, index, &name, &st, Transition::Down, 0, F_SNAPSHOT);
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transition {
+    Down,
+    Up,
+    Removed,
+}
+
+impl super::IngestSource for RtnetlinkSource {
+    fn source(&self) -> Source {
+        Source::Rtnetlink
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        match &self.poll {
+            Some(p) => p.as_raw_fd(),
+            None => self.sock.as_raw_fd(),
+        }
+    }
+
+    fn on_readable(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) -> io::Result<u64> {
+        let before = c.delivered.load(Relaxed);
+        if let Some(p) = &mut self.poll {
+            // Empty the inner ready list; the socket is drained below.
+            let _ = p.poll(&mut self.events, Some(Duration::ZERO));
+        }
+        if self.initial_pending && self.gate.as_mut().is_none_or(|g| g.is_open(out)) {
+            self.report_initial(out, c);
+        }
+        loop {
+            match self.sock.recv(&mut self.buf) {
+                Ok(Recv::Datagram { len, stored }) => {
+                    c.datagrams.fetch_add(1, Relaxed);
+                    if self.initial_pending {
+                        // Live news opens the gate: the start-up state first.
+                        if let Some(g) = &mut self.gate {
+                            g.force_open();
+                        }
+                        self.report_initial(out, c);
+                    }
+                    if len > stored {
+                        c.truncated.fetch_add(1, Relaxed);
+                    }
+                    self.process(stored, out, c);
+                }
+                Ok(Recv::Overrun) => {
+                    c.overruns.fetch_add(1, Relaxed);
+                    let next = self.synth.next_sequence();
+                    report_lost(
+                        Source::Rtnetlink,
+                        next,
+                        next - 1,
+                        LostReason::Overrun,
+                        out,
+                        c,
+                    );
+                    // A fresh dump, also when one is running (its end may
+                    // be among what was lost); while the kernel is still
+                    // answering the previous one it refuses (EBUSY), and
+                    // that one's DONE ends the resync.
+                    match self.send_dump() {
+                        Ok(seq) => self.dump = Some(seq),
+                        Err(_) if self.dump.is_some() => {}
+                        Err(e) => {
+                            c.errors.fetch_add(1, Relaxed);
+                            eprintln!("faultbridge: rtnetlink: cannot request a resync dump: {e}");
+                        }
+                    }
+                }
+                Ok(Recv::WouldBlock) => break,
+                Err(e) => {
+                    c.errors.fetch_add(1, Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(c.delivered.load(Relaxed) - before)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::Monitors;
+    use faultbridge_bus::{Event, SubscribeOptions, bus};
+
+    fn msg(index: i32, name: &str, up: bool, carrier: bool, changes: u32) -> Vec<u8> {
+        // struct ifinfomsg: family, pad, type, index, flags, change.
+        let mut v = vec![0u8; 4];
+        v.extend_from_slice(&index.to_ne_bytes());
+        v.extend_from_slice(&(if up { IFF_UP } else { 0 }).to_ne_bytes());
+        v.extend_from_slice(&0u32.to_ne_bytes());
+        let mut attr = |ty: u16, val: &[u8]| {
+            v.extend_from_slice(&((4 + val.len()) as u16).to_ne_bytes());
+            v.extend_from_slice(&ty.to_ne_bytes());
+            v.extend_from_slice(val);
+            v.resize((v.len() + 3) & !3, 0);
+        };
+        attr(3, format!("{name}\0").as_bytes());
+        attr(33, &[u8::from(carrier)]);
+        attr(35, &changes.to_ne_bytes());
+        v
+    }
+
+    /// Feeds link messages through `on_link` and returns (kind, keyword, code).
+    fn run(msgs: &[Vec<u8>]) -> Vec<(bool, String, u32, u32)> {
+        let sock = NetlinkSocket::open(NETLINK_ROUTE).unwrap();
+        let mut src = RtnetlinkSource {
+            sock,
+            poll: None,
+            events: Events::with_capacity(1),
+            gate: None,
+            port: 0,
+            buf: Vec::new(),
+            links: HashMap::new(),
+            patterns: NamePatterns {
+                include: vec!["eth*".into()],
+                exclude: vec![],
+            },
+            synth: Synth::new(Source::Rtnetlink),
+            detail: String::new(),
+            initial_pending: false,
+            dump: None,
+            generation: 0,
+            next_dump_seq: 1,
+            corrected_at_start: 0,
+        };
+        let (mut publisher, handle) = bus();
+        let sub = handle.subscribe(SubscribeOptions::new("t")).unwrap();
+        let mut monitors = Monitors::new(&[]);
+        let c = SourceCounters::default();
+        let mut out = Dispatch {
+            publisher: &mut publisher,
+            monitors: &mut monitors,
+        };
+        for m in msgs {
+            let l = LinkMsg::parse(m).unwrap();
+            src.on_link(&mut out, &c, &l, 0);
+        }
+        let mut got = Vec::new();
+        while let Some(Event::Fault(f)) = sub.try_recv() {
+            got.push((
+                f.cleared(),
+                f.keyword().to_string(),
+                f.event_code(),
+                f.device_index(),
+            ));
+        }
+        got
+    }
+
+    #[test]
+    fn carrier_loss_and_return_are_a_fault_and_its_clear() {
+        let got = run(&[
+            msg(4, "eth0", true, true, 2),
+            msg(4, "eth0", true, false, 3),
+            msg(4, "eth0", true, false, 3), // no change: nothing
+            msg(4, "eth0", true, true, 4),
+            msg(5, "wlan0", true, false, 1), // not watched
+        ]);
+        assert_eq!(
+            got,
+            [
+                (false, "eth0".into(), event::NIC_LINK_DOWN, 4),
+                (true, "eth0".into(), event::NIC_LINK_UP, 4),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_folded_flap_is_reported_and_the_final_state_kept() {
+        // Up, then a message still up but two carrier transitions later.
+        let got = run(&[msg(4, "eth0", true, true, 2), msg(4, "eth0", true, true, 4)]);
+        assert_eq!(
+            got.iter().map(|g| g.0).collect::<Vec<_>>(),
+            [false, true],
+            "{got:?}"
+        );
+        // Down, then down again after an unseen up-down: CLEAR then fault.
+        // (The first message alone is the fault: a new link up without carrier.)
+        let got = run(&[
+            msg(4, "eth0", true, false, 3),
+            msg(4, "eth0", true, false, 5),
+        ]);
+        assert_eq!(
+            got.iter().map(|g| g.0).collect::<Vec<_>>(),
+            [false, true, false]
+        );
+        // Up → down with an unseen flap before it: fault, CLEAR, fault.
+        let got = run(&[
+            msg(4, "eth0", true, true, 2),
+            msg(4, "eth0", true, false, 5),
+        ]);
+        assert_eq!(
+            got.iter().map(|g| g.0).collect::<Vec<_>>(),
+            [false, true, false]
+        );
+    }
+
+    #[test]
+    fn admin_down_is_link_down_and_a_new_unconfigured_link_is_not() {
+        let got = run(&[
+            msg(4, "eth0", false, false, 1), // created down: nothing
+            msg(4, "eth0", true, true, 2),   // up with carrier
+            msg(4, "eth0", false, false, 3), // set down
+        ]);
+        assert_eq!(
+            got.iter().map(|g| (g.0, g.2)).collect::<Vec<_>>(),
+            [(true, event::NIC_LINK_UP), (false, event::NIC_LINK_DOWN)]
+        );
+    }
+}
