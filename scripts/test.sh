@@ -42,7 +42,8 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked --doc
 # The end-to-end tests run the real binary: build it before they start.
 cargo build --workspace --bins --locked
+# Last, so its summary closes the output.
 cargo nextest run --workspace --locked --no-fail-fast "$@"
-cargo test --workspace --locked --doc
