@@ -16,6 +16,7 @@ use faultbridge::sim::{FaultSpec, Simulator};
 use faultbridge::{Config, FaultKind, Source};
 use faultbridge_ffi::sys::monotonic_ns;
 use faultbridge_ffi::wire::record::{Category, Record, RecordSpec};
+use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 fn config(monitors: &str) -> Config {
@@ -158,6 +159,29 @@ fn action_latency(n: u64) {
             to_main.push(ts - t0);
         }
     }
+    // The floor: the same program started directly (posix_spawn with the
+    // same pipes, process group and directory), paced the same way.
+    let floor_out = dir.join("floor-stamps");
+    let mut floor = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let t0 = monotonic_ns();
+        let mut child = std::process::Command::new(&bin)
+            .arg(&floor_out)
+            .env("FAULTBRIDGE_SEQUENCE", i.to_string())
+            .current_dir("/")
+            .process_group(0)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _ = child.wait();
+        let line = std::fs::read_to_string(&floor_out).unwrap();
+        let ts: u64 = line.lines().last().unwrap().split_once(' ').unwrap().1.parse().unwrap();
+        floor.push(ts - t0);
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    let (f50, f99, fmax) = percentiles(floor);
     let (e50, e99, emax) = percentiles(to_error);
     let (a50, a99, amax) = percentiles(to_main.clone());
     println!(
@@ -166,6 +190,9 @@ fn action_latency(n: u64) {
     println!(
         "record sent → action program's main reached      p50 {a50:8.1} µs  p99 {a99:8.1} µs  max {amax:9.1} µs  ({} actions)",
         to_main.len()
+    );
+    println!(
+        "floor: the same program spawned directly            p50 {f50:8.1} µs  p99 {f99:8.1} µs  max {fmax:9.1} µs  ({n} spawns, same pacing)"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
