@@ -713,3 +713,53 @@ impl Writer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn insert(db: &HistoryDb, seq: i64, at_ms: i64) {
+        db.conn
+            .execute(
+                "INSERT INTO events (kind, source, sequence, recorded_at_ms) VALUES ('fault', 'expdrv', ?1, ?2)",
+                params![seq, at_ms],
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn retention_by_age_and_by_count_removes_the_oldest_in_chunks() {
+        let dir = std::env::temp_dir().join(format!("fb-history-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let db = HistoryDb::open(&dir.join("h.db")).unwrap();
+        let now = now_ms();
+        for s in 1..=100 {
+            insert(&db, s, now - 3_600_000); // an hour old
+        }
+        for s in 101..=110 {
+            insert(&db, s, now);
+        }
+        let by_age = Retention {
+            max_age: Some(Duration::from_secs(600)),
+            max_rows: None,
+        };
+        assert_eq!(db.enforce(&by_age).unwrap(), 100);
+        assert_eq!(db.count().unwrap(), 10);
+        let by_count = Retention {
+            max_age: None,
+            max_rows: Some(4),
+        };
+        assert_eq!(db.enforce(&by_count).unwrap(), 6);
+        let left: Vec<u64> = db
+            .query(&Query {
+                limit: 10,
+                ..Query::default()
+            })
+            .unwrap()
+            .iter()
+            .map(|r| r.sequence)
+            .collect();
+        assert_eq!(left, vec![107, 108, 109, 110]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
