@@ -500,6 +500,100 @@ impl HistoryDb {
     }
 }
 
+/// Columns of one `events` row as the writer inserts it.
+const EVENT_COLUMNS: usize = 14;
+/// Rows per multi-row `INSERT`.
+const ROWS_PER_INSERT: usize = 64;
+
+fn insert_sql(rows: usize) -> String {
+    let one = format!("({})", vec!["?"; EVENT_COLUMNS].join(", "));
+    format!(
+        "INSERT OR IGNORE INTO events (kind, source, driver_id, sequence, last_sequence, category, keyword, severity, event_code, device_index, flags, timestamp_ns, detail, recorded_at_ms) VALUES {}",
+        vec![one; rows].join(", ")
+    )
+}
+
+static SINGLE_INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| insert_sql(1));
+static MULTI_INSERT: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| insert_sql(ROWS_PER_INSERT));
+
+/// One `events` row, borrowed from the event it records.
+struct EventRow<'a> {
+    kind: &'static str,
+    source: &'static str,
+    driver_id: u32,
+    sequence: i64,
+    last_sequence: Option<i64>,
+    category: &'static str,
+    keyword: &'a str,
+    severity: &'static str,
+    event_code: u32,
+    device_index: u32,
+    flags: u32,
+    timestamp_ns: i64,
+    detail: &'a [u8],
+}
+
+impl<'a> EventRow<'a> {
+    fn of(ev: &'a Event) -> EventRow<'a> {
+        match ev {
+            Event::Fault(f) => EventRow {
+                kind: if f.cleared() { "clear" } else { "fault" },
+                source: f.source().name(),
+                driver_id: f.driver_id(),
+                sequence: f.sequence() as i64,
+                last_sequence: None,
+                category: f.category().name(),
+                keyword: f.keyword(),
+                severity: f.severity().name(),
+                event_code: f.event_code(),
+                device_index: f.device_index(),
+                flags: f.flags(),
+                timestamp_ns: f.timestamp_ns() as i64,
+                detail: f.detail(),
+            },
+            Event::Lost(l) => EventRow {
+                kind: "lost",
+                source: l.source.name(),
+                driver_id: 0,
+                sequence: l.first_sequence as i64,
+                last_sequence: Some(l.last_sequence as i64),
+                category: "",
+                keyword: "",
+                severity: l.reason.name(),
+                event_code: 0,
+                device_index: 0,
+                flags: 0,
+                timestamp_ns: 0,
+                detail: &[],
+            },
+        }
+    }
+
+    /// Binds the row's columns at parameters `base+1 ..= base+14`.
+    fn bind(
+        &self,
+        st: &mut rusqlite::CachedStatement<'_>,
+        base: usize,
+        now: i64,
+    ) -> rusqlite::Result<()> {
+        st.raw_bind_parameter(base + 1, self.kind)?;
+        st.raw_bind_parameter(base + 2, self.source)?;
+        st.raw_bind_parameter(base + 3, self.driver_id)?;
+        st.raw_bind_parameter(base + 4, self.sequence)?;
+        st.raw_bind_parameter(base + 5, self.last_sequence)?;
+        st.raw_bind_parameter(base + 6, self.category)?;
+        st.raw_bind_parameter(base + 7, self.keyword)?;
+        st.raw_bind_parameter(base + 8, self.severity)?;
+        st.raw_bind_parameter(base + 9, self.event_code)?;
+        st.raw_bind_parameter(base + 10, self.device_index)?;
+        st.raw_bind_parameter(base + 11, self.flags)?;
+        st.raw_bind_parameter(base + 12, self.timestamp_ns)?;
+        st.raw_bind_parameter(base + 13, self.detail)?;
+        st.raw_bind_parameter(base + 14, now)
+    }
+}
+
 /// Counters of the writer.
 #[derive(Debug, Default)]
 pub struct HistoryStats {
@@ -594,57 +688,35 @@ impl Writer {
         let tx = self.db.conn.transaction()?;
         let mut cursors: Vec<((&'static str, u32), u64)> = Vec::new();
         {
-            let mut ins = tx.prepare_cached(
-                "INSERT OR IGNORE INTO events (kind, source, driver_id, sequence, last_sequence, category, keyword, severity, event_code, device_index, flags, timestamp_ns, detail, recorded_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            )?;
+            // Rows go in ROWS_PER_INSERT at a time (one statement, bound in
+            // place without allocating), the remainder one by one.
+            let mut many = tx.prepare_cached(&MULTI_INSERT)?;
+            let mut one = tx.prepare_cached(&SINGLE_INSERT)?;
             for ev in events {
                 match ev {
-                    Event::Fault(f) => {
-                        ins.execute(params![
-                            if f.cleared() { "clear" } else { "fault" },
-                            f.source().name(),
-                            f.driver_id(),
-                            f.sequence() as i64,
-                            Option::<i64>::None,
-                            f.category().name(),
-                            f.keyword(),
-                            f.severity().name(),
-                            f.event_code(),
-                            f.device_index(),
-                            f.flags(),
-                            f.timestamp_ns() as i64,
-                            f.detail(),
-                            now
-                        ])?;
-                        if !f.is_snapshot() {
-                            let key = (f.source().name(), f.driver_id());
-                            match cursors.iter_mut().find(|c| c.0 == key) {
-                                Some(c) => c.1 = f.sequence(),
-                                None => cursors.push((key, f.sequence())),
-                            }
+                    Event::Fault(f) if !f.is_snapshot() => {
+                        let key = (f.source().name(), f.driver_id());
+                        match cursors.iter_mut().find(|c| c.0 == key) {
+                            Some(c) => c.1 = f.sequence(),
+                            None => cursors.push((key, f.sequence())),
                         }
                     }
                     Event::Lost(l) => {
                         self.stats.lost.fetch_add(l.count, Relaxed);
-                        ins.execute(params![
-                            "lost",
-                            l.source.name(),
-                            0,
-                            l.first_sequence as i64,
-                            Some(l.last_sequence as i64),
-                            "",
-                            "",
-                            l.reason.name(),
-                            0,
-                            0,
-                            0,
-                            0,
-                            &[] as &[u8],
-                            now
-                        ])?;
                     }
+                    Event::Fault(_) => {}
                 }
+            }
+            let mut chunks = events.chunks_exact(ROWS_PER_INSERT);
+            for chunk in &mut chunks {
+                for (i, ev) in chunk.iter().enumerate() {
+                    EventRow::of(ev).bind(&mut many, i * EVENT_COLUMNS, now)?;
+                }
+                many.raw_execute()?;
+            }
+            for ev in chunks.remainder() {
+                EventRow::of(ev).bind(&mut one, 0, now)?;
+                one.raw_execute()?;
             }
             let mut cur = tx.prepare_cached(
                 "INSERT INTO cursors (source, driver_id, last_sequence) VALUES (?1, ?2, ?3)
