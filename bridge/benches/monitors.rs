@@ -177,7 +177,15 @@ fn action_latency(n: u64) {
             .unwrap();
         let _ = child.wait();
         let line = std::fs::read_to_string(&floor_out).unwrap();
-        let ts: u64 = line.lines().last().unwrap().split_once(' ').unwrap().1.parse().unwrap();
+        let ts: u64 = line
+            .lines()
+            .last()
+            .unwrap()
+            .split_once(' ')
+            .unwrap()
+            .1
+            .parse()
+            .unwrap();
         floor.push(ts - t0);
         std::thread::sleep(Duration::from_millis(15));
     }
