@@ -197,3 +197,85 @@ fn nobody_may_watch_and_read_but_not_notify_reset_or_own_the_name() {
         text(&out)
     );
 }
+
+/// Makes the `faultbridge` system group and user when the machine has none
+/// (what the packages' sysusers.d file does on a real host).
+fn ensure_service_user() {
+    let have = |db: &str| {
+        std::process::Command::new("getent")
+            .args([db, "faultbridge"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !have("group") {
+        let st = std::process::Command::new("groupadd")
+            .args(["--system", "faultbridge"])
+            .status()
+            .unwrap();
+        assert!(st.success(), "groupadd faultbridge failed");
+    }
+    if !have("passwd") {
+        let st = std::process::Command::new("useradd")
+            .args([
+                "--system",
+                "--gid",
+                "faultbridge",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                "faultbridge",
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "useradd faultbridge failed");
+    }
+}
+
+#[test]
+fn the_service_user_of_the_unit_may_own_the_name() {
+    private_netns();
+    if !is_root() {
+        eprintln!(
+            "skipped: switching to the service user needs the real root (not a user namespace)"
+        );
+        return;
+    }
+    ensure_service_user();
+    let bus = PrivateBus::start(BusPolicy::SystemLike);
+    let dir = faultbridge_tests::TempDir::new("service-user");
+    let cfg = dir.write(
+        "f.toml",
+        &format!(
+            "bus = \"{}\"\n[sources.expdrv]\nenabled = false\n",
+            bus.address()
+        ),
+    );
+    // The daemon as the unit runs it: user and group faultbridge, no other groups.
+    let out = std::process::Command::new("timeout")
+        .args([
+            "-s",
+            "TERM",
+            "3",
+            "setpriv",
+            "--reuid=faultbridge",
+            "--regid=faultbridge",
+            "--clear-groups",
+            "--",
+        ])
+        .arg(faultbridge_tests::binary())
+        .args(["run", "--print", "json", "--config"])
+        .arg(&cfg)
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains("\"ready\"")),
+        "the daemon as user faultbridge did not get the name: {}\n{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
