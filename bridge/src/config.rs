@@ -865,13 +865,28 @@ fn validate_monitor(cx: &Ctx<'_>, m: &RawMonitor) -> Result<MonitorConfig, Confi
             }
         }
     }
+    let recovery_target = m.recovery_target.clone().unwrap_or_default();
+    if recovery_target.len() > MONITOR_NAME_MAX || recovery_target.contains('\0') {
+        return Err(cx.spanned(
+            &m.name,
+            format!(
+                "monitor {name:?}: recovery_target must be at most {MONITOR_NAME_MAX} bytes without NUL (it is passed NUL-padded in 64 bytes)"
+            ),
+        ));
+    }
+    if exit_data.contains('\0') {
+        return Err(cx.spanned(
+            &m.name,
+            format!("monitor {name:?}: exit_data must not hold a NUL"),
+        ));
+    }
     Ok(MonitorConfig {
         name: name.clone(),
         category,
         keyword,
         min_severity,
         recovery_action,
-        recovery_target: m.recovery_target.clone().unwrap_or_default(),
+        recovery_target,
         failover_outside_server_group: m.failover_outside_server_group.unwrap_or(false),
         final_action: m.final_action.clone().unwrap_or_else(|| "none".into()),
         adapter,
@@ -988,6 +1003,14 @@ timeout = "10s"
             "C".repeat(33)
         ));
         assert!(e.contains("more than 32"), "{e}");
+        let e = err(&format!(
+            "[[monitor]]\nname = \"a\"\ncategory = \"NIC\"\nrecovery_target = \"{}\"\n",
+            "t".repeat(64)
+        ));
+        assert!(
+            e.contains("recovery_target must be at most 63 bytes"),
+            "{e}"
+        );
     }
 
     #[test]

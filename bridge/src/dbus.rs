@@ -31,6 +31,9 @@ use zbus::{OwnedVariant, Str};
 /// D-Bus subscribers seconds behind (what does not fit is told as `Lost`).
 pub const DBUS_QUEUE: usize = 8192;
 
+/// Rows one `History` call returns at most.
+pub const HISTORY_LIMIT_MAX: usize = 10_000;
+
 /// Activity-log entries `Status()` carries (the newest).
 pub const ACTIVITY_IN_STATUS: usize = 50;
 
@@ -256,7 +259,9 @@ impl Backend for BridgeBackend {
         let rows = HistoryDb::open_read_only(path).and_then(|db| {
             db.query(&Query {
                 after_id: Some(after_sequence.min(i64::MAX as u64) as i64),
-                limit: limit as usize,
+                // Any local user may call History: a reply stays far below
+                // the bus's message size limit; clients page with after_sequence.
+                limit: (limit as usize).min(HISTORY_LIMIT_MAX),
                 ..Query::default()
             })
         });

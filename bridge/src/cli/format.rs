@@ -15,13 +15,17 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Parses lowercase or uppercase hex.
 pub fn unhex(s: &str) -> Result<Vec<u8>, String> {
-    if s.len() % 2 != 0 {
+    let b = s.as_bytes();
+    if !b.iter().all(u8::is_ascii_hexdigit) {
+        return Err(format!("{s:?} is not hex"));
+    }
+    if b.len() % 2 != 0 {
         return Err(format!("hex {s:?} has an odd number of digits"));
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| format!("{s:?} is not hex")))
-        .collect()
+    let digit = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+    Ok(b.chunks_exact(2)
+        .map(|p| digit(p[0]) << 4 | digit(p[1]))
+        .collect())
 }
 
 /// `{"type":"fault", …}` with the `Fault` signal's argument names.
@@ -94,4 +98,18 @@ pub fn lost_line(l: &Lost) -> String {
         l.last_sequence,
         l.reason.name()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips_and_refuses_non_hex() {
+        assert_eq!(unhex("00ff10").unwrap(), vec![0, 255, 16]);
+        assert_eq!(hex(&unhex("ABcd").unwrap()), "abcd");
+        assert!(unhex("abc").is_err());
+        assert!(unhex("aéb").is_err());
+        assert!(unhex("zz").is_err());
+    }
 }
