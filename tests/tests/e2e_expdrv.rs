@@ -262,3 +262,35 @@ fn sigint_stops_the_daemon_cleanly_with_its_counters() {
     assert_eq!(got.last().unwrap()["type"], "stats");
     assert!(d.child.wait().unwrap().success());
 }
+
+#[test]
+fn a_driver_reload_is_noticed_and_its_missed_records_reported() {
+    private_netns();
+    let mut d = Daemon::start(CONFIG);
+    faultbridge(&["sim", "send", "--seq", "100"]);
+    // The driver was reloaded; the daemon missed records 1..=4 of the new load.
+    faultbridge(&["sim", "send", "--seq", "5"]);
+    let got = d.until(T, |v| v["sequence"] == 5);
+    let lost: Vec<_> = got.iter().filter(|v| v["type"] == "lost").collect();
+    assert_eq!(lost.len(), 1, "{got:?}");
+    assert_eq!(
+        (
+            lost[0]["first_sequence"].as_u64(),
+            lost[0]["last_sequence"].as_u64()
+        ),
+        (Some(1), Some(4))
+    );
+    // and gaps are seen again from the new cursor
+    faultbridge(&["sim", "send", "--seq", "8"]);
+    let got = d.until(T, |v| v["sequence"] == 8);
+    let lost: Vec<_> = got.iter().filter(|v| v["type"] == "lost").collect();
+    assert_eq!(
+        (
+            lost[0]["first_sequence"].as_u64(),
+            lost[0]["last_sequence"].as_u64()
+        ),
+        (Some(6), Some(7))
+    );
+    let stats = d.stop();
+    assert_eq!(source_stats(&stats, "expdrv")["restarts"], 1);
+}

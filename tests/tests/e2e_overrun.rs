@@ -58,8 +58,10 @@ fn assert_partition(name: &str, seen: &Seen, sent: u64) {
         covered[s as usize] = true;
     }
     for &(first, last, count, _) in &seen.lost {
+        // An overrun is told at once with an empty range (count 0); the
+        // next record sizes it.
         assert_eq!(
-            last - first + 1,
+            (last + 1).saturating_sub(first),
             count,
             "{name}: range {first}..={last} but count {count}"
         );
@@ -131,6 +133,16 @@ fn every_loss_is_reported_and_delivered_plus_lost_equals_sent() {
     assert!(
         fast_seen.lost.iter().any(|l| l.3 == LostReason::Overrun),
         "no overrun-attributed loss reported: {:?}",
+        fast_seen.lost
+    );
+    // Each overrun is told at once (an empty range, count 0), before the
+    // next record sizes it.
+    assert!(
+        fast_seen
+            .lost
+            .iter()
+            .any(|l| l.2 == 0 && l.3 == LostReason::Overrun),
+        "no immediate overrun notice: {:?}",
         fast_seen.lost
     );
     assert_partition("fast", &fast_seen, sent);

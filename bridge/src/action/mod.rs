@@ -65,12 +65,25 @@ pub struct Runner {
 struct Done {
     monitor: usize,
     restarts_done: u32,
+    /// The monitor's reset generation when the action started: a count from
+    /// before a Reset must not overwrite the Reset's zero.
+    generation: u64,
 }
 
 #[derive(Default, Clone)]
 struct PerMonitor {
     in_flight: bool,
     restarts_done: u32,
+    generation: u64,
+}
+
+impl PerMonitor {
+    fn done(&mut self, d: &Done) {
+        self.in_flight = false;
+        if d.generation == self.generation {
+            self.restarts_done = d.restarts_done;
+        }
+    }
 }
 
 impl Runner {
@@ -134,8 +147,7 @@ fn run(
                     if let Ok(d) = d {
                         running -= 1;
                         if let Some(p) = per.get_mut(d.monitor) {
-                            p.in_flight = false;
-                            p.restarts_done = d.restarts_done;
+                            p.done(&d);
                         }
                     }
                     None
@@ -146,8 +158,7 @@ fn run(
                 Ok(d) => {
                     running -= 1;
                     if let Some(p) = per.get_mut(d.monitor) {
-                        p.in_flight = false;
-                        p.restarts_done = d.restarts_done;
+                        p.done(&d);
                     }
                 }
                 Err(_) => break,
@@ -158,6 +169,7 @@ fn run(
             Some(RunnerMsg::Reset { monitor }) => {
                 if let Some(p) = per.get_mut(monitor) {
                     p.restarts_done = 0;
+                    p.generation += 1;
                 }
             }
             Some(RunnerMsg::Act { monitor, trip }) => {
@@ -190,6 +202,7 @@ fn run(
             p.in_flight = true;
             running += 1;
             let restarts_done = p.restarts_done;
+            let generation = p.generation;
             let (mons, act, st, dtx, out_limit) = (
                 monitors.clone(),
                 activity.clone(),
@@ -222,6 +235,7 @@ fn run(
                             let _ = dtx.send(Done {
                                 monitor,
                                 restarts_done,
+                                generation,
                             });
                         })
                 }
@@ -233,6 +247,7 @@ fn run(
                         let _ = dtx.send(Done {
                             monitor,
                             restarts_done,
+                            generation,
                         });
                     }),
             };

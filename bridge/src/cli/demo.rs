@@ -468,8 +468,10 @@ fn dbus_client(bus: &BusAddress, seen: &Seen, ready: &std::sync::mpsc::Sender<Re
                 }
                 Some(BusSignal::Lost(l)) => {
                     seen.lost_signals.fetch_add(1, Relaxed);
-                    seen.lost_records
-                        .fetch_add(l.last_sequence - l.first_sequence + 1, Relaxed);
+                    seen.lost_records.fetch_add(
+                        (l.last_sequence + 1).saturating_sub(l.first_sequence),
+                        Relaxed,
+                    );
                     if shown_lost < 3 {
                         shown_lost += 1;
                         println!("  D-Bus ▸ {}", watch::lost_line(&l));

@@ -416,7 +416,14 @@ impl Monitors {
         };
         self.local[i].window.clear();
         if let Some(tx) = &self.actions {
-            let _ = tx.try_send(RunnerMsg::Reset { monitor: i });
+            if tx.try_send(RunnerMsg::Reset { monitor: i }).is_err() {
+                self.activity.add(
+                    ActivitySeverity::Error,
+                    name,
+                    "reset",
+                    "the action runner's queue is full: its exit-program restart count was not reset",
+                );
+            }
         }
         if m.state() == MonitorState::Error {
             self.activity.add(

@@ -3,10 +3,11 @@
 //! by message, each record parsed in place and published.
 
 use super::Dispatch;
-use super::seq::{Seen, SeqTracker};
+use super::seq::SeqTracker;
+use super::synth::{report_lost, report_seen};
 use crate::config::ExpdrvConfig;
 use crate::stats::SourceCounters;
-use faultbridge_bus::{FaultKind, Lost, Source};
+use faultbridge_bus::{FaultKind, LostReason, Source};
 use faultbridge_ffi::sys::netlink::{NetlinkError, NetlinkSocket, Recv, group_mask};
 use faultbridge_ffi::wire::nlmsg::{NLMSG_DONE, NLMSG_NOOP, NlMsgIter};
 use faultbridge_ffi::wire::record::{EXPDRV_MSG_CLEAR, EXPDRV_MSG_FAULT, Record};
@@ -81,11 +82,13 @@ impl super::IngestSource for ExpdrvNetlink {
                 Ok(Recv::Datagram { len, stored }) => {
                     c.datagrams.fetch_add(1, Relaxed);
                     if len > stored {
-                        c.truncated.fetch_add(1, Relaxed);
-                        eprintln!(
-                            "faultbridge: {}: datagram of {len} bytes truncated to {stored}",
-                            self.source
-                        );
+                        let n = c.truncated.fetch_add(1, Relaxed) + 1;
+                        if n <= LOG_FIRST || n % 10_000 == 0 {
+                            eprintln!(
+                                "faultbridge: {}: datagram of {len} bytes truncated to {stored} ({n} so far)",
+                                self.source
+                            );
+                        }
                     }
                     let Self {
                         buf, seq, source, ..
@@ -95,6 +98,11 @@ impl super::IngestSource for ExpdrvNetlink {
                 Ok(Recv::Overrun) => {
                     c.overruns.fetch_add(1, Relaxed);
                     self.seq.overrun();
+                    // Said at once, never only when the next record comes:
+                    // an empty range (count 0) from where the loss starts;
+                    // the next record sizes it as a gap.
+                    let next = self.seq.next_expected();
+                    report_lost(self.source, next, next - 1, LostReason::Overrun, out, c);
                 }
                 Ok(Recv::WouldBlock) => return Ok(published),
                 Err(e) => {
@@ -133,7 +141,7 @@ pub fn process_datagram(
             Ok(r) => {
                 c.received.fetch_add(1, Relaxed);
                 if !r.is_snapshot() {
-                    account(seq.observe(r.driver_id(), r.sequence()), source, out, c);
+                    report_seen(seq.observe(r.driver_id(), r.sequence()), source, out, c);
                 }
                 out.fault(source, kind, &r);
                 published += 1;
@@ -153,37 +161,4 @@ pub fn process_datagram(
     }
     c.delivered.fetch_add(published, Relaxed);
     published
-}
-
-fn account(seen: Seen, source: Source, out: &mut Dispatch<'_>, c: &SourceCounters) {
-    match seen {
-        Seen::InOrder => {}
-        Seen::Gap {
-            first,
-            last,
-            reason,
-        } => {
-            let count = last - first + 1;
-            c.gaps.fetch_add(1, Relaxed);
-            c.lost.fetch_add(count, Relaxed);
-            eprintln!(
-                "faultbridge: {source}: lost {count} record(s), sequence {first}..={last} ({})",
-                reason.name()
-            );
-            out.lost(Lost {
-                source,
-                first_sequence: first,
-                last_sequence: last,
-                count,
-                reason,
-            });
-        }
-        Seen::Backwards => {
-            c.out_of_order.fetch_add(1, Relaxed);
-        }
-        Seen::Restart => {
-            c.restarts.fetch_add(1, Relaxed);
-            eprintln!("faultbridge: {source}: sequence restarted at 1 (driver reloaded)");
-        }
-    }
 }

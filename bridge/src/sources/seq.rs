@@ -14,10 +14,12 @@ pub enum Seen {
         last: u64,
         reason: LostReason,
     },
-    /// The sequence went backwards (duplicate or reordered record).
+    /// The same sequence again (a duplicate).
     Backwards,
-    /// The driver was reloaded: its sequence started again at 1.
-    Restart,
+    /// The sequence went back: the driver was reloaded and counts from 1
+    /// again. `missed` is the range of the new load that never arrived
+    /// (`None` when the first record seen is 1).
+    Restart { missed: Option<(u64, u64)> },
 }
 
 /// Per-driver-instance cursors (keyed by `driver_id`; usually one).
@@ -81,12 +83,23 @@ impl SeqTracker {
                 reason,
             };
         }
-        if seq == 1 {
-            cursor.1 = seq;
-            self.overrun_pending = false;
-            return Seen::Restart;
+        if seq == last {
+            return Seen::Backwards;
         }
-        Seen::Backwards
+        // Lower than the cursor: a netlink multicast stream is in order, so
+        // this is a new driver load (or a restored cursor from before a
+        // reboot); records 1..seq of the new load were missed.
+        cursor.1 = seq;
+        self.overrun_pending = false;
+        Seen::Restart {
+            missed: (seq > 1).then(|| (1, seq - 1)),
+        }
+    }
+
+    /// The first sequence expected next from the first driver instance (1
+    /// before any record): where an overrun's loss starts.
+    pub fn next_expected(&self) -> u64 {
+        self.cursors.first().map_or(1, |c| c.1.saturating_add(1))
     }
 
     fn after_first(&mut self, seq: u64) -> Seen {
@@ -123,8 +136,14 @@ mod tests {
                 reason: LostReason::Overrun
             }
         );
-        assert_eq!(t.observe(1, 15), Seen::Backwards);
-        assert_eq!(t.observe(1, 1), Seen::Restart);
+        assert_eq!(t.observe(1, 20), Seen::Backwards);
+        assert_eq!(
+            t.observe(1, 15),
+            Seen::Restart {
+                missed: Some((1, 14))
+            }
+        );
+        assert_eq!(t.observe(1, 1), Seen::Restart { missed: None });
         assert_eq!(t.observe(1, 2), Seen::InOrder);
         // another driver instance has its own cursor
         assert_eq!(t.observe(2, 100), Seen::InOrder);

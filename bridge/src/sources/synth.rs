@@ -99,6 +99,9 @@ impl Synth {
     }
 }
 
+/// Loss lines logged before logging thins out.
+const LOG_FIRST: u64 = 5;
+
 /// Reports what a sequence check saw: a gap becomes a [`Lost`] event with
 /// its range; duplicates and restarts are counted.
 pub fn report_seen(seen: Seen, source: Source, out: &mut Dispatch<'_>, c: &SourceCounters) {
@@ -112,9 +115,12 @@ pub fn report_seen(seen: Seen, source: Source, out: &mut Dispatch<'_>, c: &Sourc
         Seen::Backwards => {
             c.out_of_order.fetch_add(1, Relaxed);
         }
-        Seen::Restart => {
+        Seen::Restart { missed } => {
             c.restarts.fetch_add(1, Relaxed);
-            eprintln!("faultbridge: {source}: sequence restarted at 1");
+            eprintln!("faultbridge: {source}: sequence went back: the driver was reloaded");
+            if let Some((first, last)) = missed {
+                report_lost(source, first, last, LostReason::SequenceGap, out, c);
+            }
         }
     }
 }
@@ -130,18 +136,23 @@ pub fn report_lost(
     c: &SourceCounters,
 ) {
     let count = (last + 1).saturating_sub(first);
-    c.gaps.fetch_add(u64::from(count > 0), Relaxed);
+    let n = c.gaps.fetch_add(u64::from(count > 0), Relaxed) + 1;
     c.lost.fetch_add(count, Relaxed);
-    if count > 0 {
-        eprintln!(
-            "faultbridge: {source}: lost {count} record(s), sequence {first}..={last} ({})",
-            reason.name()
-        );
-    } else {
-        eprintln!(
-            "faultbridge: {source}: lost kernel messages of unknown number before sequence {first} ({})",
-            reason.name()
-        );
+    // The ingest thread must not stall on a slow log reader during an
+    // overrun storm: the first few, then every 1000th (the counters and the
+    // Lost events carry every one).
+    if n <= LOG_FIRST || n % 1000 == 0 {
+        if count > 0 {
+            eprintln!(
+                "faultbridge: {source}: lost {count} record(s), sequence {first}..={last} ({}; {n} losses so far)",
+                reason.name()
+            );
+        } else {
+            eprintln!(
+                "faultbridge: {source}: records lost in an overrun from sequence {first}; the range follows with the next record ({})",
+                reason.name()
+            );
+        }
     }
     out.lost(Lost {
         source,
