@@ -59,7 +59,15 @@ fn check_exit_codes_follow_the_monitor_state() {
     faultbridge(&[
         "sim", "send", "-k", "NIC.eth0", "--clear", "--seq", "2", "--group", "1",
     ]);
-    std::thread::sleep(Duration::from_millis(100));
+    // Wait until the daemon has the CLEAR, then the state must be unchanged.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while faultbridge_tests::dbus::status(a)["sources"]["expdrv"]["received"] != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the CLEAR never reached the daemon"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(codes(a, "mrw1"), (2, 7), "Error is latched");
 
     let out = client(a, &["reset", "mrw1"]);
