@@ -58,15 +58,34 @@ pub struct ActivityLog {
     capacity: usize,
     next_id: AtomicU64,
     listeners: Mutex<Vec<Sender<ActivityEntry>>>,
+    /// Lines for stderr, written by a thread of their own: the ingest
+    /// thread adds entries and must never wait for a slow log reader.
+    log: Option<Sender<String>>,
+    printer: Option<std::thread::JoinHandle<()>>,
+    /// Lines not printed because the printer was behind (the ring and the
+    /// listeners still have every entry).
+    pub log_drops: AtomicU64,
 }
 
 impl ActivityLog {
     pub fn new(capacity: usize) -> ActivityLog {
+        let (tx, rx) = crossbeam_channel::bounded::<String>(4096);
+        let printer = std::thread::Builder::new()
+            .name("fb-log".into())
+            .spawn(move || {
+                for line in rx {
+                    eprintln!("{line}");
+                }
+            });
         ActivityLog {
             ring: Mutex::new(VecDeque::with_capacity(capacity)),
             capacity: capacity.max(1),
             next_id: AtomicU64::new(1),
             listeners: Mutex::new(Vec::new()),
+            // Without a printer thread the lines go straight to stderr.
+            log: printer.is_ok().then_some(tx),
+            printer: printer.ok(),
+            log_drops: AtomicU64::new(0),
         }
     }
 
@@ -97,7 +116,7 @@ impl ActivityLog {
         e.time_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        eprintln!(
+        let line = format!(
             "faultbridge: [{}] {}{}{}: {}",
             e.severity.name(),
             e.monitor,
@@ -105,6 +124,14 @@ impl ActivityLog {
             e.kind,
             e.message
         );
+        match &self.log {
+            Some(tx) => {
+                if tx.try_send(line).is_err() {
+                    self.log_drops.fetch_add(1, Relaxed);
+                }
+            }
+            None => eprintln!("{line}"),
+        }
         {
             let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
             if ring.len() == self.capacity {
@@ -147,5 +174,15 @@ impl ActivityLog {
             .unwrap_or_else(PoisonError::into_inner)
             .push(tx);
         rx
+    }
+}
+
+impl Drop for ActivityLog {
+    /// Prints what is still queued before the log goes.
+    fn drop(&mut self) {
+        self.log = None;
+        if let Some(p) = self.printer.take() {
+            let _ = p.join();
+        }
     }
 }
