@@ -34,6 +34,10 @@ pub struct SourceCounters {
     pub restarts: AtomicU64,
     /// Socket errors other than the above.
     pub errors: AtomicU64,
+    /// Records taken without a message type whose FAULT or CLEAR could not
+    /// be told apart (the char device read alone, a category without a
+    /// dedicated clear event code): published as faults.
+    pub untyped: AtomicU64,
 }
 
 /// Counters of every source.
@@ -95,6 +99,7 @@ impl SourceCounters {
             out_of_order: self.out_of_order.load(Relaxed),
             restarts: self.restarts.load(Relaxed),
             errors: self.errors.load(Relaxed),
+            untyped: self.untyped.load(Relaxed),
         }
     }
 }
@@ -116,6 +121,7 @@ pub struct SourceSnapshot {
     pub out_of_order: u64,
     pub restarts: u64,
     pub errors: u64,
+    pub untyped: u64,
 }
 
 impl SourceSnapshot {

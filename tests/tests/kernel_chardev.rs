@@ -367,3 +367,44 @@ fn an_overrun_ends_in_lost_and_resync_and_the_monitors_end_as_without_loss() {
         lossy.snapshots_after_loss
     );
 }
+
+#[test]
+fn an_ha_am_clear_arrives_as_a_clear_while_both_transports_carry_it() {
+    private_netns();
+    // Live records on both the device and netlink; only netlink says which
+    // are CLEARs (an HA/AM CLEAR keeps its fault's event code).
+    let mut sim = SimDevice::start(&[]);
+    let mut d = Daemon::start(&format!(
+        "bus = \"none\"\n[sources.expdrv]\ndevice = \"{}\"\n",
+        sim.device.display()
+    ));
+    // The start-up snapshot first (empty here), so that no replay mixes in.
+    let deadline = Instant::now() + T;
+    while !sim.send("info").contains("snapshots=1") {
+        assert!(Instant::now() < deadline, "no start-up snapshot");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    const PAIRS: u64 = 100;
+    for i in 0..PAIRS {
+        assert_eq!(
+            sim.send("fault HA/AM.am0"),
+            format!("{} {}", 2 * i + 1, 2 * i + 1)
+        );
+        assert_eq!(
+            sim.send("clear HA/AM.am0"),
+            format!("{} {}", 2 * i + 2, 2 * i + 2)
+        );
+    }
+    for seq in 1..=2 * PAIRS {
+        let v = d.next(T).unwrap();
+        assert_eq!(v["type"], "fault", "{v}");
+        assert_eq!(v["category"], "HA/AM", "{v}");
+        assert_eq!(v["sequence"], seq, "{v}");
+        assert_eq!(v["cleared"], seq % 2 == 0, "{v}");
+    }
+    let stats = d.stop();
+    let s = source_stats(&stats, "expdrv-device");
+    assert_eq!(s["delivered"], 2 * PAIRS);
+    assert_eq!(s["lost"], 0);
+    assert_eq!(s["untyped"], 0);
+}

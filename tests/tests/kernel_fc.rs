@@ -2,11 +2,14 @@
 //! pointed at `NETLINK_USERSOCK` (its protocol number is configuration) and
 //! the test multicasts `fc_nl_event` messages laid out as the kernel's
 //! `fc_host_post_fc_event()` sends them, on group 4 (bind-mask bit 3), as
-//! the kernel does.
+//! the kernel does. Per `include/uapi/scsi/scsi_netlink_fc.h` the data of
+//! `struct fc_nl_event` starts at offset 36 and the struct is 40 bytes; a
+//! current kernel sends 4 bytes of data in a 40-byte message, older kernels
+//! in a 48-byte one whose last 8 bytes were never written.
 #![allow(clippy::unwrap_used)]
 
 use faultbridge_ffi::sys::netlink::{NETLINK_USERSOCK, NetlinkSocket, group_mask};
-use faultbridge_ffi::wire::fc::{fch, push_fc_event};
+use faultbridge_ffi::wire::fc::{fc_event_msglen_old, fch, push_fc_event, push_fc_event_sized};
 use faultbridge_tests::{Daemon, private_netns, source_stats};
 use serde_json::Value;
 use std::time::Duration;
@@ -40,9 +43,9 @@ fn fc_events_arrive_as_fc_records_and_event_num_gaps_as_losses() {
     s.send_to_groups(1 << 2, &event(9, 100, fch::LINKDOWN, &[0; 4]))
         .unwrap();
 
-    // 1. The padded 48-byte LINKDOWN on host3.
+    // 1. A current kernel's 40-byte LINKDOWN on host3.
     let linkdown = event(3, 1, fch::LINKDOWN, &[0; 4]);
-    assert_eq!(linkdown.len(), 16 + 48);
+    assert_eq!(linkdown.len(), 16 + 40);
     s.send_to_groups(fc_group, &linkdown).unwrap();
     let f = d.next(T).unwrap();
     assert_eq!(f["type"], "fault", "{f}");
@@ -54,16 +57,24 @@ fn fc_events_arrive_as_fc_records_and_event_num_gaps_as_losses() {
     assert_eq!(f["severity"], "error");
     assert_eq!(f["cleared"], false);
     assert_eq!(f["sequence"], 1);
-    // The detail is the event up to event_datalen: 40 + 4 bytes, no padding.
-    assert_eq!(f["detail"].as_str().unwrap().len(), 2 * 44);
+    // The detail is the event up to event_datalen: 36 + 4 bytes.
+    assert_eq!(f["detail"].as_str().unwrap().len(), 2 * 40);
 
-    // 2. PORT_ONLINE as an old kernel sent it: 56 bytes, the last 12
-    //    uninitialised, and nlmsg_len covering them.
-    let mut old = event(3, 2, fch::PORT_ONLINE, &7u32.to_ne_bytes());
-    old.truncate(16 + 44);
-    old.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef].repeat(3));
-    old[0..4].copy_from_slice(&72u32.to_ne_bytes()); // nlmsg_len
-    old[16 + 6..16 + 8].copy_from_slice(&56u16.to_ne_bytes()); // snlh.msglen
+    // 2. PORT_ONLINE as an older kernel sent it: the padded 48-byte
+    //    message, its last 8 bytes uninitialised, nlmsg_len covering them.
+    let mut old = Vec::new();
+    push_fc_event_sized(
+        &mut old,
+        fc_event_msglen_old(4),
+        3,
+        2,
+        fch::PORT_ONLINE,
+        1_700_000_000,
+        0,
+        &7u32.to_ne_bytes(),
+    );
+    assert_eq!(old.len(), 16 + 48);
+    old[16 + 40..].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef].repeat(2));
     s.send_to_groups(fc_group, &old).unwrap();
     let f = d.next(T).unwrap();
     assert_eq!(f["cleared"], true, "{f}");
@@ -72,10 +83,11 @@ fn fc_events_arrive_as_fc_records_and_event_num_gaps_as_losses() {
     let detail = f["detail"].as_str().unwrap();
     assert_eq!(
         detail.len(),
-        2 * 44,
+        2 * 40,
         "the uninitialised tail leaked: {detail}"
     );
     assert!(detail.ends_with("07000000"), "{detail}");
+    assert!(!detail.contains("dead"), "{detail}");
 
     // 3. A truncated event (event_datalen runs past the message): counted,
     //    dropped; its event_num 3 is then reported lost.

@@ -9,11 +9,15 @@
 //!
 //! Live records arrive on both transports with the same sequence: `read()`
 //! of whole records (4-byte padded) when `poll()` says so, and netlink
-//! datagrams. The two in-order streams are merged by sequence: a record not
-//! newer than the last one handled was delivered by the other transport and
-//! is skipped; a gap that neither transport fills is lost — reported as a
-//! [`Lost`](faultbridge_bus::Lost) with its range (attributed to an overrun
-//! when the socket said `ENOBUFS`) — and triggers a resync.
+//! datagrams. Only a netlink message says whether a record is a FAULT or a
+//! CLEAR (`EXPDRV_MSG_FAULT` / `EXPDRV_MSG_CLEAR`), so while the netlink
+//! group is joined live records are taken from netlink only: the device's
+//! live copies are read (so its queue does not fill) and dropped, and the
+//! device serves the `SNAPSHOT` replays. A gap in the netlink sequence is
+//! lost — reported as a [`Lost`](faultbridge_bus::Lost) with its range
+//! (attributed to an overrun when the socket said `ENOBUFS`) — and triggers
+//! a resync, which restores the exact active set from the driver. When the
+//! group cannot be joined, live records are read from the device alone.
 //!
 //! A resync asks for the *whole* active set (`SNAPSHOT` after sequence 0):
 //! faults the source did not know are published flagged SNAPSHOT, and faults
@@ -23,11 +27,14 @@
 //! on a timer and share the next one, so an overload cannot become a resync
 //! storm. Handled records are acknowledged with `EXPDRV_IOC_ACK`.
 //!
-//! The char device has no message type: a record read from it is a CLEAR
-//! when its event code is one of the spec's clear codes (NIC link up, FC
-//! port online), a fault otherwise. The device may be any file that answers
-//! the ioctls and `poll()` (the simulator serves a FUSE file): it is not
-//! required to be a character device.
+//! The char device has no message type: read from the device alone, a live
+//! record is a CLEAR when its event code is one of the spec's clear codes
+//! (NIC link up, FC port online), a fault otherwise. A CLEAR of the other
+//! categories (HA/SS, HA/AM, HA/RS, SPS) carries its fault's event code and
+//! cannot be told apart: such records are published as faults, counted as
+//! `untyped`, and a warning says so once at start-up. The device may be any
+//! file that answers the ioctls and `poll()` (the simulator serves a FUSE
+//! file): it is not required to be a character device.
 
 use super::Dispatch;
 use super::synth::{StartupGate, report_lost};
@@ -184,12 +191,19 @@ impl Batch {
     }
 }
 
-/// What the char device's record is, lacking a message type.
+/// What the char device's record is, lacking a message type: a CLEAR only
+/// for the dedicated clear event codes. See [`kind_is_certain`].
 pub fn device_record_kind(r: &Record<'_>) -> FaultKind {
     match r.event_code() {
         event::NIC_LINK_UP | event::FC_PORT_ONLINE => FaultKind::Clear,
         _ => FaultKind::Fault,
     }
+}
+
+/// Whether [`device_record_kind`] is certain for a record of `category`:
+/// only NIC and FC have a CLEAR event code distinct from their faults'.
+pub fn kind_is_certain(category: Category) -> bool {
+    matches!(category, Category::Nic | Category::Fc)
 }
 
 /// The CLEAR event code of a fault of `category` with `event_code`.
@@ -260,6 +274,9 @@ impl ExpdrvDevice {
                     info.netlink_protocol,
                     info.netlink_group,
                     crate::cli::error_chain(&e)
+                );
+                eprintln!(
+                    "faultbridge: expdrv-device: warning: the device gives no message type: a CLEAR of HA/SS, HA/AM, HA/RS or SPS cannot be told from a fault and is published as a fault (counted as untyped); only NIC link up and FC port online are recognised as CLEAR"
                 );
                 None
             }
@@ -476,6 +493,14 @@ impl ExpdrvDevice {
             if self.dev_batch.is_empty() && self.dev_batch.live {
                 self.refill_device(c)?;
             }
+            if self.netlink.is_some() {
+                // Live records come from netlink, which types them; the
+                // device's copies are dropped.
+                let b = &mut self.dev_batch;
+                while b.peek().is_some_and(|d| !d.snapshot) {
+                    b.next += 1;
+                }
+            }
             let from_device = match (self.nl_batch.peek(), self.dev_batch.peek()) {
                 (None, None) => {
                     if self.nl_batch.live || self.dev_batch.live {
@@ -510,6 +535,9 @@ impl ExpdrvDevice {
                 // Outside a resync: still the driver's word on an active fault.
                 self.publish_snapshot(&r, out, c, None);
             } else {
+                if which == Which::Device && !kind_is_certain(r.category()) {
+                    c.untyped.fetch_add(1, Relaxed);
+                }
                 self.live(&r, item.kind, out, c);
             }
         }
@@ -768,5 +796,160 @@ impl super::IngestSource for ExpdrvDevice {
             }
         }
         Ok(c.delivered.load(Relaxed) - before)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::Monitors;
+    use faultbridge_bus::{Event, SubscribeOptions, bus};
+    use faultbridge_ffi::sys::netlink::NETLINK_USERSOCK;
+
+    /// A source whose transports are fed by the test: nothing is read from
+    /// the (null) device or the socket.
+    fn source(netlink: bool) -> ExpdrvDevice {
+        let netlink = netlink.then(|| NetlinkSocket::open(NETLINK_USERSOCK).unwrap());
+        let mut dev_batch = Batch::new(0);
+        dev_batch.live = false;
+        let mut nl_batch = Batch::new(0);
+        nl_batch.live = false;
+        ExpdrvDevice {
+            path: PathBuf::from("/dev/null"),
+            dev: File::open("/dev/null").unwrap(),
+            dev_ok: false,
+            info: ExpdrvInfoRaw::default(),
+            netlink,
+            poll: Poll::new().unwrap(),
+            events: Events::with_capacity(1),
+            timer: TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK).unwrap(),
+            timer_armed: false,
+            gate: StartupGate::new().unwrap(),
+            dev_batch,
+            nl_batch,
+            cursor: 0,
+            acked: 0,
+            active: ActiveSet::default(),
+            resync_interval: Duration::from_secs(1),
+            last_resync: None,
+            resync_pending: false,
+            overrun_pending: false,
+            resyncs: 0,
+            synth: Vec::new(),
+        }
+    }
+
+    /// Queues live records (sequence, category, event code, kind) on a
+    /// batch as its transport would: a netlink record with its message
+    /// type, a device record typed by `device_record_kind`.
+    fn load(b: &mut Batch, device: bool, records: &[(u64, Category, u32, FaultKind)]) {
+        b.buf.clear();
+        b.clear();
+        for &(seq, category, event_code, kind) in records {
+            let off = b.buf.len();
+            RecordSpec {
+                flags: 0,
+                sequence: seq,
+                timestamp_ns: 1,
+                category: category.code(),
+                severity: Severity::Error.code(),
+                event_code,
+                device_index: 0,
+                keyword: b"am0",
+                detail: b"",
+                driver_id: 1,
+            }
+            .encode_into(&mut b.buf);
+            let r = Record::parse(&b.buf[off..]).unwrap();
+            let len = r.as_bytes().len();
+            let kind = if device { device_record_kind(&r) } else { kind };
+            b.items.push(Item {
+                off,
+                len,
+                seq,
+                kind,
+                snapshot: false,
+            });
+            b.buf.resize((b.buf.len() + 3) & !3, 0);
+        }
+    }
+
+    const AM_CODE: u32 = 0x0004_0010;
+
+    #[test]
+    fn with_netlink_joined_an_ha_am_clear_read_first_from_the_device_arrives_as_clear() {
+        let mut src = source(true);
+        let (mut publisher, handle) = bus();
+        let sub = handle.subscribe(SubscribeOptions::new("t")).unwrap();
+        let mut monitors = Monitors::new(&[]);
+        let c = SourceCounters::default();
+        let mut out = Dispatch {
+            publisher: &mut publisher,
+            monitors: &mut monitors,
+        };
+        use FaultKind::{Clear, Fault};
+        // The device is ahead: it already has the CLEAR (2) netlink has
+        // not delivered yet.
+        load(
+            &mut src.dev_batch,
+            true,
+            &[
+                (1, Category::HaAm, AM_CODE, Fault),
+                (2, Category::HaAm, AM_CODE, Clear),
+            ],
+        );
+        load(
+            &mut src.nl_batch,
+            false,
+            &[(1, Category::HaAm, AM_CODE, Fault)],
+        );
+        src.pump(&mut out, &c).unwrap();
+        // Then netlink delivers the CLEAR.
+        load(
+            &mut src.nl_batch,
+            false,
+            &[(2, Category::HaAm, AM_CODE, Clear)],
+        );
+        src.pump(&mut out, &c).unwrap();
+        let mut got = Vec::new();
+        while let Some(Event::Fault(f)) = sub.try_recv() {
+            got.push((f.sequence(), f.cleared()));
+        }
+        assert_eq!(got, [(1, false), (2, true)]);
+        assert_eq!(src.active.get(Category::HaAm, "am0"), None);
+        assert_eq!(c.untyped.load(Relaxed), 0);
+        assert_eq!(c.delivered.load(Relaxed), 2);
+    }
+
+    #[test]
+    fn device_only_records_of_categories_without_a_clear_code_are_counted_untyped() {
+        let mut src = source(false);
+        let (mut publisher, handle) = bus();
+        let sub = handle.subscribe(SubscribeOptions::new("t")).unwrap();
+        let mut monitors = Monitors::new(&[]);
+        let c = SourceCounters::default();
+        let mut out = Dispatch {
+            publisher: &mut publisher,
+            monitors: &mut monitors,
+        };
+        use FaultKind::{Clear, Fault};
+        load(
+            &mut src.dev_batch,
+            true,
+            &[
+                (1, Category::HaAm, AM_CODE, Fault),
+                (2, Category::HaAm, AM_CODE, Clear),
+                (3, Category::Nic, event::NIC_LINK_DOWN, Fault),
+                (4, Category::Nic, event::NIC_LINK_UP, Clear),
+            ],
+        );
+        src.pump(&mut out, &c).unwrap();
+        let mut got = Vec::new();
+        while let Some(Event::Fault(f)) = sub.try_recv() {
+            got.push((f.sequence(), f.cleared()));
+        }
+        // The HA/AM CLEAR cannot be told from a fault here; the NIC one can.
+        assert_eq!(got, [(1, false), (2, false), (3, false), (4, true)]);
+        assert_eq!(c.untyped.load(Relaxed), 2);
     }
 }

@@ -11,7 +11,9 @@
 //!
 //! The record's sequence is the kernel's `event_num`, so a gap in it is a
 //! gap in the source's sequence and is reported as a loss like any other;
-//! the detail is the event as received (header and `event_datalen` bytes).
+//! the detail is the event as received: the 36-byte fixed part of
+//! `fc_nl_event` and the `event_datalen` data bytes that follow it, never
+//! the padding (or an older kernel's uninitialised tail) after them.
 //! The protocol number is configurable so tests can feed the source over
 //! `NETLINK_USERSOCK`.
 

@@ -20,7 +20,14 @@
 //!   without carrier are reported then, flagged SNAPSHOT.
 //! - `ENOBUFS` means lost notifications: a [`Lost`](faultbridge_bus::Lost)
 //!   with an empty range (the kernel's messages carry no sequence), then a
-//!   fresh dump whose differences are reported flagged SNAPSHOT.
+//!   fresh dump whose differences are reported flagged SNAPSHOT. Only one
+//!   dump runs at a time: the kernel answers a second `RTM_GETLINK` dump
+//!   request on a socket whose dump is still running with an
+//!   `NLMSG_ERROR(-EBUSY)` carrying the new request's sequence (`sendto`
+//!   itself succeeds), so an overrun during a dump only marks that another
+//!   dump is due, and it is requested after the running one's
+//!   `NLMSG_DONE`. Only that `NLMSG_DONE` ends a dump; interfaces it did not
+//!   list are reported removed only when it completed without error.
 
 use super::Dispatch;
 use super::synth::{StartupGate, Synth, Synthesized, report_lost};
@@ -117,6 +124,9 @@ pub struct RtnetlinkSource {
     initial_pending: bool,
     /// A resync dump is running with this `nlmsg_seq`.
     dump: Option<u32>,
+    /// Notifications were lost while the running dump was under way: dump
+    /// again once it is done.
+    resync_again: bool,
     generation: u32,
     next_dump_seq: u32,
     /// Start-up states the ioctls corrected (the link changed during the dump).
@@ -158,6 +168,7 @@ impl RtnetlinkSource {
             detail: String::with_capacity(128),
             initial_pending: true,
             dump: None,
+            resync_again: false,
             generation: 0,
             next_dump_seq: 1,
             corrected_at_start: 0,
@@ -484,7 +495,18 @@ impl RtnetlinkSource {
                         eprintln!("faultbridge: rtnetlink: link message dropped: {e}");
                     }
                 },
-                NLMSG_DONE | NLMSG_ERROR if from_dump => self.finish_resync(out, c),
+                NLMSG_DONE if from_dump => match nl_errno(m.payload) {
+                    0 => self.finish_resync(out, c),
+                    err => self.abort_resync(c, err),
+                },
+                // An acknowledgement, or the refusal of a request other than
+                // the running dump (`EBUSY`: a dump was already running):
+                // the running dump goes on and its NLMSG_DONE ends it.
+                NLMSG_ERROR if from_dump => match nl_errno(m.payload) {
+                    0 => {}
+                    err if err == -(nix::errno::Errno::EBUSY as i32) => {}
+                    err => self.abort_resync(c, err),
+                },
                 _ => {}
             }
         }
@@ -494,7 +516,38 @@ impl RtnetlinkSource {
         self.buf = buf;
     }
 
-    /// After a resync dump: interfaces it did not list are gone.
+    /// Requests a resync dump, or, while one is running, marks that another
+    /// is due after it.
+    fn request_resync(&mut self, c: &SourceCounters) {
+        if self.dump.is_some() {
+            self.resync_again = true;
+            return;
+        }
+        match self.send_dump() {
+            Ok(seq) => self.dump = Some(seq),
+            Err(e) => {
+                c.errors.fetch_add(1, Relaxed);
+                eprintln!("faultbridge: rtnetlink: cannot request a resync dump: {e}");
+            }
+        }
+    }
+
+    /// Notifications were lost (`ENOBUFS`): reports the loss and resyncs.
+    fn on_overrun(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) {
+        c.overruns.fetch_add(1, Relaxed);
+        let next = self.synth.next_sequence();
+        report_lost(
+            Source::Rtnetlink,
+            next,
+            next - 1,
+            LostReason::Overrun,
+            out,
+            c,
+        );
+        self.request_resync(c);
+    }
+
+    /// After a complete resync dump: interfaces it did not list are gone.
     fn finish_resync(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) {
         self.dump = None;
         let gone: Vec<u32> = self
@@ -505,6 +558,23 @@ impl RtnetlinkSource {
             .collect();
         for index in gone {
             self.on_dellink(out, c, index, F_SNAPSHOT);
+        }
+        if std::mem::take(&mut self.resync_again) {
+            self.request_resync(c);
+        }
+    }
+
+    /// The running dump failed with `err` (negative errno): its listing is
+    /// incomplete, so nothing is concluded from what it did not list.
+    fn abort_resync(&mut self, c: &SourceCounters, err: i32) {
+        self.dump = None;
+        c.errors.fetch_add(1, Relaxed);
+        eprintln!(
+            "faultbridge: rtnetlink: the resync dump failed: {}",
+            io::Error::from_raw_os_error(err.saturating_neg())
+        );
+        if std::mem::take(&mut self.resync_again) {
+            self.request_resync(c);
         }
     }
 
@@ -521,6 +591,14 @@ impl RtnetlinkSource {
             self.report(out, c, index, &name, &st, Transition::Down, 0, F_SNAPSHOT);
         }
     }
+}
+
+/// The error of an `NLMSG_ERROR` or `NLMSG_DONE` payload: its leading
+/// `int` (0 when absent, as in a `NLMSG_DONE` without one).
+fn nl_errno(payload: &[u8]) -> i32 {
+    payload
+        .first_chunk::<4>()
+        .map_or(0, |b| i32::from_ne_bytes(*b))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -567,30 +645,7 @@ impl super::IngestSource for RtnetlinkSource {
                     }
                     self.process(stored, out, c);
                 }
-                Ok(Recv::Overrun) => {
-                    c.overruns.fetch_add(1, Relaxed);
-                    let next = self.synth.next_sequence();
-                    report_lost(
-                        Source::Rtnetlink,
-                        next,
-                        next - 1,
-                        LostReason::Overrun,
-                        out,
-                        c,
-                    );
-                    // A fresh dump, also when one is running (its end may
-                    // be among what was lost); while the kernel is still
-                    // answering the previous one it refuses (EBUSY), and
-                    // that one's DONE ends the resync.
-                    match self.send_dump() {
-                        Ok(seq) => self.dump = Some(seq),
-                        Err(_) if self.dump.is_some() => {}
-                        Err(e) => {
-                            c.errors.fetch_add(1, Relaxed);
-                            eprintln!("faultbridge: rtnetlink: cannot request a resync dump: {e}");
-                        }
-                    }
-                }
+                Ok(Recv::Overrun) => self.on_overrun(out, c),
                 Ok(Recv::WouldBlock) => break,
                 Err(e) => {
                     c.errors.fetch_add(1, Relaxed);
@@ -607,6 +662,7 @@ mod tests {
     use super::*;
     use crate::monitor::Monitors;
     use faultbridge_bus::{Event, SubscribeOptions, bus};
+    use faultbridge_ffi::wire::nlmsg::{NLM_F_MULTI, push_nlmsg};
 
     fn msg(index: i32, name: &str, up: bool, carrier: bool, changes: u32) -> Vec<u8> {
         // struct ifinfomsg: family, pad, type, index, flags, change.
@@ -626,15 +682,14 @@ mod tests {
         v
     }
 
-    /// Feeds link messages through `on_link` and returns (kind, keyword, code).
-    fn run(msgs: &[Vec<u8>]) -> Vec<(bool, String, u32, u32)> {
+    fn source(port: u32) -> RtnetlinkSource {
         let sock = NetlinkSocket::open(NETLINK_ROUTE).unwrap();
-        let mut src = RtnetlinkSource {
+        RtnetlinkSource {
             sock,
             poll: None,
             events: Events::with_capacity(1),
             gate: None,
-            port: 0,
+            port,
             buf: Vec::new(),
             links: HashMap::new(),
             patterns: NamePatterns {
@@ -645,10 +700,16 @@ mod tests {
             detail: String::new(),
             initial_pending: false,
             dump: None,
+            resync_again: false,
             generation: 0,
             next_dump_seq: 1,
             corrected_at_start: 0,
-        };
+        }
+    }
+
+    /// Feeds link messages through `on_link` and returns (kind, keyword, code).
+    fn run(msgs: &[Vec<u8>]) -> Vec<(bool, String, u32, u32)> {
+        let mut src = source(0);
         let (mut publisher, handle) = bus();
         let sub = handle.subscribe(SubscribeOptions::new("t")).unwrap();
         let mut monitors = Monitors::new(&[]);
@@ -732,5 +793,133 @@ mod tests {
             got.iter().map(|g| (g.0, g.2)).collect::<Vec<_>>(),
             [(true, event::NIC_LINK_UP), (false, event::NIC_LINK_DOWN)]
         );
+    }
+
+    /// One netlink message as the kernel would send it to port `pid`.
+    fn nl(ty: u16, seq: u32, pid: u32, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        push_nlmsg(&mut v, ty, NLM_F_MULTI, seq, pid, payload);
+        v
+    }
+
+    fn feed(src: &mut RtnetlinkSource, out: &mut Dispatch<'_>, c: &SourceCounters, dg: Vec<u8>) {
+        src.buf = dg;
+        let n = src.buf.len();
+        src.process(n, out, c);
+    }
+
+    /// Every event published so far: ("lost", 0) or (kind, event code).
+    fn drain(sub: &faultbridge_bus::Subscription) -> Vec<(String, u32, u32)> {
+        let mut got = Vec::new();
+        while let Some(ev) = sub.try_recv() {
+            match ev {
+                Event::Fault(f) => got.push((
+                    format!(
+                        "{}:{}",
+                        if f.cleared() { "clear" } else { "fault" },
+                        f.keyword()
+                    ),
+                    f.event_code(),
+                    f.flags(),
+                )),
+                Event::Lost(_) => got.push(("lost".into(), 0, 0)),
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn a_second_overrun_during_a_dump_waits_for_its_end_and_reports_no_removal() {
+        const PORT: u32 = 4242;
+        let mut src = source(PORT);
+        let (mut publisher, handle) = bus();
+        let sub = handle.subscribe(SubscribeOptions::new("t")).unwrap();
+        let mut monitors = Monitors::new(&[]);
+        let c = SourceCounters::default();
+        let mut out = Dispatch {
+            publisher: &mut publisher,
+            monitors: &mut monitors,
+        };
+        let eth0 = msg(4, "eth0", true, true, 2);
+        let eth1 = msg(5, "eth1", true, true, 2);
+        let done = 0i32.to_ne_bytes();
+        // The EBUSY answer: the error, then the refused request's header.
+        let mut ebusy = (-(nix::errno::Errno::EBUSY as i32)).to_ne_bytes().to_vec();
+        ebusy.extend_from_slice(&[0; 16]);
+
+        // Two watched links, up, known from live notifications.
+        let mut dg = nl(RTM_NEWLINK, 0, 0, &eth0);
+        dg.extend_from_slice(&nl(RTM_NEWLINK, 0, 0, &eth1));
+        feed(&mut src, &mut out, &c, dg);
+        assert_eq!(drain(&sub), []);
+
+        // An overrun: a resync dump (sequence 1) is requested.
+        src.on_overrun(&mut out, &c);
+        assert_eq!(src.dump, Some(1));
+        feed(&mut src, &mut out, &c, nl(RTM_NEWLINK, 1, PORT, &eth0));
+
+        // A second overrun while it runs: no second request, one is due.
+        src.on_overrun(&mut out, &c);
+        assert_eq!(
+            (src.dump, src.resync_again, src.next_dump_seq),
+            (Some(1), true, 2)
+        );
+        // What the kernel answers a dump request while one runs, for the
+        // running dump's sequence or another's: neither ends the dump.
+        feed(&mut src, &mut out, &c, nl(NLMSG_ERROR, 2, PORT, &ebusy));
+        feed(&mut src, &mut out, &c, nl(NLMSG_ERROR, 1, PORT, &ebusy));
+        assert_eq!(src.dump, Some(1));
+        assert_eq!(drain(&sub), [("lost".into(), 0, 0), ("lost".into(), 0, 0)]);
+
+        // The rest of the running dump and its end: every link was listed,
+        // nothing is removed, and the due dump (sequence 2) is requested.
+        let mut dg = nl(RTM_NEWLINK, 1, PORT, &eth1);
+        dg.extend_from_slice(&nl(NLMSG_DONE, 1, PORT, &done));
+        feed(&mut src, &mut out, &c, dg);
+        assert_eq!(drain(&sub), []);
+        assert_eq!((src.dump, src.resync_again), (Some(2), false));
+
+        // A dump that really misses a link still reports it removed.
+        let mut dg = nl(RTM_NEWLINK, 2, PORT, &eth0);
+        dg.extend_from_slice(&nl(NLMSG_DONE, 2, PORT, &done));
+        feed(&mut src, &mut out, &c, dg);
+        assert_eq!(
+            drain(&sub),
+            [(
+                "fault:eth1".into(),
+                event::generic_fatal(Category::Nic.code()),
+                F_SNAPSHOT
+            )]
+        );
+        assert_eq!(src.dump, None);
+        assert_eq!(c.errors.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn a_failed_resync_dump_reports_no_removal() {
+        const PORT: u32 = 4242;
+        let mut src = source(PORT);
+        let (mut publisher, handle) = bus();
+        let sub = handle.subscribe(SubscribeOptions::new("t")).unwrap();
+        let mut monitors = Monitors::new(&[]);
+        let c = SourceCounters::default();
+        let mut out = Dispatch {
+            publisher: &mut publisher,
+            monitors: &mut monitors,
+        };
+        feed(
+            &mut src,
+            &mut out,
+            &c,
+            nl(RTM_NEWLINK, 0, 0, &msg(4, "eth0", true, true, 2)),
+        );
+        src.on_overrun(&mut out, &c);
+        assert_eq!(src.dump, Some(1));
+        // The dump ends with an error in its NLMSG_DONE: incomplete.
+        let err = (-(nix::errno::Errno::EMSGSIZE as i32)).to_ne_bytes();
+        feed(&mut src, &mut out, &c, nl(NLMSG_DONE, 1, PORT, &err));
+        assert_eq!(drain(&sub), [("lost".into(), 0, 0)]);
+        assert_eq!(src.dump, None);
+        assert_eq!(c.errors.load(Relaxed), 1);
     }
 }

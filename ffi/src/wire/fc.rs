@@ -94,8 +94,7 @@ const _: () = assert!(offset_of!(ScsiNlHdrRaw, magic) == 2);
 const _: () = assert!(offset_of!(ScsiNlHdrRaw, msgtype) == 4);
 const _: () = assert!(offset_of!(ScsiNlHdrRaw, msglen) == 6);
 
-/// `struct fc_nl_event` (48 bytes, `aligned(8)`), without its trailing
-/// union: the fixed part up to `event_data`.
+/// `struct fc_nl_event` (40 bytes, `aligned(8)`, no padding anywhere).
 ///
 /// | Dec | Type | Field |
 /// |---|---|---|
@@ -103,11 +102,16 @@ const _: () = assert!(offset_of!(ScsiNlHdrRaw, msglen) == 6);
 /// | 8 | u64 | `seconds` (wall clock, `ktime_get_real_seconds`) |
 /// | 16 | u64 | `vendor_id` (0 except vendor-unique events) |
 /// | 24 | u16 | `host_no` (SCSI host number: `hostN`) |
-/// | 26 | u16 | `event_datalen` (bytes of `event_data`) |
+/// | 26 | u16 | `event_datalen` (bytes of event data) |
 /// | 28 | u32 | `event_num` (kernel-wide FC event counter, +1 per event) |
 /// | 32 | u32 | `event_code` (`enum fc_host_event_code`) |
-/// | 36 | u32 | padding (the union below is 8-aligned) |
-/// | 40 | u8[] | `event_data` (union `{ __u32 event_data; __u8 event_data_flex[]; }`) |
+/// | 36 | u32 / u8[] | `event_data` (union `{ __u32 event_data; __u8 event_data_flex[]; }`) |
+///
+/// The data starts at offset 36 and is `event_datalen` bytes long; it may
+/// be shorter than the `event_data` word (0 bytes) or run past the end of
+/// the struct (vendor events). [`FcEvent::data`] is the authoritative view;
+/// `event_data` here is only the first word of the union as it lies in the
+/// message.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct FcNlEventRaw {
@@ -118,20 +122,35 @@ pub struct FcNlEventRaw {
     pub event_datalen: u16,
     pub event_num: u32,
     pub event_code: u32,
-    pub _pad: u32,
+    pub event_data: u32,
 }
 
-/// Offset of `event_data`.
-pub const FC_EVENT_DATA_OFFSET: usize = 40;
-/// `sizeof(struct fc_nl_event)`: the fixed part plus the 4-byte union, padded.
-pub const FC_NL_EVENT_LEN: usize = 48;
-const _: () = assert!(size_of::<FcNlEventRaw>() == FC_EVENT_DATA_OFFSET);
+/// Offset of the event data (`offsetof(struct fc_nl_event, event_data)`):
+/// the end of the fixed part of the message.
+pub const FC_EVENT_DATA_OFFSET: usize = 36;
+/// `sizeof(struct fc_nl_event)`: the fixed part plus the 4-byte union.
+pub const FC_NL_EVENT_LEN: usize = 40;
+const _: () = assert!(size_of::<FcNlEventRaw>() == FC_NL_EVENT_LEN);
 const _: () = assert!(offset_of!(FcNlEventRaw, seconds) == 8);
 const _: () = assert!(offset_of!(FcNlEventRaw, vendor_id) == 16);
 const _: () = assert!(offset_of!(FcNlEventRaw, host_no) == 24);
 const _: () = assert!(offset_of!(FcNlEventRaw, event_datalen) == 26);
 const _: () = assert!(offset_of!(FcNlEventRaw, event_num) == 28);
 const _: () = assert!(offset_of!(FcNlEventRaw, event_code) == 32);
+const _: () = assert!(offset_of!(FcNlEventRaw, event_data) == FC_EVENT_DATA_OFFSET);
+
+/// The message length a current kernel gives an event with `data_len`
+/// bytes of data: `FC_NL_MSGALIGN(sizeof(*event) - sizeof(event->event_data)
+/// + data_len)` (40 for the usual 4 bytes).
+pub const fn fc_event_msglen(data_len: usize) -> usize {
+    fc_nl_msgalign(FC_EVENT_DATA_OFFSET + data_len)
+}
+
+/// The message length older kernels gave it: `FC_NL_MSGALIGN(sizeof(*event)
+/// + data_len)` (48 for 4 bytes of data, the last 8 uninitialised).
+pub const fn fc_event_msglen_old(data_len: usize) -> usize {
+    fc_nl_msgalign(FC_NL_EVENT_LEN + data_len)
+}
 
 /// `FC_NL_MSGALIGN`: rounds up to 8 bytes.
 pub const fn fc_nl_msgalign(len: usize) -> usize {
@@ -160,20 +179,26 @@ pub enum FcError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FcEvent<'a> {
     pub raw: FcNlEventRaw,
-    /// `event_data`, exactly `event_datalen` bytes.
+    /// The event data at offset 36, exactly `event_datalen` bytes.
     pub data: &'a [u8],
 }
 
 impl<'a> FcEvent<'a> {
     /// Reads the payload of one `SCSI_TRANSPORT_MSG` message (what follows
-    /// the `nlmsghdr`). The data is `event_datalen` bytes at offset 40;
+    /// the `nlmsghdr`). The data is `event_datalen` bytes at offset 36;
     /// bytes after it (alignment padding, an old kernel's uninitialised
-    /// tail) are ignored.
+    /// tail) are ignored, whatever `nlmsg_len` and `snlh.msglen` say.
     pub fn parse(payload: &'a [u8]) -> Result<FcEvent<'a>, FcError> {
-        let Some(head) = payload.first_chunk::<FC_EVENT_DATA_OFFSET>() else {
+        let Some(fixed) = payload.first_chunk::<FC_EVENT_DATA_OFFSET>() else {
             return Err(FcError::Short { got: payload.len() });
         };
-        let raw: FcNlEventRaw = bytemuck::pod_read_unaligned(head);
+        // The fixed part, plus whatever of the union's first word arrived.
+        let mut head = [0u8; FC_NL_EVENT_LEN];
+        head[..FC_EVENT_DATA_OFFSET].copy_from_slice(fixed);
+        let word = payload.get(FC_EVENT_DATA_OFFSET..).unwrap_or_default();
+        let word = &word[..word.len().min(FC_NL_EVENT_LEN - FC_EVENT_DATA_OFFSET)];
+        head[FC_EVENT_DATA_OFFSET..FC_EVENT_DATA_OFFSET + word.len()].copy_from_slice(word);
+        let raw: FcNlEventRaw = bytemuck::pod_read_unaligned(&head);
         if raw.snlh.magic != SCSI_NL_MAGIC {
             return Err(FcError::BadMagic {
                 got: raw.snlh.magic,
@@ -190,7 +215,7 @@ impl<'a> FcEvent<'a> {
                 msgtype: raw.snlh.msgtype,
             });
         }
-        let end = FC_EVENT_DATA_OFFSET + raw.event_datalen as usize;
+        let end = FC_EVENT_DATA_OFFSET + usize::from(raw.event_datalen);
         let Some(data) = payload.get(FC_EVENT_DATA_OFFSET..end) else {
             return Err(FcError::DataTruncated {
                 datalen: raw.event_datalen,
@@ -223,7 +248,7 @@ impl<'a> FcEvent<'a> {
 }
 
 /// Appends one FC event message (`nlmsghdr` + `fc_nl_event` + data, padded
-/// with zeros to `FC_NL_MSGALIGN`) as a current kernel lays it out.
+/// with zeros to [`fc_event_msglen`]) as a current kernel lays it out.
 pub fn push_fc_event(
     out: &mut Vec<u8>,
     host_no: u16,
@@ -233,7 +258,27 @@ pub fn push_fc_event(
     vendor_id: u64,
     data: &[u8],
 ) {
-    let len = fc_nl_msgalign(FC_EVENT_DATA_OFFSET + data.len());
+    let len = fc_event_msglen(data.len());
+    push_fc_event_sized(
+        out, len, host_no, event_num, event_code, seconds, vendor_id, data,
+    );
+}
+
+/// Appends one FC event message of `len` bytes (`snlh.msglen` and the
+/// payload of `nlmsg_len`), the data at offset 36 and every byte after it
+/// zero. With [`fc_event_msglen_old`] this is an older kernel's padded
+/// message (whose tail the kernel did not initialise).
+#[allow(clippy::too_many_arguments)]
+pub fn push_fc_event_sized(
+    out: &mut Vec<u8>,
+    len: usize,
+    host_no: u16,
+    event_num: u32,
+    event_code: u32,
+    seconds: u64,
+    vendor_id: u64,
+    data: &[u8],
+) {
     let raw = FcNlEventRaw {
         snlh: ScsiNlHdrRaw {
             version: SCSI_NL_VERSION,
@@ -248,12 +293,12 @@ pub fn push_fc_event(
         event_datalen: data.len() as u16,
         event_num,
         event_code,
-        _pad: 0,
+        event_data: 0,
     };
-    let mut payload = Vec::with_capacity(len);
-    payload.extend_from_slice(bytemuck::bytes_of(&raw));
+    let mut payload = Vec::with_capacity(len.max(FC_NL_EVENT_LEN + data.len()));
+    payload.extend_from_slice(&bytemuck::bytes_of(&raw)[..FC_EVENT_DATA_OFFSET]);
     payload.extend_from_slice(data);
-    payload.resize(len, 0);
+    payload.resize(len.max(payload.len()), 0);
     super::nlmsg::push_nlmsg(out, SCSI_TRANSPORT_MSG, 0, 0, 0, &payload);
 }
 
