@@ -48,8 +48,10 @@ fn env_recorder(dir: &TempDir, name: &str) -> (PathBuf, PathBuf) {
 fn wait_file(p: &Path, timeout: Duration) -> String {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Ok(s) = std::fs::read_to_string(p) {
-            return s;
+        // A file that exists but is still empty is being written.
+        match std::fs::read_to_string(p) {
+            Ok(s) if !s.is_empty() => return s,
+            _ => {}
         }
         assert!(Instant::now() < deadline, "{} did not appear", p.display());
         std::thread::sleep(Duration::from_millis(5));
