@@ -282,7 +282,7 @@ fn a_hung_action_is_killed_at_its_timeout_while_another_monitor_is_served_on_tim
         &dir,
         "hang",
         &format!(
-            "#!/bin/sh\ntouch {}\nsleep 1000 & sleep 1000\n",
+            "#!/bin/sh\necho started > {}\nsleep 1000 & sleep 1000\n",
             marker.display()
         ),
     );
