@@ -19,10 +19,10 @@
 
 use super::Dispatch;
 use super::seq::SeqTracker;
-use super::synth::{Synth, Synthesized, report_seen};
+use super::synth::{Synth, Synthesized, report_lost, report_seen};
 use crate::config::FcConfig;
 use crate::stats::SourceCounters;
-use faultbridge_bus::{FaultKind, Source};
+use faultbridge_bus::{FaultKind, LostReason, Source};
 use faultbridge_ffi::MalformedReason;
 use faultbridge_ffi::sys::netlink::{NetlinkError, NetlinkSocket, Recv, group_mask};
 use faultbridge_ffi::wire::fc::{FcError, FcEvent, SCSI_TRANSPORT_MSG, fch};
@@ -170,9 +170,19 @@ impl super::IngestSource for FcSource {
                     self.process(stored, out, c);
                 }
                 Ok(Recv::Overrun) => {
-                    // Sized by the next event's event_num.
+                    // Told at once with an empty range; the next event's
+                    // event_num sizes it.
                     c.overruns.fetch_add(1, Relaxed);
                     self.seq.overrun();
+                    let next = self.seq.next_expected();
+                    report_lost(
+                        Source::FcTransport,
+                        next,
+                        next - 1,
+                        LostReason::Overrun,
+                        out,
+                        c,
+                    );
                 }
                 Ok(Recv::WouldBlock) => break,
                 Err(e) => {
