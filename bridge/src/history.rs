@@ -503,7 +503,7 @@ impl HistoryDb {
 /// Columns of one `events` row as the writer inserts it.
 const EVENT_COLUMNS: usize = 14;
 /// Rows per multi-row `INSERT`.
-const ROWS_PER_INSERT: usize = 64;
+const ROWS_PER_INSERT: usize = 256;
 
 fn insert_sql(rows: usize) -> String {
     let one = format!("({})", vec!["?"; EVENT_COLUMNS].join(", "));
