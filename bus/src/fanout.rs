@@ -80,11 +80,18 @@ struct Shared {
 }
 
 impl Shared {
-    fn take_one(&self) -> Option<Lost> {
+    /// The oldest pending loss notice. With `only_if_empty`, only while that
+    /// queue is empty (checked under the lock): the subscriber takes a notice
+    /// itself only once every older event has been received, so the notice
+    /// is never ahead of faults queued before the loss.
+    fn take_one(&self, only_if_empty: Option<&Receiver<Event>>) -> Option<Lost> {
         if !self.has_pending.load(std::sync::atomic::Ordering::Acquire) {
             return None;
         }
         let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if only_if_empty.is_some_and(|rx| !rx.is_empty()) {
+            return None;
+        }
         let mut found = None;
         for (i, slot) in p.iter_mut().enumerate() {
             if slot.count > 0 {
@@ -134,7 +141,7 @@ impl Slot {
     /// Moves pending loss notices into the queue. True when none is left
     /// pending (so newer events may follow).
     fn flush_pending(&self) -> Result<bool, ()> {
-        while let Some(lost) = self.shared.take_one() {
+        while let Some(lost) = self.shared.take_one(None) {
             match self.tx.try_send(Event::Lost(lost)) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
@@ -300,6 +307,14 @@ impl Publisher {
                         count: 1,
                         reason: LostReason::QueueFull,
                     });
+                    // Room in the queue now (the subscriber drained it since,
+                    // or holds every pooled buffer): the notice goes in at
+                    // once, so a subscriber blocked in `recv` hears of the
+                    // loss without waiting for another publish.
+                    if !slot.tx.is_full() && slot.flush_pending().is_err() {
+                        slot.closed = true;
+                        any_closed = true;
+                    }
                 }
                 Offer::Closed => {
                     slot.closed = true;
@@ -389,7 +404,7 @@ impl Subscription {
     pub fn try_recv(&self) -> Option<Event> {
         match self.rx.try_recv() {
             Ok(ev) => Some(ev),
-            Err(_) => self.shared.take_one().map(Event::Lost),
+            Err(_) => self.shared.take_one(Some(&self.rx)).map(Event::Lost),
         }
     }
 
@@ -399,11 +414,12 @@ impl Subscription {
             Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => {}
         }
         // The queue is empty: a loss recorded while it was full comes now.
-        if let Some(lost) = self.shared.take_one() {
+        if let Some(lost) = self.shared.take_one(Some(&self.rx)) {
             return Ok(Event::Lost(lost));
         }
-        // Nothing pending and nothing queued: a new loss can only arise once
-        // the queue is full again, which wakes this receive first.
+        // Nothing pending (or events arrived meanwhile): a loss recorded from
+        // now on is put in the queue by the publisher as soon as there is
+        // room, which wakes this receive.
         let got = match deadline {
             None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
             Some(d) => self.rx.recv_deadline(d),
@@ -411,7 +427,7 @@ impl Subscription {
         match got {
             Ok(ev) => Ok(ev),
             Err(RecvTimeoutError::Timeout) => Err(RecvError::Timeout),
-            Err(RecvTimeoutError::Disconnected) => match self.shared.take_one() {
+            Err(RecvTimeoutError::Disconnected) => match self.shared.take_one(None) {
                 Some(lost) => Ok(Event::Lost(lost)),
                 None => Err(RecvError::Closed),
             },
@@ -556,6 +572,39 @@ mod tests {
             }
         }
         assert_eq!(faults + lost + 1, 6, "{seen:?}");
+    }
+
+    #[test]
+    fn a_subscriber_blocked_while_holding_every_buffer_hears_of_the_loss_at_once() {
+        let (mut p, h) = bus();
+        let sub = h
+            .subscribe(SubscribeOptions::new("holder").capacity(2))
+            .unwrap();
+        publish(&mut p, 1, Category::Nic, "eth0");
+        publish(&mut p, 2, Category::Nic, "eth0");
+        // keep both faults: every pooled buffer is held, the queue is empty
+        let held = (sub.try_recv(), sub.try_recv());
+        assert!(matches!(
+            held,
+            (Some(Event::Fault(_)), Some(Event::Fault(_)))
+        ));
+        let t = std::thread::spawn(move || {
+            let got = sub.recv_timeout(Duration::from_secs(5));
+            (got, sub)
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let sent = Instant::now();
+        publish(&mut p, 3, Category::Nic, "eth0");
+        let (got, _sub) = t.join().unwrap();
+        match got {
+            Ok(Event::Lost(l)) => assert_eq!((l.first_sequence, l.count), (3, 1)),
+            other => panic!("expected the loss of 3, got {other:?}"),
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(2),
+            "the notice waited for another publish"
+        );
+        drop(held);
     }
 
     #[test]
