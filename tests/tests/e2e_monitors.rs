@@ -481,3 +481,43 @@ fn exit_program_end_node_is_not_undone() {
     assert_eq!(codes(&calls), vec![(16, 0)]);
     assert!(log.iter().any(|e| e.kind == "final-failed"), "{log:#?}");
 }
+
+#[test]
+fn a_trip_after_reset_gets_its_action_even_while_the_old_one_still_runs() {
+    private_netns();
+    let dir = TempDir::new("reset-trip");
+    let log = dir.path().join("runs");
+    let slow = script(
+        &dir,
+        "slow",
+        &format!(
+            "#!/bin/sh\necho \"$FAULTBRIDGE_SEQUENCE\" >> {}\nsleep 1\n",
+            log.display()
+        ),
+    );
+    let b = start(
+        &dir,
+        &format!(
+            "[[monitor]]\nname = \"m\"\ncategory = \"FC\"\nkeyword = \"host4\"\nadapter = \"exec\"\ncommand = \"{}\"\n",
+            slow.display()
+        ),
+    );
+    let mut sim = Simulator::new(2, 1).unwrap();
+    fault(&mut sim, Category::Fc, "host4");
+    assert_eq!(wait_file(&log, Duration::from_secs(5)), "1\n");
+    // the first action is still sleeping: Reset, and the fault comes back
+    assert!(b.control().reset("m").unwrap());
+    fault(&mut sim, Category::Fc, "host4");
+    wait_state(&b, "m", MonitorState::Error);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&log).unwrap() != "1\n2\n" {
+        assert!(
+            Instant::now() < deadline,
+            "the second Error got no action: {:?}",
+            std::fs::read_to_string(&log)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = b.activity().for_monitor("m");
+    assert!(!log.iter().any(|e| e.kind == "coalesced"), "{log:#?}");
+}

@@ -73,6 +73,8 @@ struct Done {
 #[derive(Default, Clone)]
 struct PerMonitor {
     in_flight: bool,
+    /// The reset generation of the action in flight.
+    in_flight_generation: u64,
     restarts_done: u32,
     generation: u64,
 }
@@ -175,7 +177,10 @@ fn run(
             Some(RunnerMsg::Act { monitor, trip }) => {
                 let Some(p) = per.get(monitor) else { continue };
                 let queued = waiting.iter().any(|(m, _)| *m == monitor);
-                if p.in_flight || queued {
+                // An action started before the last Reset belongs to the old
+                // Error: a trip after the Reset waits for it, then runs.
+                let same_error = p.in_flight && p.in_flight_generation == p.generation;
+                if same_error || queued {
                     stats.coalesced.fetch_add(1, Relaxed);
                     activity.add(
                         ActivitySeverity::Information,
@@ -193,13 +198,22 @@ fn run(
             None => {}
         }
         while running < cfg.max_concurrent {
-            let Some((monitor, trip)) = waiting.pop_front() else {
+            // The oldest request whose monitor has no action in flight: at
+            // most one action per monitor at a time.
+            let Some(pos) = waiting
+                .iter()
+                .position(|(m, _)| per.get(*m).is_some_and(|p| !p.in_flight))
+            else {
+                break;
+            };
+            let Some((monitor, trip)) = waiting.remove(pos) else {
                 break;
             };
             let Some(p) = per.get_mut(monitor) else {
                 continue;
             };
             p.in_flight = true;
+            p.in_flight_generation = p.generation;
             running += 1;
             let restarts_done = p.restarts_done;
             let generation = p.generation;

@@ -100,7 +100,9 @@ fn ending_of(st: ExitStatus) -> Ending {
 /// A started process, not yet waited for.
 #[derive(Debug)]
 pub struct Spawned {
-    child: Child,
+    /// Taken by [`Spawned::finish`]; still here on drop means nobody will
+    /// wait for the process, so its process group is killed.
+    child: Option<Child>,
     start: Instant,
 }
 
@@ -128,14 +130,31 @@ pub fn spawn(argv: &[String], env: &[(String, String)], stdin: &[u8]) -> Result<
         // without reading it gets EPIPE here, which is its business.
         let _ = si.write_all(stdin);
     }
-    Ok(Spawned { child, start })
+    Ok(Spawned {
+        child: Some(child),
+        start,
+    })
 }
 
 impl Spawned {
     /// Waits for the process, capturing its output, killing its process
     /// group at `timeout` (counted from the start).
-    pub fn finish(self, timeout: Duration, output_limit: usize) -> Outcome {
-        wait_capturing(self.child, self.start, timeout, output_limit)
+    pub fn finish(mut self, timeout: Duration, output_limit: usize) -> Outcome {
+        match self.child.take() {
+            Some(child) => wait_capturing(child, self.start, timeout, output_limit),
+            None => spawn_failed("the process was already waited for", self.start),
+        }
+    }
+}
+
+impl Drop for Spawned {
+    /// A process nobody will wait for (its waiting thread could not be
+    /// made) is not left running without a timeout, nor as a zombie.
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.wait();
+        }
     }
 }
 

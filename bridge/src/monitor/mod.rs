@@ -361,7 +361,6 @@ impl Monitors {
                 return;
             }
         }
-        self.local[i].last_action_ns = Some(now);
         let trip = Trip {
             source,
             sequence: r.sequence(),
@@ -372,16 +371,26 @@ impl Monitors {
             device_index: r.device_index(),
             keyword: r.keyword().to_string(),
         };
-        if tx.try_send(RunnerMsg::Act { monitor: i, trip }).is_err() {
-            self.activity.add(
-                ActivitySeverity::Error,
-                &m.config.name,
-                "action-exit",
-                format!(
-                    "recovery action for fault #{} not started: the action queue is full",
-                    r.sequence()
-                ),
-            );
+        match tx.try_send(RunnerMsg::Act { monitor: i, trip }) {
+            // The grace period counts from an action really handed over.
+            Ok(()) => self.local[i].last_action_ns = Some(now),
+            Err(e) => {
+                let why = match e {
+                    crossbeam_channel::TrySendError::Full(_) => "the action queue is full",
+                    crossbeam_channel::TrySendError::Disconnected(_) => {
+                        "the action runner has stopped"
+                    }
+                };
+                self.activity.add(
+                    ActivitySeverity::Error,
+                    &m.config.name,
+                    "action-exit",
+                    format!(
+                        "recovery action for fault #{} not started: {why}",
+                        r.sequence()
+                    ),
+                );
+            }
         }
     }
 
