@@ -626,6 +626,8 @@ pub fn run_writer(
         retention,
         last_report: Instant::now(),
         committed: std::collections::BTreeMap::new(),
+        unwritten: Vec::new(),
+        resync_monitors: false,
     };
     let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
     loop {
@@ -644,14 +646,9 @@ pub fn run_writer(
         }
         let changes: Vec<MonitorChange> = inputs.changes.try_iter().collect();
         let activity: Vec<ActivityEntry> = inputs.activity.try_iter().collect();
-        if !(batch.is_empty() && changes.is_empty() && activity.is_empty()) {
-            if let Err(e) = w.write(&batch, &changes, &activity, &inputs.monitors) {
-                w.stats.errors.fetch_add(1, Relaxed);
-                eprintln!(
-                    "faultbridge: history: batch of {} not written: {e}",
-                    batch.len()
-                );
-            }
+        let owed = !w.unwritten.is_empty() || w.resync_monitors;
+        if owed || !(batch.is_empty() && changes.is_empty() && activity.is_empty()) {
+            w.write_retrying(&batch, &changes, &activity, &inputs.monitors);
         }
         if batch.len() < BATCH {
             match w.db.enforce(&w.retention) {
@@ -674,9 +671,80 @@ struct Writer {
     retention: Retention,
     last_report: Instant,
     committed: std::collections::BTreeMap<(String, u32), u64>,
+    /// Records of batches that could not be written (per source: first and
+    /// last sequence, count), recorded as `lost` rows by the next write.
+    unwritten: Vec<(&'static str, u64, u64, u64)>,
+    /// A batch of monitor changes was not written: the next write records
+    /// every monitor's state.
+    resync_monitors: bool,
 }
 
+/// Records a `lost` row for sequences `first..=last` of `source` that the
+/// writer could not store.
+fn unwritten_row(
+    tx: &rusqlite::Transaction<'_>,
+    source: &str,
+    first: u64,
+    last: u64,
+    now: i64,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO events (kind, source, sequence, last_sequence, severity, recorded_at_ms)
+         VALUES ('lost', ?1, ?2, ?3, 'history_write_failed', ?4)",
+        params![source, first as i64, last as i64, now],
+    )
+    .map(drop)
+}
+
+/// Attempts at writing one batch before it is given up as lost.
+const WRITE_ATTEMPTS: u32 = 3;
+
 impl Writer {
+    /// Writes a batch, retrying a failing database (disk full, a lock held
+    /// too long) a few times; a batch that still fails is never silent: its
+    /// records become `lost` rows of the next write that succeeds.
+    fn write_retrying(
+        &mut self,
+        events: &[Event],
+        changes: &[MonitorChange],
+        activity: &[ActivityEntry],
+        view: &MonitorView,
+    ) {
+        for attempt in 1..=WRITE_ATTEMPTS {
+            match self.write(events, changes, activity, view) {
+                Ok(()) => return,
+                Err(e) => {
+                    self.stats.errors.fetch_add(1, Relaxed);
+                    eprintln!(
+                        "faultbridge: history: batch of {} not written (attempt {attempt} of {WRITE_ATTEMPTS}): {e}",
+                        events.len()
+                    );
+                    std::thread::sleep(Duration::from_millis(200 * u64::from(attempt)));
+                }
+            }
+        }
+        for ev in events {
+            if let Event::Fault(f) = ev {
+                let source = f.source().name();
+                let seq = f.sequence();
+                match self.unwritten.iter_mut().find(|u| u.0 == source) {
+                    Some(u) => {
+                        u.1 = u.1.min(seq);
+                        u.2 = u.2.max(seq);
+                        u.3 += 1;
+                    }
+                    None => self.unwritten.push((source, seq, seq, 1)),
+                }
+                self.stats.lost.fetch_add(1, Relaxed);
+            }
+        }
+        self.resync_monitors |= !changes.is_empty();
+        eprintln!(
+            "faultbridge: history: gave up on a batch of {} record(s); they are recorded as lost",
+            events.len()
+        );
+    }
+
     fn write(
         &mut self,
         events: &[Event],
@@ -730,8 +798,16 @@ impl Writer {
                  ON CONFLICT (name) DO UPDATE SET state = excluded.state, error_count = excluded.error_count,
                  last_sequence = excluded.last_sequence, changed_at_ms = excluded.changed_at_ms",
             )?;
-            for c in changes {
-                if let Some(m) = view.monitors.get(c.index) {
+            for (source, first, last, _count) in &self.unwritten {
+                unwritten_row(&tx, source, *first, *last, now)?;
+            }
+            let all: Vec<usize> = if self.resync_monitors {
+                (0..view.monitors.len()).collect()
+            } else {
+                changes.iter().map(|c| c.index).collect()
+            };
+            for index in all {
+                if let Some(m) = view.monitors.get(index) {
                     // The state now, not the state of the change: a burst of
                     // changes collapses to the latest.
                     mon.execute(params![
@@ -761,6 +837,8 @@ impl Writer {
             }
         }
         tx.commit()?;
+        self.unwritten.clear();
+        self.resync_monitors = false;
         self.stats.rows.fetch_add(events.len() as u64, Relaxed);
         self.stats.batches.fetch_add(1, Relaxed);
         for ((source, driver), seq) in cursors {
@@ -797,6 +875,76 @@ mod tests {
                 params![seq, at_ms],
             )
             .unwrap();
+    }
+
+    #[test]
+    fn a_batch_that_cannot_be_written_becomes_lost_rows_of_the_next_write() {
+        use faultbridge_bus::{Fault, FaultKind, Source};
+        use faultbridge_ffi::wire::record::{Record, RecordSpec};
+        let dir = std::env::temp_dir().join(format!("fb-history-fail-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("h.db");
+        drop(HistoryDb::open(&path).unwrap());
+        let events: Vec<Event> = (7..=9)
+            .map(|seq| {
+                let mut v = Vec::new();
+                RecordSpec {
+                    flags: 0,
+                    sequence: seq,
+                    timestamp_ns: seq,
+                    category: 1,
+                    severity: 2,
+                    event_code: 1,
+                    device_index: 0,
+                    keyword: b"eth0",
+                    detail: b"",
+                    driver_id: 1,
+                }
+                .encode_into(&mut v);
+                Event::Fault(Fault::from_record(
+                    Source::Expdrv,
+                    FaultKind::Fault,
+                    &Record::parse(&v).unwrap(),
+                ))
+            })
+            .collect();
+        let view = crate::monitor::Monitors::new(&[]).view();
+        // A database that refuses writes: the batch is given up, not lost silently.
+        let mut w = Writer {
+            db: HistoryDb::open_read_only(&path).unwrap(),
+            stats: Arc::new(HistoryStats::default()),
+            retention: Retention {
+                max_age: None,
+                max_rows: None,
+            },
+            last_report: Instant::now(),
+            committed: std::collections::BTreeMap::new(),
+            unwritten: Vec::new(),
+            resync_monitors: false,
+        };
+        w.write_retrying(&events, &[], &[], &view);
+        assert_eq!(w.unwritten, vec![("expdrv", 7, 9, 3)]);
+        assert_eq!(w.stats.lost.load(Relaxed), 3);
+        // Writable again: the next write records the loss.
+        w.db = HistoryDb::open(&path).unwrap();
+        w.write_retrying(&[], &[], &[], &view);
+        let rows =
+            w.db.query(&Query {
+                limit: 10,
+                ..Query::default()
+            })
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (
+                rows[0].kind.as_str(),
+                rows[0].sequence,
+                rows[0].last_sequence
+            ),
+            ("lost", 7, Some(9))
+        );
+        assert_eq!(rows[0].severity, "history_write_failed");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
