@@ -109,11 +109,11 @@ CREATE TABLE events (
     detail BLOB NOT NULL DEFAULT x'',
     recorded_at_ms INTEGER NOT NULL
 );
-INSERT INTO events (kind, source, sequence, category, keyword, severity, event_code, timestamp_ns, detail, recorded_at_ms)
+CREATE UNIQUE INDEX events_once ON events (source, driver_id, sequence, timestamp_ns) WHERE kind != 'lost';
+INSERT OR IGNORE INTO events (kind, source, sequence, category, keyword, severity, event_code, timestamp_ns, detail, recorded_at_ms)
     SELECT CASE cleared WHEN 0 THEN 'fault' ELSE 'clear' END, source, sequence, category, keyword, severity,
            event_code, timestamp_ns, detail, recorded_at_ms FROM faults ORDER BY id;
 DROP TABLE faults;
-CREATE UNIQUE INDEX events_once ON events (source, driver_id, sequence, timestamp_ns) WHERE kind != 'lost';
 CREATE INDEX events_time ON events (recorded_at_ms);
 CREATE TABLE activity (
     id INTEGER PRIMARY KEY,
