@@ -196,6 +196,7 @@ impl Backend for BridgeBackend {
                 ("out_of_order", s.out_of_order),
                 ("restarts", s.restarts),
                 ("errors", s.errors),
+                ("untyped", s.untyped),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
