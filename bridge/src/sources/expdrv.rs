@@ -8,7 +8,7 @@ use super::synth::{report_lost, report_seen};
 use crate::config::ExpdrvConfig;
 use crate::stats::SourceCounters;
 use faultbridge_bus::{FaultKind, LostReason, Source};
-use faultbridge_ffi::sys::netlink::{NetlinkError, NetlinkSocket, Recv, group_mask};
+use faultbridge_ffi::sys::netlink::{NetlinkError, NetlinkSocket, group_mask};
 use faultbridge_ffi::wire::nlmsg::{NLMSG_DONE, NLMSG_NOOP, NlMsgIter};
 use faultbridge_ffi::wire::record::{EXPDRV_MSG_CLEAR, EXPDRV_MSG_FAULT, Record};
 use std::io;
@@ -76,41 +76,33 @@ impl super::IngestSource for ExpdrvNetlink {
 
     /// Reads until the socket is empty. Returns the records published.
     fn on_readable(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) -> io::Result<u64> {
-        let mut published = 0;
-        loop {
-            match self.sock.recv(&mut self.buf) {
-                Ok(Recv::Datagram { len, stored }) => {
-                    c.datagrams.fetch_add(1, Relaxed);
-                    if len > stored {
-                        let n = c.truncated.fetch_add(1, Relaxed) + 1;
-                        if n <= LOG_FIRST || n % 10_000 == 0 {
-                            eprintln!(
-                                "faultbridge: {}: datagram of {len} bytes truncated to {stored} ({n} so far)",
-                                self.source
-                            );
-                        }
-                    }
-                    let Self {
-                        buf, seq, source, ..
-                    } = self;
-                    published += process_datagram(&buf[..stored], *source, seq, out, c);
-                }
-                Ok(Recv::Overrun) => {
-                    c.overruns.fetch_add(1, Relaxed);
-                    self.seq.overrun();
-                    // Said at once, never only when the next record comes:
-                    // an empty range (count 0) from where the loss starts;
-                    // the next record sizes it as a gap.
-                    let next = self.seq.next_expected();
-                    report_lost(self.source, next, next - 1, LostReason::Overrun, out, c);
-                }
-                Ok(Recv::WouldBlock) => return Ok(published),
-                Err(e) => {
-                    c.errors.fetch_add(1, Relaxed);
-                    return Err(e);
-                }
-            }
-        }
+        super::drain(self, out, c)
+    }
+}
+
+impl super::DatagramSource for ExpdrvNetlink {
+    fn name(&self) -> Source {
+        self.source
+    }
+
+    fn socket_and_buffer(&mut self) -> (&NetlinkSocket, &mut [u8]) {
+        (&self.sock, &mut self.buf)
+    }
+
+    fn datagram(&mut self, len: usize, out: &mut Dispatch<'_>, c: &SourceCounters) {
+        let Self {
+            buf, seq, source, ..
+        } = self;
+        process_datagram(&buf[..len], *source, seq, out, c);
+    }
+
+    fn overrun(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) {
+        self.seq.overrun();
+        // Said at once, never only when the next record comes: an empty
+        // range (count 0) from where the loss starts; the next record sizes
+        // it as a gap.
+        let next = self.seq.next_expected();
+        report_lost(self.source, next, next - 1, LostReason::Overrun, out, c);
     }
 }
 

@@ -24,7 +24,7 @@ use crate::config::FcConfig;
 use crate::stats::SourceCounters;
 use faultbridge_bus::{FaultKind, LostReason, Source};
 use faultbridge_ffi::MalformedReason;
-use faultbridge_ffi::sys::netlink::{NetlinkError, NetlinkSocket, Recv, group_mask};
+use faultbridge_ffi::sys::netlink::{NetlinkError, NetlinkSocket, group_mask};
 use faultbridge_ffi::wire::fc::{FcError, FcEvent, SCSI_TRANSPORT_MSG, fch};
 use faultbridge_ffi::wire::nlmsg::{NLMSG_DONE, NLMSG_NOOP, NlMsgIter};
 use faultbridge_ffi::wire::record::{Category, Severity, event};
@@ -159,39 +159,35 @@ impl super::IngestSource for FcSource {
     }
 
     fn on_readable(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) -> io::Result<u64> {
-        let before = c.delivered.load(Relaxed);
-        loop {
-            match self.sock.recv(&mut self.buf) {
-                Ok(Recv::Datagram { len, stored }) => {
-                    c.datagrams.fetch_add(1, Relaxed);
-                    if len > stored {
-                        c.truncated.fetch_add(1, Relaxed);
-                    }
-                    self.process(stored, out, c);
-                }
-                Ok(Recv::Overrun) => {
-                    // Told at once with an empty range; the next event's
-                    // event_num sizes it.
-                    c.overruns.fetch_add(1, Relaxed);
-                    self.seq.overrun();
-                    let next = self.seq.next_expected();
-                    report_lost(
-                        Source::FcTransport,
-                        next,
-                        next - 1,
-                        LostReason::Overrun,
-                        out,
-                        c,
-                    );
-                }
-                Ok(Recv::WouldBlock) => break,
-                Err(e) => {
-                    c.errors.fetch_add(1, Relaxed);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(c.delivered.load(Relaxed) - before)
+        super::drain(self, out, c)
+    }
+}
+
+impl super::DatagramSource for FcSource {
+    fn name(&self) -> Source {
+        Source::FcTransport
+    }
+
+    fn socket_and_buffer(&mut self) -> (&NetlinkSocket, &mut [u8]) {
+        (&self.sock, &mut self.buf)
+    }
+
+    fn datagram(&mut self, len: usize, out: &mut Dispatch<'_>, c: &SourceCounters) {
+        self.process(len, out, c);
+    }
+
+    fn overrun(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) {
+        // Told at once with an empty range; the next event's event_num sizes it.
+        self.seq.overrun();
+        let next = self.seq.next_expected();
+        report_lost(
+            Source::FcTransport,
+            next,
+            next - 1,
+            LostReason::Overrun,
+            out,
+            c,
+        );
     }
 }
 

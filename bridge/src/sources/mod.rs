@@ -12,9 +12,65 @@ pub mod uevent;
 use crate::monitor::Monitors;
 use crate::stats::SourceCounters;
 use faultbridge_bus::{FaultKind, Lost, Publisher, Source};
+use faultbridge_ffi::sys::netlink::{NetlinkSocket, Recv};
 use faultbridge_ffi::wire::record::Record;
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// A source read from a netlink socket, datagram by datagram: [`drain`]
+/// reads and counts, the source says what a datagram or an overrun means.
+pub(crate) trait DatagramSource {
+    /// The source's name, for the log.
+    fn name(&self) -> Source;
+    /// The socket, and the buffer datagrams are received into.
+    fn socket_and_buffer(&mut self) -> (&NetlinkSocket, &mut [u8]);
+    /// The first `len` bytes of the buffer hold a datagram.
+    fn datagram(&mut self, len: usize, out: &mut Dispatch<'_>, c: &SourceCounters);
+    /// The socket overflowed (`ENOBUFS`, already counted): messages were lost.
+    fn overrun(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters);
+}
+
+/// Truncated datagrams logged before logging thins out.
+const TRUNCATION_LOG_FIRST: u64 = 5;
+
+/// Reads `src`'s socket until it would block: counts datagrams, truncated
+/// datagrams (`MSG_TRUNC`), overruns and errors, and hands each datagram and
+/// each overrun to the source. Returns the records published meanwhile.
+pub(crate) fn drain(
+    src: &mut impl DatagramSource,
+    out: &mut Dispatch<'_>,
+    c: &SourceCounters,
+) -> io::Result<u64> {
+    let before = c.delivered.load(Relaxed);
+    loop {
+        let (sock, buf) = src.socket_and_buffer();
+        match sock.recv(buf) {
+            Ok(Recv::Datagram { len, stored }) => {
+                c.datagrams.fetch_add(1, Relaxed);
+                if len > stored {
+                    let n = c.truncated.fetch_add(1, Relaxed) + 1;
+                    if n <= TRUNCATION_LOG_FIRST || n % 10_000 == 0 {
+                        eprintln!(
+                            "faultbridge: {}: datagram of {len} bytes truncated to {stored} ({n} so far)",
+                            src.name()
+                        );
+                    }
+                }
+                src.datagram(stored, out, c);
+            }
+            Ok(Recv::Overrun) => {
+                c.overruns.fetch_add(1, Relaxed);
+                src.overrun(out, c);
+            }
+            Ok(Recv::WouldBlock) => return Ok(c.delivered.load(Relaxed) - before),
+            Err(e) => {
+                c.errors.fetch_add(1, Relaxed);
+                return Err(e);
+            }
+        }
+    }
+}
 
 /// Where a source hands its records: the bus (every subscriber) and the
 /// monitors (on this thread, no queue hop).

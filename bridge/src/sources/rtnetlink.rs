@@ -533,8 +533,8 @@ impl RtnetlinkSource {
     }
 
     /// Notifications were lost (`ENOBUFS`): reports the loss and resyncs.
+    /// An overrun of the socket (counted by [`super::drain`]).
     fn on_overrun(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) {
-        c.overruns.fetch_add(1, Relaxed);
         let next = self.synth.next_sequence();
         report_lost(
             Source::Rtnetlink,
@@ -629,31 +629,33 @@ impl super::IngestSource for RtnetlinkSource {
         if self.initial_pending && self.gate.as_mut().is_none_or(|g| g.is_open(out)) {
             self.report_initial(out, c);
         }
-        loop {
-            match self.sock.recv(&mut self.buf) {
-                Ok(Recv::Datagram { len, stored }) => {
-                    c.datagrams.fetch_add(1, Relaxed);
-                    if self.initial_pending {
-                        // Live news opens the gate: the start-up state first.
-                        if let Some(g) = &mut self.gate {
-                            g.force_open();
-                        }
-                        self.report_initial(out, c);
-                    }
-                    if len > stored {
-                        c.truncated.fetch_add(1, Relaxed);
-                    }
-                    self.process(stored, out, c);
-                }
-                Ok(Recv::Overrun) => self.on_overrun(out, c),
-                Ok(Recv::WouldBlock) => break,
-                Err(e) => {
-                    c.errors.fetch_add(1, Relaxed);
-                    return Err(e);
-                }
-            }
-        }
+        super::drain(self, out, c)?;
         Ok(c.delivered.load(Relaxed) - before)
+    }
+}
+
+impl super::DatagramSource for RtnetlinkSource {
+    fn name(&self) -> Source {
+        Source::Rtnetlink
+    }
+
+    fn socket_and_buffer(&mut self) -> (&NetlinkSocket, &mut [u8]) {
+        (&self.sock, &mut self.buf)
+    }
+
+    fn datagram(&mut self, len: usize, out: &mut Dispatch<'_>, c: &SourceCounters) {
+        if self.initial_pending {
+            // Live news opens the gate: the start-up state first.
+            if let Some(g) = &mut self.gate {
+                g.force_open();
+            }
+            self.report_initial(out, c);
+        }
+        self.process(len, out, c);
+    }
+
+    fn overrun(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) {
+        self.on_overrun(out, c);
     }
 }
 

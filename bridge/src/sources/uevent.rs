@@ -22,7 +22,7 @@ use crate::config::{NamePatterns, UeventConfig};
 use crate::stats::SourceCounters;
 use faultbridge_bus::{FaultKind, LostReason, Source};
 use faultbridge_ffi::sys::netlink::{
-    NETLINK_KOBJECT_UEVENT, NetlinkError, NetlinkSocket, Recv, group_mask,
+    NETLINK_KOBJECT_UEVENT, NetlinkError, NetlinkSocket, group_mask,
 };
 use faultbridge_ffi::wire::record::{Category, Severity, event};
 use faultbridge_ffi::wire::uevent::{UEVENT_BUFFER_SIZE, UEVENT_KERNEL_GROUP, Uevent};
@@ -137,29 +137,26 @@ impl super::IngestSource for UeventSource {
     }
 
     fn on_readable(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) -> io::Result<u64> {
-        let before = c.delivered.load(Relaxed);
-        loop {
-            match self.sock.recv(&mut self.buf) {
-                Ok(Recv::Datagram { len, stored }) => {
-                    c.datagrams.fetch_add(1, Relaxed);
-                    if len > stored {
-                        c.truncated.fetch_add(1, Relaxed);
-                    }
-                    self.process(stored, out, c);
-                }
-                Ok(Recv::Overrun) => {
-                    c.overruns.fetch_add(1, Relaxed);
-                    let next = self.synth.next_sequence();
-                    report_lost(Source::Uevent, next, next - 1, LostReason::Overrun, out, c);
-                }
-                Ok(Recv::WouldBlock) => break,
-                Err(e) => {
-                    c.errors.fetch_add(1, Relaxed);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(c.delivered.load(Relaxed) - before)
+        super::drain(self, out, c)
+    }
+}
+
+impl super::DatagramSource for UeventSource {
+    fn name(&self) -> Source {
+        Source::Uevent
+    }
+
+    fn socket_and_buffer(&mut self) -> (&NetlinkSocket, &mut [u8]) {
+        (&self.sock, &mut self.buf)
+    }
+
+    fn datagram(&mut self, len: usize, out: &mut Dispatch<'_>, c: &SourceCounters) {
+        self.process(len, out, c);
+    }
+
+    fn overrun(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) {
+        let next = self.synth.next_sequence();
+        report_lost(Source::Uevent, next, next - 1, LostReason::Overrun, out, c);
     }
 }
 
