@@ -181,7 +181,7 @@ impl Bridge {
                 }
                 Err(e) => eprintln!(
                     "faultbridge: source expdrv: cannot start: {}",
-                    crate::cli::error_chain(&e)
+                    crate::error::error_chain(&e)
                 ),
             }
         }

@@ -46,6 +46,9 @@ pub enum DbusStartError {
     Service(#[from] ServiceError),
 }
 
+/// The system bus's socket when `DBUS_SYSTEM_BUS_ADDRESS` is not set.
+pub const SYSTEM_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
+
 /// The bus a configuration selects; `None` for `bus = "none"`.
 pub fn bus_address(bus: &BusSelect) -> Option<BusAddress> {
     match bus {

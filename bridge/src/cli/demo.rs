@@ -4,11 +4,10 @@
 //! no system bus), a monitor tripping and being reset, then a summary.
 
 use super::format::{fault_line, lost_line};
-use super::run::SYSTEM_BUS_SOCKET;
 use super::{CliResult, watch};
 use crate::config::Config;
 use crate::daemon::{Bridge, BridgeError};
-use crate::dbus;
+use crate::dbus::{self, SYSTEM_BUS_SOCKET};
 use crate::sim::{FaultSpec, Simulator};
 use faultbridge_bus::dbus::client;
 use faultbridge_bus::dbus::{

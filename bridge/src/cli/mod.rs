@@ -104,17 +104,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// "what failed: because: because" — each source error once.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub use crate::error::error_chain;
 
 /// The error type of subcommands.
 pub type CliResult = Result<ExitCode, Box<dyn std::error::Error + Send + Sync + 'static>>;

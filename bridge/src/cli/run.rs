@@ -4,10 +4,10 @@ use super::CliResult;
 use super::format::{fault_json, fault_line, lost_json, lost_line};
 use crate::config::{Config, DEFAULT_PATH};
 use crate::daemon::Bridge;
-use crate::dbus;
+use crate::dbus::{self, SYSTEM_BUS_SOCKET};
+use crate::signals::block_stop_signals;
 use faultbridge_bus::dbus::{BusAddress, Service, ServiceOptions};
 use faultbridge_bus::{Event, SubscribeOptions, Subscription};
-use nix::sys::signal::{SigSet, Signal};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,16 +30,6 @@ pub struct RunArgs {
     /// Also print every fault on standard output.
     #[arg(long, value_enum, default_value_t = Print::None)]
     pub print: Print,
-}
-
-/// Blocks SIGINT and SIGTERM in this thread (and the threads it starts) so
-/// they can be taken synchronously with `sigwait`.
-pub fn block_stop_signals() -> nix::Result<SigSet> {
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    set.thread_block()?;
-    Ok(set)
 }
 
 pub fn run(args: RunArgs) -> CliResult {
@@ -131,9 +121,6 @@ fn no_system_bus() -> bool {
     std::env::var_os("DBUS_SYSTEM_BUS_ADDRESS").is_none()
         && !std::path::Path::new(SYSTEM_BUS_SOCKET).exists()
 }
-
-/// The system bus's socket when `DBUS_SYSTEM_BUS_ADDRESS` is not set.
-pub const SYSTEM_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
 
 /// Starts the D-Bus service on the configured bus (none for `bus = "none"`);
 /// returns once `org.faultbridge.Bridge1` is owned.

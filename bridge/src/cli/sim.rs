@@ -2,10 +2,10 @@
 
 use super::CliResult;
 use super::format::unhex;
-use crate::sim::{FaultSpec, Simulator};
+use crate::sim::{FaultSpec, Simulator, parse_key};
 use faultbridge_bus::FaultKind;
 use faultbridge_ffi::sys::netlink::NETLINK_USERSOCK;
-use faultbridge_ffi::wire::record::{Category, F_SNAPSHOT, F_TEST, MalformedReason, Severity};
+use faultbridge_ffi::wire::record::{F_SNAPSHOT, F_TEST, MalformedReason, Severity};
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Subcommand)]
@@ -148,15 +148,6 @@ fn parse_u32(s: &str) -> Result<u32, String> {
     r.map_err(|_| format!("{s:?} is not a number"))
 }
 
-/// Parses `CATEGORY[.KEYWORD]` (category names hold no `.`; keywords may).
-pub fn parse_key(key: &str) -> Result<(Category, String), String> {
-    let (cat, kw) = key.split_once('.').unwrap_or((key, ""));
-    let category = Category::from_name(cat).ok_or_else(|| {
-        format!("unknown category {cat:?}: expected one of NIC, FC, HA/SS, HA/AM, HA/RS, SPS")
-    })?;
-    Ok((category, kw.to_string()))
-}
-
 fn specs(w: &What) -> Result<Vec<FaultSpec>, String> {
     let severity = Severity::from_name(&w.severity).ok_or_else(|| {
         format!(
@@ -268,7 +259,7 @@ fn device(a: DeviceArgs) -> CliResult {
         p.push(".control");
         p.into()
     });
-    let signals = super::run::block_stop_signals()?;
+    let signals = crate::signals::block_stop_signals()?;
     let dev = std::sync::Arc::new(EmulatedDevice::mount(
         &a.mount,
         DeviceOptions {

@@ -32,8 +32,8 @@
 //! quit                               → ok
 //! ```
 
+use super::parse_key;
 use super::{FaultSpec, MAX_DATAGRAM, SimError, Simulator};
-use crate::cli::sim::parse_key;
 use faultbridge_bus::FaultKind;
 use faultbridge_ffi::sys::ioctl::{EXPDRV_IOC_ACK, EXPDRV_IOC_GET_INFO, EXPDRV_IOC_SNAPSHOT};
 use faultbridge_ffi::sys::monotonic_ns;
@@ -496,7 +496,7 @@ impl EmulatedDevice {
     /// Mounts the device file at `mount/NAME` and starts serving it.
     pub fn mount(mount: &Path, opts: DeviceOptions) -> std::io::Result<EmulatedDevice> {
         let mut sim = Simulator::new(opts.protocol, opts.group)
-            .map_err(|e| std::io::Error::other(crate::cli::error_chain(&e)))?;
+            .map_err(|e| std::io::Error::other(crate::error::error_chain(&e)))?;
         sim.set_next_sequence(opts.first_sequence);
         sim.set_driver_id(opts.driver_id);
         let name = opts.name.clone();
@@ -561,7 +561,7 @@ impl EmulatedDevice {
         };
         let reply = |r: Result<(u64, u64), SimError>| {
             r.map(|(a, b)| format!("ok {a} {b}"))
-                .map_err(|e| crate::cli::error_chain(&e))
+                .map_err(|e| crate::error::error_chain(&e))
         };
         match cmd {
             "fault" | "clear" => {
@@ -601,7 +601,9 @@ impl EmulatedDevice {
                 for i in 0..n as usize {
                     chunk.push(templates[i % templates.len()].clone());
                     if chunk.len() == 32 || i + 1 == n as usize {
-                        let (a, b) = self.emit(&chunk).map_err(|e| crate::cli::error_chain(&e))?;
+                        let (a, b) = self
+                            .emit(&chunk)
+                            .map_err(|e| crate::error::error_chain(&e))?;
                         first.get_or_insert(a);
                         last = b;
                         chunk.clear();

@@ -30,6 +30,15 @@ pub enum SimError {
     Send(#[source] io::Error),
 }
 
+/// Parses `CATEGORY[.KEYWORD]` (category names hold no `.`; keywords may).
+pub fn parse_key(key: &str) -> Result<(Category, String), String> {
+    let (cat, kw) = key.split_once('.').unwrap_or((key, ""));
+    let category = Category::from_name(cat).ok_or_else(|| {
+        format!("unknown category {cat:?}: expected one of NIC, FC, HA/SS, HA/AM, HA/RS, SPS")
+    })?;
+    Ok((category, kw.to_string()))
+}
+
 /// One fault to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FaultSpec {

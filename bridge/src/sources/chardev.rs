@@ -273,7 +273,7 @@ impl ExpdrvDevice {
                     path.display(),
                     info.netlink_protocol,
                     info.netlink_group,
-                    crate::cli::error_chain(&e)
+                    crate::error::error_chain(&e)
                 );
                 eprintln!(
                     "faultbridge: expdrv-device: warning: the device gives no message type: a CLEAR of HA/SS, HA/AM, HA/RS or SPS cannot be told from a fault and is published as a fault (counted as untyped); only NIC link up and FC port online are recognised as CLEAR"

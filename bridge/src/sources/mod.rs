@@ -119,7 +119,7 @@ pub fn open_configured(config: &crate::Config, sources: &mut Vec<Box<dyn IngestS
     fn report(name: Source, e: &(dyn std::error::Error + 'static)) {
         eprintln!(
             "faultbridge: source {name}: cannot start: {}",
-            crate::cli::error_chain(e)
+            crate::error::error_chain(e)
         );
     }
     if let (true, Some(path)) = (config.expdrv.enabled, &config.expdrv.device) {
