@@ -72,3 +72,56 @@ recovery_target = "vip-group"
     );
     drop(d);
 }
+
+/// The ```python block of a page under docs/.
+fn doc_example(page: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs")
+        .join(page);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let start = text.find("```python\n").expect("a python example") + "```python\n".len();
+    let len = text[start..].find("```").expect("the end of the example");
+    text[start..start + len].to_string()
+}
+
+#[test]
+fn the_exit_program_example_of_the_docs_runs_failover_then_start() {
+    private_netns();
+    let dir = TempDir::new("fbex-example");
+    let prog = dir.write("web-exit", &doc_example("exit-program.md"));
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = Daemon::start(&format!(
+        r#"bus = "none"
+[sources.expdrv]
+netlink_protocol = 2
+netlink_group = 1
+[[monitor]]
+name = "mrw-eth0"
+category = "NIC"
+keyword = "eth0"
+recovery_action = "failover"
+recovery_target = "web-group"
+adapter = "exit-program"
+command = "{}"
+exit_data = "site=tokyo"
+timeout = "10s"
+"#,
+        prog.display()
+    ));
+    faultbridge(&["sim", "send", "-k", "NIC.eth0"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let want = [
+        "Failover of web-group for mrw-eth0: NIC.eth0 sequence 1 event 0x00010001 restarts 0/1 data 'site=tokyo'",
+        "Start of web-group for mrw-eth0: NIC.eth0 sequence 1",
+    ];
+    while !want.iter().all(|w| d.stderr().contains(w)) {
+        assert!(
+            Instant::now() < deadline,
+            "the example's output is missing:\n{}",
+            d.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!d.stderr().contains("Undo"), "{}", d.stderr());
+    drop(d);
+}
