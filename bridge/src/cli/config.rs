@@ -20,12 +20,13 @@ pub fn run(cmd: ConfigCommand) -> CliResult {
         ConfigCommand::Check { file } => {
             let c = Config::load(&file)?;
             println!(
-                "{}: OK — bus {:?}, expdrv {} (protocol {}, group {}), {} monitor(s), history {}",
+                "{}: OK — bus {}, expdrv {} (protocol {}, group {}, accept {}), {} monitor(s), history {}",
                 file.display(),
-                c.bus,
+                c.bus.as_ref().map_or("none".to_string(), |b| b.to_string()),
                 if c.expdrv.enabled { "on" } else { "off" },
                 c.expdrv.netlink_protocol,
                 c.expdrv.netlink_group,
+                c.expdrv.accept,
                 c.monitors.len(),
                 c.history
                     .as_ref()
