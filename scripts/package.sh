@@ -8,7 +8,8 @@ cargo deb --version >/dev/null 2>&1 || cargo install --locked cargo-deb
 cargo generate-rpm --version >/dev/null 2>&1 || cargo install --locked cargo-generate-rpm
 cargo build --release --locked -p faultbridge --bin faultbridge
 mkdir -p target/man
-./target/release/faultbridge man --out target/man/faultbridge.1
+# faultbridge(1), a page per subcommand, faultbridge.toml(5)
+./target/release/faultbridge man --dir target/man
 cargo deb -p faultbridge --no-build
 cargo generate-rpm -p bridge
 deb=$(ls -t target/debian/faultbridge_*.deb | head -1)

@@ -17,6 +17,8 @@ have dbus-daemon  || need_pkgs+=(dbus-daemon)
 have busctl       || need_pkgs+=(systemd)
 have gdbus        || need_pkgs+=(libglib2.0-bin)
 have fusermount3  || need_pkgs+=(fuse3)
+have groff        || need_pkgs+=(groff-base)
+have systemd-analyze || need_pkgs+=(systemd)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: missing ${need_pkgs[*]} and not root to install them" >&2

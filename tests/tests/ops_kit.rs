@@ -90,10 +90,34 @@ fn the_unit_file_passes_systemd_analyze_verify() {
         "Type=notify",
         "WatchdogSec=",
         "AmbientCapabilities=CAP_NET_ADMIN",
+        "CapabilityBoundingSet=CAP_NET_ADMIN",
+        "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "StateDirectory=faultbridge",
+        "StateDirectoryMode=0700",
     ] {
-        assert!(unit.contains(needed), "unit lacks {needed}");
+        assert!(
+            unit.lines().any(|l| l.starts_with(needed)),
+            "unit lacks {needed}"
+        );
+    }
+    // The hardening directives, each explained by the comment line above it.
+    let lines: Vec<&str> = unit.lines().collect();
+    for needed in [
+        "ProtectKernelTunables=yes",
+        "ProtectProc=invisible",
+        "RestrictNamespaces=yes",
+        "SystemCallFilter=@system-service",
+        "UMask=0077",
+    ] {
+        let at = lines
+            .iter()
+            .position(|l| *l == needed)
+            .unwrap_or_else(|| panic!("unit lacks {needed}"));
+        assert!(
+            at > 0 && lines[at - 1].starts_with('#'),
+            "{needed} has no comment above it"
+        );
     }
     let dir = TempDir::new("unit");
     let local = unit.replace("/usr/bin/faultbridge", binary().to_str().unwrap());
@@ -186,7 +210,7 @@ fn parse_udev_rule(line: &str) -> Result<Vec<(String, String, String)>, String> 
 }
 
 #[test]
-fn the_udev_rules_parse_and_give_the_device_to_group_faultbridge() {
+fn the_udev_rules_parse_and_give_the_device_to_the_service_user_only() {
     let path = repo().join("udev-rules/60-faultbridge.rules");
     let text = std::fs::read_to_string(&path).unwrap();
     let rules: Vec<Vec<(String, String, String)>> = text
@@ -198,8 +222,12 @@ fn the_udev_rules_parse_and_give_the_device_to_group_faultbridge() {
     let has =
         |k: &str, op: &str, v: &str| rules[0].iter().any(|(a, b, c)| a == k && b == op && c == v);
     assert!(has("KERNEL", "==", "expdrv[0-9]*"));
-    assert!(has("GROUP", "=", "faultbridge"));
-    assert!(has("MODE", "=", "0660"));
+    // The daemon's user reads and writes the device; group faultbridge (the
+    // operators who may call Notify and Reset) and everyone else get nothing.
+    assert!(has("OWNER", "=", "faultbridge"));
+    assert!(has("GROUP", "=", "root"));
+    assert!(has("MODE", "=", "0600"));
+    assert!(!has("GROUP", "=", "faultbridge"));
     assert!(has("SYMLINK", "+=", "faultbridge/%k"));
     assert!(has("TAG", "+=", "systemd"));
     assert!(has("ENV{SYSTEMD_WANTS}", "+=", "faultbridge.service"));
@@ -259,8 +287,28 @@ fn config_check_accepts_the_example_and_points_at_mistakes() {
     );
 }
 
+/// The subcommands `faultbridge --help` lists (the hidden `man` is not).
+fn subcommands(args: &[&str]) -> Vec<String> {
+    let out = Command::new(binary())
+        .args(args)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    let Some(at) = help.find("Commands:\n") else {
+        return Vec::new();
+    };
+    help[at + 10..]
+        .lines()
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(String::from)
+        .collect()
+}
+
 #[test]
-fn the_man_page_is_generated_from_the_command_line() {
+fn a_man_page_per_subcommand_and_one_for_the_configuration_are_generated() {
     let out = Command::new(binary()).arg("man").output().unwrap();
     assert!(out.status.success());
     let page = String::from_utf8_lossy(&out.stdout);
@@ -269,12 +317,72 @@ fn the_man_page_is_generated_from_the_command_line() {
         "{}",
         &page[..page.len().min(300)]
     );
+
+    let dir = TempDir::new("man");
+    let out = Command::new(binary())
+        .args(["man", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut want = vec!["faultbridge.1".to_string(), "faultbridge.toml.5".to_string()];
+    let top = subcommands(&[]);
     for sub in [
-        "run", "demo", "sim", "watch", "notify", "status", "check", "reset", "history",
+        "run", "demo", "sim", "watch", "notify", "status", "check", "reset", "history", "config",
+    ] {
+        assert!(top.iter().any(|t| t == sub), "--help lacks {sub}: {top:?}");
+    }
+    for sub in &top {
+        want.push(format!("faultbridge-{sub}.1"));
+        for nested in subcommands(&[sub.as_str()]) {
+            want.push(format!("faultbridge-{sub}-{nested}.1"));
+        }
+    }
+    want.sort();
+    let mut got: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
+    assert!(want.contains(&"faultbridge-sim-send.1".to_string()));
+
+    // Each page is well-formed roff: groff reads it without a warning.
+    for name in &got {
+        let path = dir.path().join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(".TH") || text.contains("\n.TH"), "{name}");
+        let check = Command::new("groff")
+            .args(["-k", "-man", "-ww", "-z", "-Tutf8"])
+            .arg(&path)
+            .output()
+            .expect("groff is needed (Debian package groff-base)");
+        assert!(
+            check.status.success() && check.stderr.is_empty(),
+            "{name}: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    let config = std::fs::read_to_string(dir.path().join("faultbridge.toml.5")).unwrap();
+    assert!(config.starts_with(".TH FAULTBRIDGE.TOML 5"));
+    // Every table of the configuration has its section.
+    for table in [
+        "[sources.expdrv]",
+        "[sources.rtnetlink]",
+        "[sources.fc]",
+        "[sources.uevent]",
+        "[history]",
+        "[actions]",
+        "[ingest]",
+        "[[monitor]]",
     ] {
         assert!(
-            page.contains(&format!("faultbridge\\-{sub}")) || page.contains(sub),
-            "man page lacks {sub}"
+            config.contains(&format!(".SH {table}")),
+            "faultbridge.toml(5) lacks {table}"
         );
     }
 }
@@ -318,7 +426,8 @@ fn both_packages_install_the_unit_policy_rules_config_and_man_page() {
         ("usr/lib/udev/rules.d", "60-faultbridge.rules"),
         ("usr/lib/sysusers.d", "faultbridge.conf"),
         ("etc/faultbridge", "faultbridge.toml"),
-        ("usr/share/man/man1", "faultbridge.1"),
+        ("usr/share/man/man5", "faultbridge.toml.5"),
+        ("usr/share/doc/faultbridge", "SECURITY.md"),
     ] {
         assert!(
             deb.iter()
@@ -332,15 +441,57 @@ fn both_packages_install_the_unit_policy_rules_config_and_man_page() {
             "rpm lacks {dest}/{what}"
         );
     }
-    // every source that is not a build product exists in the repository
+    // Every man page `faultbridge man --dir target/man` writes (what
+    // scripts/package.sh runs) is installed by both packages.
+    let script = std::fs::read_to_string(repo().join("scripts/package.sh")).unwrap();
+    assert!(script.contains("faultbridge man --dir target/man"));
+    for (dest, pattern) in [
+        ("usr/share/man/man1/", "../target/man/*.1"),
+        ("usr/share/man/man5/", "../target/man/faultbridge.toml.5"),
+        ("usr/share/doc/faultbridge/", "../docs/*.md"),
+    ] {
+        assert!(
+            deb.iter()
+                .any(|(s, d)| s == pattern && d.trim_start_matches('/') == dest),
+            "deb lacks {pattern} → {dest}"
+        );
+        assert!(
+            rpm.iter().any(|(s, d)| s == pattern
+                && (d.trim_start_matches('/') == dest
+                    || (!pattern.contains('*') && d.trim_start_matches('/').starts_with(dest)))),
+            "rpm lacks {pattern} → {dest}"
+        );
+    }
+    // The configuration survives upgrades when edited: noreplace for the
+    // RPM, a conffile for the deb.
+    let rpm_config = meta["generate-rpm"]["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["dest"].as_str() == Some("/etc/faultbridge/faultbridge.toml"))
+        .unwrap();
+    assert_eq!(rpm_config["config"].as_str(), Some("noreplace"));
+    assert!(
+        meta["deb"]["conf-files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c.as_str() == Some("/etc/faultbridge/faultbridge.toml"))
+    );
+    // Every source that is not a build product exists in the repository
+    // (a pattern matches at least one file).
     for (src, _) in deb.iter().chain(rpm.iter()) {
         if src.starts_with("target/") || src.starts_with("../target/") {
             continue;
         }
-        assert!(
-            repo().join("bridge").join(src).exists(),
-            "package source {src} is missing"
-        );
+        let path = repo().join("bridge").join(src);
+        let exists = match src.rsplit_once("/*") {
+            Some((dir, suffix)) => std::fs::read_dir(repo().join("bridge").join(dir))
+                .unwrap()
+                .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(suffix)),
+            None => path.exists(),
+        };
+        assert!(exists, "package source {src} is missing");
     }
 }
 

@@ -37,9 +37,20 @@ pub fn run(cmd: ConfigCommand) -> CliResult {
     }
 }
 
-/// Writes the man page generated from the command-line definition.
-pub fn man(out: Option<PathBuf>) -> CliResult {
+/// The configuration's man page, faultbridge.toml(5), written by hand.
+pub const CONFIG_MAN_PAGE: &str = include_str!("../../../dist/man/faultbridge.toml.5");
+
+/// Writes faultbridge(1) to `out` (or standard output), or with `dir` every
+/// man page: faultbridge(1), one per subcommand (`faultbridge-run.1`,
+/// `faultbridge-sim-send.1`, …) and faultbridge.toml(5).
+pub fn man(out: Option<PathBuf>, dir: Option<PathBuf>) -> CliResult {
     let cmd = <super::Cli as clap::CommandFactory>::command();
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(&dir)?;
+        clap_mangen::generate_to(cmd, &dir)?;
+        std::fs::write(dir.join("faultbridge.toml.5"), CONFIG_MAN_PAGE)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut buf = Vec::new();
     clap_mangen::Man::new(cmd).render(&mut buf)?;
     match out {
