@@ -329,7 +329,10 @@ fn a_man_page_per_subcommand_and_one_for_the_configuration_are_generated() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut want = vec!["faultbridge.1".to_string(), "faultbridge.toml.5".to_string()];
+    let mut want = vec![
+        "faultbridge.1".to_string(),
+        "faultbridge.toml.5".to_string(),
+    ];
     let top = subcommands(&[]);
     for sub in [
         "run", "demo", "sim", "watch", "notify", "status", "check", "reset", "history", "config",

@@ -141,6 +141,10 @@ pub fn run(args: DemoArgs) -> CliResult {
         sim.send(&am)?;
         pause();
         // A corrupted record: counted and dropped; its sequence shows as lost.
+        println!(
+            "  ▸ on purpose, the simulator now sends record #{} with a wrong magic number: faultbridge must count it as malformed, drop it, and report its sequence as lost",
+            sim.next_sequence()
+        );
         sim.send_malformed(MalformedReason::BadMagic, &eth0)?;
         pause();
         sim.send(&eth0.clone().clear())?;
@@ -195,6 +199,7 @@ pub fn run(args: DemoArgs) -> CliResult {
     let sim_result = sender.join().map_err(|_| "simulator thread panicked")?;
     let sim = sim_result?;
     let stats = bridge.shutdown();
+    let sent = sim.next_sequence() - 1;
     let dbus_summary = dbus.map(DemoBus::finish);
     lat.sort_unstable();
     let pct = |p: f64| {
@@ -205,10 +210,7 @@ pub fn run(args: DemoArgs) -> CliResult {
     };
     println!();
     println!("summary after {:.1} s:", started.elapsed().as_secs_f64());
-    println!(
-        "  driver sent {} records; live view received {faults}, told of {lost} lost",
-        sim.next_sequence() - 1
-    );
+    println!("  driver sent {sent} records; live view received {faults}, told of {lost} lost");
     println!(
         "  latency driver → live view: p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs",
         pct(0.5),
@@ -218,6 +220,11 @@ pub fn run(args: DemoArgs) -> CliResult {
     for line in stats.to_string().lines() {
         println!("  {line}");
     }
+    let expdrv = stats.source(faultbridge_bus::Source::Expdrv);
+    println!(
+        "  how it adds up: {sent} sent = {} received + {} lost. The {} malformed record (the deliberate one) was counted as malformed and dropped; its sequence never arrived in a valid record, so it is counted as lost too.",
+        expdrv.received, expdrv.lost, expdrv.malformed_total
+    );
     if let Some(lines) = dbus_summary {
         for line in lines {
             println!("  {line}");

@@ -79,13 +79,29 @@ pub fn fault_line(f: &Fault) -> String {
         s.push_str("  (snapshot)");
     }
     if !f.detail().is_empty() {
-        let _ = write!(
-            s,
-            "  detail {}",
-            hex(&f.detail()[..f.detail().len().min(16)])
-        );
+        let _ = write!(s, "  detail {}", detail_text(f.detail()));
     }
     s
+}
+
+/// The detail bytes for a readable line: quoted text when they are
+/// printable UTF-8 (escaped as Rust escapes a string, so no control
+/// character reaches the terminal), else the hex of the first 16 bytes;
+/// long details are cut with "…".
+pub fn detail_text(detail: &[u8]) -> String {
+    const TEXT_MAX: usize = 64;
+    const HEX_MAX: usize = 16;
+    match std::str::from_utf8(detail) {
+        Ok(t) if !t.chars().any(char::is_control) => {
+            let cut: String = t.chars().take(TEXT_MAX).collect();
+            let more = if cut.len() < t.len() { "…" } else { "" };
+            format!("{cut:?}{more}")
+        }
+        _ => {
+            let more = if detail.len() > HEX_MAX { "…" } else { "" };
+            format!("{}{more}", hex(&detail[..detail.len().min(HEX_MAX)]))
+        }
+    }
 }
 
 /// A readable loss line.
@@ -103,6 +119,22 @@ pub fn lost_line(l: &Lost) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_details_show_as_text_and_others_as_hex() {
+        assert_eq!(detail_text(b"target 0:0:1"), "\"target 0:0:1\"");
+        assert_eq!(detail_text(b"say \"hi\""), "\"say \\\"hi\\\"\"");
+        // control characters never reach the terminal
+        assert_eq!(detail_text(b"a\x1b[2Jb"), "611b5b324a62");
+        assert_eq!(detail_text(b"a\nb"), "610a62");
+        assert_eq!(detail_text(&[0xff, 0x00]), "ff00");
+        assert_eq!(detail_text(&[7u8; 20]), format!("{}…", "07".repeat(16)));
+        let long = "x".repeat(100);
+        assert_eq!(
+            detail_text(long.as_bytes()),
+            format!("\"{}\"…", "x".repeat(64))
+        );
+    }
 
     #[test]
     fn hex_round_trips_and_refuses_non_hex() {

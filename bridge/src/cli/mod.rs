@@ -62,18 +62,46 @@ pub enum Command {
     /// Configuration tools.
     #[command(subcommand)]
     Config(config::ConfigCommand),
-    /// Write the man page (roff) generated from this command line.
+    /// Write the man pages (roff): faultbridge(1) generated from this
+    /// command line, or with --dir every page the packages install.
     #[command(hide = true)]
     Man {
-        /// Output file (default: standard output).
-        #[arg(long)]
+        /// Output file of faultbridge(1) (default: standard output).
+        #[arg(long, conflicts_with = "dir")]
         out: Option<std::path::PathBuf>,
+        /// Write faultbridge(1), a page per subcommand
+        /// (faultbridge-run(1), …) and faultbridge.toml(5) into this
+        /// directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
     },
+}
+
+impl Command {
+    /// The subcommand's name, as typed: errors start `faultbridge NAME: …`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Run(_) => "run",
+            Command::Demo(_) => "demo",
+            Command::Sim(sim::SimCommand::Send(_)) => "sim send",
+            Command::Sim(sim::SimCommand::Flood(_)) => "sim flood",
+            Command::Sim(sim::SimCommand::Device(_)) => "sim device",
+            Command::Watch(_) => "watch",
+            Command::Notify(_) => "notify",
+            Command::Status(_) => "status",
+            Command::Check(_) => "check",
+            Command::Reset(_) => "reset",
+            Command::History(_) => "history",
+            Command::Config(config::ConfigCommand::Check { .. }) => "config check",
+            Command::Man { .. } => "man",
+        }
+    }
 }
 
 /// Parses the command line and runs the subcommand.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let name = cli.command.name();
     let bus = || BusAddress::parse(&cli.bus).map_err(|e| format!("--bus: {e}"));
     let result = match cli.command {
         Command::Run(a) => run::run(a),
@@ -93,12 +121,12 @@ pub fn main() -> ExitCode {
         Command::Reset(a) => bus().map_err(Into::into).and_then(|b| reset::run(a, &b)),
         Command::History(a) => history::run(a),
         Command::Config(c) => config::run(c),
-        Command::Man { out } => config::man(out),
+        Command::Man { out, dir } => config::man(out, dir),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("faultbridge: {}", error_chain(e.as_ref()));
+            eprintln!("faultbridge {name}: {}", error_chain(e.as_ref()));
             ExitCode::from(1)
         }
     }

@@ -67,7 +67,7 @@ pub fn fault_line(f: &FaultSignal) -> String {
     );
     if !f.detail.is_empty() {
         s.push_str("  detail ");
-        s.push_str(&hex(&f.detail[..f.detail.len().min(16)]));
+        s.push_str(&super::format::detail_text(&f.detail));
     }
     s
 }
