@@ -11,13 +11,13 @@ use crate::activity::ActivityLog;
 use crate::config::BusSelect;
 use crate::daemon::{Bridge, BridgeError, ControlHandle};
 use crate::history::{HistoryDb, Query};
-use crate::monitor::{MonitorChange, MonitorState as State, MonitorView};
+use crate::monitor::{MonitorChange, MonitorView};
 use crate::notify::{NotifyError, NotifyRequest};
 use crate::stats::Stats;
 use faultbridge_bus::SubscribeOptions;
 use faultbridge_bus::dbus::{
-    Backend, BusAddress, Error, HistoryRow, MonitorInfo, MonitorSnapshot, MonitorState,
-    MonitorUpdate, NotifyCall, Service, ServiceError, ServiceOptions,
+    Backend, BusAddress, Error, HistoryRow, MonitorInfo, MonitorSnapshot, MonitorUpdate,
+    NotifyCall, Service, ServiceError, ServiceOptions,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -96,19 +96,12 @@ impl BridgeBackend {
     }
 }
 
-fn state(s: State) -> MonitorState {
-    match s {
-        State::Normal => MonitorState::Normal,
-        State::Error => MonitorState::Error,
-    }
-}
-
 impl From<MonitorChange> for MonitorUpdate {
     fn from(c: MonitorChange) -> MonitorUpdate {
         MonitorUpdate {
             index: c.index,
             snapshot: MonitorSnapshot {
-                state: state(c.state),
+                state: c.state,
                 error_count: c.error_count,
                 last_sequence: c.sequence,
             },
@@ -171,7 +164,7 @@ impl Backend for BridgeBackend {
     fn monitor(&self, index: usize) -> Option<MonitorSnapshot> {
         let m = self.monitors.monitors.get(index)?;
         Some(MonitorSnapshot {
-            state: state(m.state()),
+            state: m.state(),
             error_count: m.error_count(),
             last_sequence: m.last_sequence(),
         })

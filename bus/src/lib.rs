@@ -17,8 +17,10 @@
 pub mod dbus;
 pub mod event;
 pub mod fanout;
+pub mod monitor;
 
 pub use event::{Event, Fault, FaultKind, Filter, Lost, LostReason, Source};
 pub use fanout::{
     BusHandle, Publisher, PublisherStats, SubscribeOptions, Subscription, SubscriptionStats, bus,
 };
+pub use monitor::MonitorState;

@@ -19,27 +19,16 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// A monitor's state, as the D-Bus `State` property spells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MonitorState {
-    Normal = 0,
-    Error = 1,
-}
+pub use faultbridge_bus::MonitorState;
 
-impl MonitorState {
-    pub const fn name(self) -> &'static str {
-        match self {
-            MonitorState::Normal => "Normal",
-            MonitorState::Error => "Error",
-        }
-    }
-    fn from_u8(v: u8) -> MonitorState {
-        if v == 1 {
-            MonitorState::Error
-        } else {
-            MonitorState::Normal
-        }
-    }
+/// A monitor's state as last recorded (in the history database), restored
+/// at start-up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavedMonitor {
+    pub name: String,
+    pub state: MonitorState,
+    pub error_count: u64,
+    pub last_sequence: u64,
 }
 
 /// Why a monitor's state changed.
@@ -396,7 +385,7 @@ impl Monitors {
 
     /// Restores a state recorded before a restart: a latched Error comes
     /// back as Error without running its recovery action again.
-    pub fn restore(&mut self, saved: &crate::history::SavedMonitor) -> bool {
+    pub fn restore(&mut self, saved: &SavedMonitor) -> bool {
         let Some((i, m)) = self.view.find(&saved.name) else {
             return false;
         };

@@ -115,21 +115,7 @@ pub struct NotifyCall {
     pub detail: Vec<u8>,
 }
 
-/// A monitor's state, as the `State` property spells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MonitorState {
-    Normal,
-    Error,
-}
-
-impl MonitorState {
-    pub const fn name(self) -> &'static str {
-        match self {
-            MonitorState::Normal => "Normal",
-            MonitorState::Error => "Error",
-        }
-    }
-}
+pub use crate::MonitorState;
 
 /// What never changes about a monitor.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,0 +1,134 @@
+//! The tables of each schema version (`PRAGMA user_version`) and the
+//! migrations between them, run at start-up in one transaction each.
+
+use super::{HistoryDb, HistoryError};
+use rusqlite::Connection;
+use std::path::Path;
+
+/// The schema this build writes.
+pub const SCHEMA_VERSION: i32 = 2;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE faults (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    category TEXT NOT NULL,
+    keyword TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    cleared INTEGER NOT NULL,
+    event_code INTEGER NOT NULL,
+    timestamp_ns INTEGER NOT NULL,
+    detail BLOB NOT NULL,
+    recorded_at_ms INTEGER NOT NULL
+);
+PRAGMA user_version = 1;
+";
+
+const MIGRATE_1_TO_2: &str = "
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,                 -- fault | clear | lost
+    source TEXT NOT NULL,
+    driver_id INTEGER NOT NULL DEFAULT 0,
+    sequence INTEGER NOT NULL,          -- lost: first_sequence
+    last_sequence INTEGER,              -- lost only
+    category TEXT NOT NULL DEFAULT '',
+    keyword TEXT NOT NULL DEFAULT '',
+    severity TEXT NOT NULL DEFAULT '',
+    event_code INTEGER NOT NULL DEFAULT 0,
+    device_index INTEGER NOT NULL DEFAULT 0,
+    flags INTEGER NOT NULL DEFAULT 0,
+    timestamp_ns INTEGER NOT NULL DEFAULT 0,
+    detail BLOB NOT NULL DEFAULT x'',
+    recorded_at_ms INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX events_once ON events (source, driver_id, sequence, timestamp_ns) WHERE kind != 'lost';
+INSERT OR IGNORE INTO events (kind, source, sequence, category, keyword, severity, event_code, timestamp_ns, detail, recorded_at_ms)
+    SELECT CASE cleared WHEN 0 THEN 'fault' ELSE 'clear' END, source, sequence, category, keyword, severity,
+           event_code, timestamp_ns, detail, recorded_at_ms FROM faults ORDER BY id;
+DROP TABLE faults;
+CREATE INDEX events_time ON events (recorded_at_ms);
+CREATE TABLE activity (
+    id INTEGER PRIMARY KEY,
+    time_ms INTEGER NOT NULL,
+    severity TEXT NOT NULL,
+    monitor TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL,
+    exit_code INTEGER,
+    stdout TEXT NOT NULL DEFAULT '',
+    stderr TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX activity_monitor ON activity (monitor, time_ms);
+CREATE TABLE monitor_state (
+    name TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    error_count INTEGER NOT NULL,
+    last_sequence INTEGER NOT NULL,
+    changed_at_ms INTEGER NOT NULL
+);
+CREATE TABLE cursors (
+    source TEXT NOT NULL,
+    driver_id INTEGER NOT NULL,
+    last_sequence INTEGER NOT NULL,
+    PRIMARY KEY (source, driver_id)
+);
+INSERT OR REPLACE INTO cursors (source, driver_id, last_sequence)
+    SELECT source, 0, max(sequence) FROM events WHERE kind != 'lost' GROUP BY source;
+PRAGMA user_version = 2;
+";
+
+/// Creates a database of schema version 1 (for migration tests and fixtures).
+pub fn create_v1(path: &Path) -> Result<Connection, HistoryError> {
+    let conn = Connection::open(path).map_err(|source| HistoryError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    conn.execute_batch(SCHEMA_V1).map_err(HistoryError::Query)?;
+    Ok(conn)
+}
+
+impl HistoryDb {
+    /// Brings the database to [`SCHEMA_VERSION`]; a newer one is refused.
+    pub(super) fn migrate(&mut self) -> Result<(), HistoryError> {
+        let mut v = self.version()?;
+        if v > SCHEMA_VERSION {
+            return Err(HistoryError::TooNew {
+                path: self.path.clone(),
+                found: v,
+            });
+        }
+        while v < SCHEMA_VERSION {
+            let step = match v {
+                0 => format!("{SCHEMA_V1}{MIGRATE_1_TO_2}"),
+                1 => MIGRATE_1_TO_2.to_string(),
+                _ => break,
+            };
+            let from = v;
+            let tx = self
+                .conn
+                .transaction()
+                .map_err(|source| HistoryError::Migrate {
+                    path: self.path.clone(),
+                    from,
+                    source,
+                })?;
+            tx.execute_batch(&step)
+                .and_then(|()| tx.commit())
+                .map_err(|source| HistoryError::Migrate {
+                    path: self.path.clone(),
+                    from,
+                    source,
+                })?;
+            v = self.version()?;
+            if from != 0 {
+                eprintln!(
+                    "faultbridge: history: {} migrated from schema {from} to {v}",
+                    self.path.display()
+                );
+            }
+        }
+        Ok(())
+    }
+}
