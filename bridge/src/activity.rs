@@ -2,6 +2,11 @@
 //! (start, exit value, output, timeout, Undo) as a structured entry with a
 //! severity, kept in a bounded ring for `faultbridge status` and D-Bus, and
 //! told to listeners (history) as it happens.
+//!
+//! Everything outside the daemon can put in an entry (a keyword, a
+//! program's output) is escaped ([`crate::text`]) and bounded: a message
+//! holds at most [`MESSAGE_MAX`] bytes, each output stream [`OUTPUT_MAX`],
+//! and the ring at most its entry count and [`RING_BYTES_MAX`] bytes.
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde::Serialize;
@@ -9,6 +14,14 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Bytes of an entry's message, after escaping.
+pub const MESSAGE_MAX: usize = 4096;
+/// Bytes of each of an entry's output streams, after escaping.
+pub const OUTPUT_MAX: usize = 64 * 1024;
+/// Bytes the ring holds in all (messages and output); the oldest entries
+/// go first beyond it.
+pub const RING_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// How an entry reads to an operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -51,10 +64,48 @@ pub struct ActivityEntry {
     pub stderr: String,
 }
 
+#[derive(Debug, Default)]
+struct Ring {
+    entries: VecDeque<ActivityEntry>,
+    /// Text bytes of `entries`.
+    bytes: usize,
+}
+
+impl ActivityEntry {
+    /// Escapes and bounds what came from outside.
+    fn sanitize(&mut self) {
+        for (field, max, line) in [
+            (&mut self.message, MESSAGE_MAX, true),
+            (&mut self.monitor, MESSAGE_MAX, true),
+            (&mut self.kind, MESSAGE_MAX, true),
+            (&mut self.stdout, OUTPUT_MAX, false),
+            (&mut self.stderr, OUTPUT_MAX, false),
+        ] {
+            let escaped = if line {
+                crate::text::escape_line(field)
+            } else {
+                crate::text::escape_block(field)
+            };
+            if let std::borrow::Cow::Owned(e) = escaped {
+                *field = e;
+            }
+            crate::text::truncate(field, max);
+        }
+    }
+
+    fn text_bytes(&self) -> usize {
+        self.message.len()
+            + self.monitor.len()
+            + self.kind.len()
+            + self.stdout.len()
+            + self.stderr.len()
+    }
+}
+
 /// The log: a bounded ring and listeners.
 #[derive(Debug)]
 pub struct ActivityLog {
-    ring: Mutex<VecDeque<ActivityEntry>>,
+    ring: Mutex<Ring>,
     capacity: usize,
     next_id: AtomicU64,
     listeners: Mutex<Vec<Sender<ActivityEntry>>>,
@@ -78,7 +129,7 @@ impl ActivityLog {
                 }
             });
         ActivityLog {
-            ring: Mutex::new(VecDeque::with_capacity(capacity)),
+            ring: Mutex::new(Ring::default()),
             capacity: capacity.max(1),
             next_id: AtomicU64::new(1),
             listeners: Mutex::new(Vec::new()),
@@ -110,8 +161,10 @@ impl ActivityLog {
         })
     }
 
-    /// Adds a prepared entry; id and time are filled in.
+    /// Adds a prepared entry; id and time are filled in, and its text is
+    /// escaped and bounded.
     pub fn add_entry(&self, mut e: ActivityEntry) -> ActivityEntry {
+        e.sanitize();
         e.id = self.next_id.fetch_add(1, Relaxed);
         e.time_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -134,10 +187,16 @@ impl ActivityLog {
         }
         {
             let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
-            if ring.len() == self.capacity {
-                ring.pop_front();
+            let size = e.text_bytes();
+            while !ring.entries.is_empty()
+                && (ring.entries.len() >= self.capacity || ring.bytes + size > RING_BYTES_MAX)
+            {
+                if let Some(old) = ring.entries.pop_front() {
+                    ring.bytes -= old.text_bytes();
+                }
             }
-            ring.push_back(e.clone());
+            ring.bytes += size;
+            ring.entries.push_back(e.clone());
         }
         let mut ls = self
             .listeners
@@ -150,8 +209,9 @@ impl ActivityLog {
     /// The newest `n` entries, oldest first.
     pub fn recent(&self, n: usize) -> Vec<ActivityEntry> {
         let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
-        ring.iter()
-            .skip(ring.len().saturating_sub(n))
+        ring.entries
+            .iter()
+            .skip(ring.entries.len().saturating_sub(n))
             .cloned()
             .collect()
     }
@@ -159,7 +219,8 @@ impl ActivityLog {
     /// Entries for one monitor, oldest first.
     pub fn for_monitor(&self, monitor: &str) -> Vec<ActivityEntry> {
         let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
-        ring.iter()
+        ring.entries
+            .iter()
             .filter(|e| e.monitor == monitor)
             .cloned()
             .collect()
@@ -184,5 +245,66 @@ impl Drop for ActivityLog {
         if let Some(p) = self.printer.take() {
             let _ = p.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_text_is_escaped_and_bounded() {
+        let log = ActivityLog::new(8);
+        let e = log.add(
+            ActivitySeverity::Information,
+            "m",
+            "state",
+            "keyword host1\nfaultbridge: [Success] m action-exit: forged\x1b[2J",
+        );
+        assert!(!e.message.contains('\n') && !e.message.contains('\x1b'));
+        assert!(e.message.contains("host1\\nfaultbridge"), "{}", e.message);
+        let big = log.add_entry(ActivityEntry {
+            id: 0,
+            time_ms: 0,
+            severity: ActivitySeverity::Error,
+            monitor: "m".into(),
+            kind: "action-exit".into(),
+            message: "x".repeat(100_000),
+            exit_code: Some(1),
+            stdout: "line\n\x07".repeat(100_000),
+            stderr: String::new(),
+        });
+        assert!(big.message.len() <= MESSAGE_MAX);
+        assert!(big.stdout.len() <= OUTPUT_MAX);
+        assert!(big.stdout.starts_with("line\n\\x07line\n"));
+    }
+
+    #[test]
+    fn the_ring_is_bounded_by_entries_and_bytes() {
+        let log = ActivityLog::new(1_000_000);
+        let out = "o".repeat(OUTPUT_MAX);
+        for _ in 0..(2 * RING_BYTES_MAX / OUTPUT_MAX) {
+            log.add_entry(ActivityEntry {
+                id: 0,
+                time_ms: 0,
+                severity: ActivitySeverity::Success,
+                monitor: "m".into(),
+                kind: "action-exit".into(),
+                message: String::new(),
+                exit_code: Some(0),
+                stdout: out.clone(),
+                stderr: String::new(),
+            });
+        }
+        let kept = log.recent(usize::MAX);
+        let bytes: usize = kept.iter().map(ActivityEntry::text_bytes).sum();
+        assert!(bytes <= RING_BYTES_MAX, "{bytes}");
+        assert!(kept.len() < 2 * RING_BYTES_MAX / OUTPUT_MAX);
+        let small = ActivityLog::new(3);
+        for i in 0..10 {
+            small.add(ActivitySeverity::Information, "m", "state", format!("{i}"));
+        }
+        let kept: Vec<String> = small.recent(10).into_iter().map(|e| e.message).collect();
+        assert_eq!(kept, ["7", "8", "9"]);
     }
 }

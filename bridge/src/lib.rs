@@ -21,6 +21,7 @@ pub mod sim;
 pub mod sources;
 pub mod stats;
 pub mod systemd;
+pub mod text;
 
 pub use config::Config;
 pub use daemon::{Bridge, BridgeError, Control, ControlHandle};
