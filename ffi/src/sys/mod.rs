@@ -3,6 +3,7 @@
 //! with a `// SAFETY:` comment naming the precondition it relies on.
 
 pub mod alloc;
+pub mod caps;
 pub mod ifreq;
 pub mod ioctl;
 pub mod netlink;
