@@ -1,14 +1,17 @@
-//! The exit-program protocol, format FBEX0100 (`shared/spec/exit-program-v1.md`):
-//! `PROGRAM ACTION_CODE FBEX0100`, the information block on stdin, the exit
+//! The exit-program protocol, format FBEX0100 (`docs/exit-program.md`):
+//! `PROGRAM [ITS ARGUMENTS…] ACTION_CODE FBEX0100` (the command split
+//! shell-style, placeholders filled in as for `exec`), the information block on stdin, the exit
 //! status as success indicator (0 success, 1 failed — do not restart,
 //! 2 failed — attempt restart; anything else, a signal or the timeout counts
 //! as 1), Undo after an unsuccessful call (except Undo and End Node), the
 //! restart count then Failover, and Failover followed by Start.
 
-use super::adapters::record;
+use super::command;
+use super::context::Context;
 use super::process::{self, Ending};
-use super::{RunnerStats, Trip, environment};
-use crate::activity::{ActivityLog, ActivitySeverity};
+use super::report;
+use super::trip::{Trip, environment, variables};
+use crate::activity::ActivitySeverity;
 use crate::config::{MonitorConfig, RecoveryAction};
 use faultbridge_ffi::wire::fbex::{ExitBlock, FBEX_F_OUTSIDE_SERVER_GROUP, FBEX0100, action};
 use std::sync::atomic::Ordering::Relaxed;
@@ -43,10 +46,9 @@ fn action_name(code: u32) -> &'static str {
 struct Call<'a> {
     m: &'a MonitorConfig,
     trip: &'a Trip,
-    activity: &'a ActivityLog,
-    stats: &'a RunnerStats,
-    output_limit: usize,
-    program: String,
+    cx: &'a Context,
+    /// The program and its own arguments.
+    command: Vec<String>,
 }
 
 impl Call<'_> {
@@ -73,17 +75,30 @@ impl Call<'_> {
             keyword: &self.trip.keyword,
         }
         .encode();
-        let argv = vec![self.program.clone(), code.to_string(), FBEX0100.to_string()];
+        if self.cx.stop.stopping() {
+            self.cx.activity.add(
+                ActivitySeverity::Error,
+                &self.m.name,
+                "action-exit",
+                format!(
+                    "exit program {} ({code}) not started: the daemon is stopping",
+                    action_name(code)
+                ),
+            );
+            return Indicator::FailedNoRestart;
+        }
+        let mut argv = self.command.clone();
+        argv.extend([code.to_string(), FBEX0100.to_string()]);
         let mut env = environment(self.m, self.trip);
         env.push(("FAULTBRIDGE_EXIT_DATA".into(), self.m.exit_data.clone()));
-        self.stats.started.fetch_add(1, Relaxed);
-        self.activity.add(
+        self.cx.stats.started.fetch_add(1, Relaxed);
+        self.cx.activity.add(
             ActivitySeverity::Information,
             &self.m.name,
             "action-start",
             format!(
                 "exit program {} {} ({}) {FBEX0100}, restarts done {restarts_done}/{}{}",
-                self.program,
+                report::quoted(&self.command),
                 code,
                 action_name(code),
                 self.m.restart_limit,
@@ -94,10 +109,17 @@ impl Call<'_> {
                 }
             ),
         );
-        let o = process::run(&argv, &env, &block, self.m.timeout, self.output_limit);
-        record(
-            self.activity,
-            self.stats,
+        let o = process::run(
+            &argv,
+            &env,
+            &block,
+            self.m.timeout,
+            self.cx.output_limit,
+            &self.cx.stop,
+        );
+        report::finished(
+            &self.cx.activity,
+            &self.cx.stats,
             &self.m.name,
             &format!("exit program {} ({code})", action_name(code)),
             &o,
@@ -108,7 +130,7 @@ impl Call<'_> {
     /// Undo of a failed call; a failing Undo leaves the monitor in doubt.
     fn undo(&self, prior: u32, restarts_done: u32) {
         if self.call(action::UNDO, prior, restarts_done) != Indicator::Successful {
-            self.activity.add(
+            self.cx.activity.add(
                 ActivitySeverity::Error,
                 &self.m.name,
                 "indoubt",
@@ -134,35 +156,30 @@ impl Call<'_> {
 
 /// Runs the protocol for the monitor's recovery action; returns the restart
 /// count afterwards (it only goes back to 0 on Reset).
-pub fn perform(
-    m: &MonitorConfig,
-    trip: &Trip,
-    mut restarts_done: u32,
-    activity: &ActivityLog,
-    stats: &RunnerStats,
-    output_limit: usize,
-) -> u32 {
-    let Some(program) = m
-        .command
-        .as_deref()
-        .and_then(shlex::split)
-        .and_then(|w| w.into_iter().next())
-    else {
-        activity.add(
-            ActivitySeverity::Error,
-            &m.name,
-            "action-exit",
-            "exit-program adapter without a command",
-        );
-        return restarts_done;
+pub fn perform(m: &MonitorConfig, trip: &Trip, mut restarts_done: u32, cx: &Context) -> u32 {
+    let activity = &cx.activity;
+    let command = match command::expand(
+        m.command.as_deref().unwrap_or_default(),
+        &variables(m, trip),
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            report::refused(
+                activity,
+                &cx.stats,
+                &m.name,
+                "exit program",
+                trip.sequence,
+                &e,
+            );
+            return restarts_done;
+        }
     };
     let c = Call {
         m,
         trip,
-        activity,
-        stats,
-        output_limit,
-        program,
+        cx,
+        command,
     };
     match m.recovery_action {
         RecoveryAction::Restart => loop {

@@ -5,34 +5,44 @@
 //! worker runs the monitor's adapter: `exec`, `expresscluster`, `pacemaker`,
 //! `exit-program` or `none`. A hung or failing program never delays another
 //! monitor or the ingest loop: it is killed with its process group at the
-//! monitor's `timeout`.
+//! monitor's `timeout`, or when the daemon stops (after [`SHUTDOWN_GRACE`]).
+//!
+//! Least privilege: the runner thread empties its ambient and inheritable
+//! capability sets when it starts (the sets are per thread, and every
+//! worker is made by it), so an action program of a daemon running as a
+//! non-root user holds no capability while the daemon keeps CAP_NET_ADMIN;
+//! it marks inherited descriptors close-on-exec; and each program starts
+//! with a clean environment ([`process`]) and a command line in which fault
+//! fields are data only ([`command`]).
+//!
+//! Modules, lowest first: [`trip`] (the fault and its fields), [`command`]
+//! (command lines), [`process`] (one program), [`context`] and [`report`]
+//! (counting and logging), [`exit_program`] (the FBEX0100 protocol),
+//! [`adapters`] (the one way every action goes), and this runner.
 
 pub mod adapters;
+pub mod command;
+pub mod context;
 pub mod exit_program;
 pub mod process;
+pub mod report;
+pub mod trip;
+
+pub use context::{Context, RunnerStats};
+pub use trip::{Trip, environment, variables};
 
 use crate::activity::{ActivityLog, ActivitySeverity};
 use crate::config::{ActionsConfig, MonitorConfig};
 use crossbeam_channel::{Receiver, Sender, select};
-use faultbridge_bus::Source;
-use faultbridge_ffi::wire::record::{Category, Severity};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-/// The fault that tripped a monitor.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Trip {
-    pub source: Source,
-    pub sequence: u64,
-    pub timestamp_ns: u64,
-    pub category: Category,
-    pub severity: Severity,
-    pub event_code: u32,
-    pub device_index: u32,
-    pub keyword: String,
-}
+/// How long a stopping daemon waits for action programs still running
+/// before it kills their process groups.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// A message to the runner.
 #[derive(Debug)]
@@ -43,23 +53,13 @@ pub enum RunnerMsg {
     Reset { monitor: usize },
 }
 
-/// Counters of the runner.
-#[derive(Debug, Default)]
-pub struct RunnerStats {
-    pub started: AtomicU64,
-    pub succeeded: AtomicU64,
-    pub failed: AtomicU64,
-    pub timed_out: AtomicU64,
-    pub coalesced: AtomicU64,
-    pub not_performed: AtomicU64,
-}
-
 /// The runner thread.
 #[derive(Debug)]
 pub struct Runner {
     tx: Sender<RunnerMsg>,
     thread: Option<JoinHandle<()>>,
     pub stats: Arc<RunnerStats>,
+    cx: Arc<Context>,
 }
 
 struct Done {
@@ -97,14 +97,21 @@ impl Runner {
     ) -> std::io::Result<Runner> {
         let (tx, rx) = crossbeam_channel::bounded(4096);
         let stats = Arc::new(RunnerStats::default());
-        let st = stats.clone();
+        let cx = Arc::new(Context {
+            activity,
+            stats: stats.clone(),
+            output_limit: cfg.output_limit,
+            stop: process::Stop::default(),
+        });
+        let c = cx.clone();
         let thread = std::thread::Builder::new()
             .name("fb-actions".into())
-            .spawn(move || run(rx, monitors.into(), cfg, activity, st))?;
+            .spawn(move || run(rx, monitors.into(), cfg, c))?;
         Ok(Runner {
             tx,
             thread: Some(thread),
             stats,
+            cx,
         })
     }
 
@@ -116,8 +123,9 @@ impl Runner {
 
 impl Drop for Runner {
     fn drop(&mut self) {
-        // The runner ends when every sender is gone; running workers finish
-        // on their own (each is bounded by its timeout).
+        // The runner ends when every sender is gone and its workers are
+        // done: programs still running after the grace are killed.
+        self.cx.stop.begin(SHUTDOWN_GRACE);
         let (dummy, _) = crossbeam_channel::bounded(1);
         self.tx = dummy;
         if let Some(t) = self.thread.take() {
@@ -126,13 +134,38 @@ impl Drop for Runner {
     }
 }
 
+/// Before the first program: no capability and no stray descriptor may
+/// reach a child (see the module's documentation).
+fn drop_privileges_for_children(activity: &ActivityLog) {
+    use faultbridge_ffi::sys::caps;
+    if let Err(e) = caps::drop_inheritable() {
+        activity.add(
+            ActivitySeverity::Error,
+            "",
+            "privileges",
+            format!(
+                "cannot empty the ambient and inheritable capabilities of action programs: {e}"
+            ),
+        );
+    }
+    if let Err(e) = caps::cloexec_above_stderr() {
+        activity.add(
+            ActivitySeverity::Error,
+            "",
+            "privileges",
+            format!("cannot mark inherited descriptors close-on-exec: {e}"),
+        );
+    }
+}
+
 fn run(
     rx: Receiver<RunnerMsg>,
     monitors: Arc<[MonitorConfig]>,
     cfg: ActionsConfig,
-    activity: Arc<ActivityLog>,
-    stats: Arc<RunnerStats>,
+    cx: Arc<Context>,
 ) {
+    let (activity, stats) = (&cx.activity, &cx.stats);
+    drop_privileges_for_children(activity);
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<Done>();
     let mut per: Vec<PerMonitor> = vec![PerMonitor::default(); monitors.len()];
     let mut waiting: VecDeque<(usize, Trip)> = VecDeque::new();
@@ -217,56 +250,22 @@ fn run(
             running += 1;
             let restarts_done = p.restarts_done;
             let generation = p.generation;
-            let (mons, act, st, dtx, out_limit) = (
-                monitors.clone(),
-                activity.clone(),
-                stats.clone(),
-                done_tx.clone(),
-                cfg.output_limit,
-            );
-            let m = &monitors[monitor];
-            // Fast path: a single command with no target check is started
-            // here, before any thread is made, so the cluster hears of the
-            // fault as soon as the process can run; a thread then waits for it.
-            let direct = match m.target_check {
-                None => adapters::single_command(m, &trip),
-                Some(_) => None,
-            };
-            let spawned = match direct {
-                Some((argv, env)) => {
-                    stats.started.fetch_add(1, Relaxed);
-                    let started = process::spawn(&argv, &env, b"");
-                    adapters::log_start(&activity, m, &trip, &argv);
-                    std::thread::Builder::new()
-                        .name("fb-action".into())
-                        .spawn(move || {
-                            let m = &mons[monitor];
-                            let o = match started {
-                                Ok(s) => s.finish(m.timeout, out_limit),
-                                Err(o) => o,
-                            };
-                            adapters::record(&act, &st, &m.name, m.adapter.name(), &o);
-                            let _ = dtx.send(Done {
-                                monitor,
-                                restarts_done,
-                                generation,
-                            });
-                        })
-                }
-                None => std::thread::Builder::new()
-                    .name("fb-action".into())
-                    .spawn(move || {
-                        let restarts_done =
-                            perform(&mons[monitor], &trip, restarts_done, &act, &st, out_limit);
-                        let _ = dtx.send(Done {
-                            monitor,
-                            restarts_done,
-                            generation,
-                        });
-                    }),
-            };
+            // A single command with nothing to check first starts here,
+            // before any thread is made; the worker carries the rest.
+            let begun = adapters::begin(&monitors[monitor], &trip, &cx);
+            let (mons, c, dtx) = (monitors.clone(), cx.clone(), done_tx.clone());
+            let spawned = std::thread::Builder::new()
+                .name("fb-action".into())
+                .spawn(move || {
+                    let restarts_done = begun.finish(&mons[monitor], &trip, restarts_done, &c);
+                    let _ = dtx.send(Done {
+                        monitor,
+                        restarts_done,
+                        generation,
+                    });
+                });
             if let Err(e) = spawned {
-                running -= 1;
+                running = running.saturating_sub(1);
                 p.in_flight = false;
                 activity.add(
                     ActivitySeverity::Error,
@@ -277,68 +276,4 @@ fn run(
             }
         }
     }
-}
-
-/// The `FAULTBRIDGE_*` environment and the `{placeholders}` of templates.
-pub fn variables(m: &MonitorConfig, t: &Trip) -> Vec<(&'static str, String)> {
-    let key = if t.keyword.is_empty() {
-        t.category.name().to_string()
-    } else {
-        format!("{}.{}", t.category.name(), t.keyword)
-    };
-    vec![
-        ("monitor", m.name.clone()),
-        ("category", t.category.name().to_string()),
-        ("keyword", t.keyword.clone()),
-        ("key", key),
-        ("severity", t.severity.name().to_string()),
-        ("event_code", format!("{:#010x}", t.event_code)),
-        ("sequence", t.sequence.to_string()),
-        ("source", t.source.name().to_string()),
-        ("device_index", t.device_index.to_string()),
-        ("recovery_action", m.recovery_action.name().to_string()),
-        ("recovery_target", m.recovery_target.clone()),
-        ("final_action", m.final_action.clone()),
-    ]
-}
-
-/// `FAULTBRIDGE_MONITOR`, `FAULTBRIDGE_CATEGORY`, … for the exec adapter.
-pub fn environment(m: &MonitorConfig, t: &Trip) -> Vec<(String, String)> {
-    variables(m, t)
-        .into_iter()
-        .filter(|(k, _)| *k != "key")
-        .map(|(k, v)| (format!("FAULTBRIDGE_{}", k.to_ascii_uppercase()), v))
-        .collect()
-}
-
-/// Runs one monitor's recovery; returns its restart count afterwards.
-fn perform(
-    m: &MonitorConfig,
-    trip: &Trip,
-    restarts_done: u32,
-    activity: &ActivityLog,
-    stats: &RunnerStats,
-    output_limit: usize,
-) -> u32 {
-    if let Some(check) = &m.target_check {
-        let vars = variables(m, trip);
-        let argv = process::command_words(check, &vars).unwrap_or_default();
-        let o = process::run(&argv, &environment(m, trip), b"", m.timeout, output_limit);
-        if o.ending != process::Ending::Exited(0) {
-            stats.not_performed.fetch_add(1, Relaxed);
-            activity.add(
-                ActivitySeverity::Warning,
-                &m.name,
-                "not-performed",
-                format!(
-                    "recovery target {:?} is inactive (target_check {}): {} not performed",
-                    m.recovery_target,
-                    o.ending.describe(),
-                    m.recovery_action.name()
-                ),
-            );
-            return restarts_done;
-        }
-    }
-    adapters::perform(m, trip, restarts_done, activity, stats, output_limit)
 }

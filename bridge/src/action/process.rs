@@ -1,6 +1,16 @@
 //! Running one program for an action: its own process group, stdin fed
 //! from memory, stdout/stderr captured up to a bound, and a timeout after
 //! which the whole process group is killed.
+//!
+//! A program starts with a clean environment: [`CHILD_PATH`], `LANG=C.UTF-8`
+//! and what the action passes (the `FAULTBRIDGE_*` variables), nothing of
+//! the daemon's own (no `NOTIFY_SOCKET`, no `WATCHDOG_*`). A program named
+//! without a `/` is looked up in the daemon's `PATH` (where the
+//! administrator installed the cluster's tools), then started by its full
+//! path with `argv[0]` as written. Descriptors other than the three pipes
+//! are never passed on: the daemon opens everything close-on-exec, and the
+//! runner marks what it inherited at start-up
+//! ([`faultbridge_ffi::sys::caps::cloexec_above_stderr`]).
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, killpg};
@@ -8,9 +18,41 @@ use nix::unistd::Pid;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+/// `PATH` of every program an action starts.
+pub const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// `LANG` of every program an action starts.
+pub const CHILD_LANG: &str = "C.UTF-8";
+
+/// The daemon is stopping: programs still running at the deadline are
+/// killed with their process group, and no new call starts.
+#[derive(Debug, Default)]
+pub struct Stop {
+    deadline: OnceLock<Instant>,
+}
+
+impl Stop {
+    /// From now on, wait for running programs until `grace` has passed.
+    pub fn begin(&self, grace: Duration) {
+        let now = Instant::now();
+        let _ = self.deadline.set(now.checked_add(grace).unwrap_or(now));
+    }
+
+    /// True once the daemon is stopping.
+    pub fn stopping(&self) -> bool {
+        self.deadline.get().is_some()
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.deadline.get().copied()
+    }
+}
 
 /// How a process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +65,8 @@ pub enum Ending {
     TimedOut,
     /// Could not be started.
     SpawnFailed,
+    /// Still running when the daemon stopped: its process group was killed.
+    Interrupted,
 }
 
 impl Ending {
@@ -40,6 +84,9 @@ impl Ending {
             Ending::Signaled(s) => format!("killed by signal {s}"),
             Ending::TimedOut => "timed out; its process group was killed".into(),
             Ending::SpawnFailed => "could not be started".into(),
+            Ending::Interrupted => {
+                "was still running when the daemon stopped; its process group was killed".into()
+            }
         }
     }
 }
@@ -55,30 +102,6 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Why it could not be started.
     pub error: Option<String>,
-}
-
-/// Splits `template` shell-style and fills `{name}` placeholders in each word
-/// (after splitting, so a value with spaces stays one argument).
-pub fn command_words(template: &str, vars: &[(&str, String)]) -> Option<Vec<String>> {
-    let words = shlex::split(template)?;
-    if words.is_empty() {
-        return None;
-    }
-    Some(
-        words
-            .into_iter()
-            .map(|w| {
-                let mut w = w;
-                for (k, v) in vars {
-                    let key = format!("{{{k}}}");
-                    if w.contains(&key) {
-                        w = w.replace(&key, v);
-                    }
-                }
-                w
-            })
-            .collect(),
-    )
 }
 
 fn append_bounded(buf: &mut Vec<u8>, data: &[u8], limit: usize, truncated: &mut bool) {
@@ -106,15 +129,44 @@ pub struct Spawned {
     start: Instant,
 }
 
-/// Starts `argv` with `env` and `stdin`, in `/`, in a new process group.
-/// On failure, the outcome to record.
+/// `prog` as a path: as written when it holds a `/`, else the first
+/// executable file of that name in the daemon's `PATH` ([`CHILD_PATH`] when
+/// it has none).
+pub fn resolve(prog: &str) -> Option<PathBuf> {
+    if prog.contains('/') {
+        return Some(PathBuf::from(prog));
+    }
+    if prog.is_empty() {
+        return None;
+    }
+    let path = std::env::var_os("PATH");
+    let dirs = path.as_deref().unwrap_or(CHILD_PATH.as_ref());
+    std::env::split_paths(dirs)
+        .filter(|d| d.is_absolute())
+        .map(|d| d.join(prog))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Starts `argv` with a clean environment plus `env`, and `stdin`, in `/`,
+/// in a new process group. On failure, the outcome to record.
 pub fn spawn(argv: &[String], env: &[(String, String)], stdin: &[u8]) -> Result<Spawned, Outcome> {
     let start = Instant::now();
     let Some((prog, args)) = argv.split_first() else {
         return Err(spawn_failed("empty command", start));
     };
-    let mut cmd = Command::new(prog);
-    cmd.args(args)
+    let Some(path) = resolve(prog) else {
+        return Err(spawn_failed(&format!("{prog}: not found in PATH"), start));
+    };
+    let mut cmd = Command::new(&path);
+    cmd.arg0(prog)
+        .args(args)
+        .env_clear()
+        .env("PATH", CHILD_PATH)
+        .env("LANG", CHILD_LANG)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .current_dir("/")
         .process_group(0)
@@ -138,10 +190,11 @@ pub fn spawn(argv: &[String], env: &[(String, String)], stdin: &[u8]) -> Result<
 
 impl Spawned {
     /// Waits for the process, capturing its output, killing its process
-    /// group at `timeout` (counted from the start).
-    pub fn finish(mut self, timeout: Duration, output_limit: usize) -> Outcome {
+    /// group at `timeout` (counted from the start) or at the deadline of
+    /// `stop`.
+    pub fn finish(mut self, timeout: Duration, output_limit: usize, stop: &Stop) -> Outcome {
         match self.child.take() {
-            Some(child) => wait_capturing(child, self.start, timeout, output_limit),
+            Some(child) => wait_capturing(child, self.start, timeout, output_limit, stop),
             None => spawn_failed("the process was already waited for", self.start),
         }
     }
@@ -158,16 +211,17 @@ impl Drop for Spawned {
     }
 }
 
-/// Runs `argv` with `env` and `stdin`, in `/`, in a new process group.
+/// Runs `argv` as [`spawn`] does and waits as [`Spawned::finish`] does.
 pub fn run(
     argv: &[String],
     env: &[(String, String)],
     stdin: &[u8],
     timeout: Duration,
     output_limit: usize,
+    stop: &Stop,
 ) -> Outcome {
     match spawn(argv, env, stdin) {
-        Ok(s) => s.finish(timeout, output_limit),
+        Ok(s) => s.finish(timeout, output_limit, stop),
         Err(o) => o,
     }
 }
@@ -183,8 +237,15 @@ fn spawn_failed(msg: &str, start: Instant) -> Outcome {
     }
 }
 
-fn wait_capturing(mut child: Child, start: Instant, timeout: Duration, limit: usize) -> Outcome {
-    let deadline = start + timeout;
+fn wait_capturing(
+    mut child: Child,
+    start: Instant,
+    timeout: Duration,
+    limit: usize,
+    stop: &Stop,
+) -> Outcome {
+    // A timeout beyond what the clock can hold never comes.
+    let deadline = start.checked_add(timeout);
     // Both pipes as plain files, so one loop serves them.
     let mut out = child.stdout.take().map(|p| File::from(OwnedFd::from(p)));
     let mut err = child.stderr.take().map(|p| File::from(OwnedFd::from(p)));
@@ -204,12 +265,20 @@ fn wait_capturing(mut child: Child, start: Instant, timeout: Duration, limit: us
             break ending_of(st);
         }
         let now = Instant::now();
-        if now >= deadline {
+        if deadline.is_some_and(|d| now >= d) {
             let _ = killpg(pgid, Signal::SIGKILL);
             let _ = child.wait();
             break Ending::TimedOut;
         }
-        let wait_ms = (deadline - now).as_millis().clamp(1, 20) as u16;
+        if stop.deadline().is_some_and(|d| now >= d) {
+            let _ = killpg(pgid, Signal::SIGKILL);
+            let _ = child.wait();
+            break Ending::Interrupted;
+        }
+        let wait_ms = deadline
+            .map_or(Duration::from_millis(20), |d| d - now)
+            .as_millis()
+            .clamp(1, 20) as u16;
         let mut fds = Vec::with_capacity(2);
         if let Some(o) = out.as_ref() {
             fds.push(PollFd::new(o.as_fd(), PollFlags::POLLIN));
@@ -291,6 +360,7 @@ mod tests {
             b"hello",
             Duration::from_secs(5),
             100,
+            &Stop::default(),
         );
         assert_eq!(o.ending, Ending::Exited(3));
         assert_eq!(o.stdout, "hello");
@@ -305,6 +375,7 @@ mod tests {
             b"",
             Duration::from_secs(5),
             100,
+            &Stop::default(),
         );
         assert_eq!(o.stdout.len(), 100);
         assert!(o.truncated);
@@ -318,6 +389,7 @@ mod tests {
             b"",
             Duration::from_millis(200),
             100,
+            &Stop::default(),
         );
         assert_eq!(o.ending, Ending::TimedOut);
         assert!(o.elapsed < Duration::from_secs(5));
@@ -331,18 +403,79 @@ mod tests {
             b"",
             Duration::from_secs(1),
             100,
+            &Stop::default(),
         );
         assert_eq!(o.ending, Ending::SpawnFailed);
         assert!(o.error.unwrap().contains("/nonexistent/prog"));
+        let o = run(
+            &["no-such-program-anywhere".to_string()],
+            &[],
+            b"",
+            Duration::from_secs(1),
+            100,
+            &Stop::default(),
+        );
+        assert_eq!(o.ending, Ending::SpawnFailed);
+        assert!(o.error.unwrap().contains("not found in PATH"));
     }
 
     #[test]
-    fn placeholders_fill_whole_words() {
-        let w = command_words(
-            "clprexec --notice -k {category}.{keyword}",
-            &[("category", "NIC".into()), ("keyword", "eth 0".into())],
-        )
-        .unwrap();
-        assert_eq!(w, vec!["clprexec", "--notice", "-k", "NIC.eth 0"]);
+    fn a_timeout_beyond_the_clock_never_panics() {
+        let o = run(
+            &sh("exit 4"),
+            &[],
+            b"",
+            Duration::from_secs(u64::MAX),
+            100,
+            &Stop::default(),
+        );
+        assert_eq!(o.ending, Ending::Exited(4));
+    }
+
+    #[test]
+    fn stopping_kills_what_still_runs() {
+        let stop = Stop::default();
+        stop.begin(Duration::from_millis(100));
+        let o = run(
+            &sh("sleep 60"),
+            &[],
+            b"",
+            Duration::from_secs(u64::MAX),
+            100,
+            &stop,
+        );
+        assert_eq!(o.ending, Ending::Interrupted);
+        assert!(o.elapsed < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_environment_is_clean_and_argv0_as_written() {
+        // The test process has HOME, USER, … of its own: none reaches the child.
+        let o = run(
+            &[
+                "sh".to_string(),
+                "-c".to_string(),
+                "echo \"$0\"; env | sort".to_string(),
+            ],
+            &[("FAULTBRIDGE_KEYWORD".into(), "eth0".into())],
+            b"",
+            Duration::from_secs(5),
+            4096,
+            &Stop::default(),
+        );
+        assert_eq!(o.ending, Ending::Exited(0), "{o:?}");
+        let mut lines = o.stdout.lines();
+        assert_eq!(lines.next(), Some("sh"));
+        let env: Vec<&str> = lines
+            .filter(|l| !l.starts_with("PWD=") && !l.starts_with("SHLVL=") && !l.starts_with("_="))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                "FAULTBRIDGE_KEYWORD=eth0",
+                "LANG=C.UTF-8",
+                &format!("PATH={CHILD_PATH}")
+            ]
+        );
     }
 }
