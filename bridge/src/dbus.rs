@@ -215,6 +215,7 @@ impl Backend for BridgeBackend {
                 ("timed_out", a.timed_out.load(Relaxed)),
                 ("coalesced", a.coalesced.load(Relaxed)),
                 ("not_performed", a.not_performed.load(Relaxed)),
+                ("refused", a.refused.load(Relaxed)),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))

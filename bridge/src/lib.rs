@@ -8,6 +8,7 @@
 
 pub mod action;
 pub mod activity;
+pub mod argv;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -100,9 +100,23 @@ impl Daemon {
 
     /// As [`Daemon::start`], with extra environment variables.
     pub fn start_with(config: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_under(&[], config, env)
+    }
+
+    /// As [`Daemon::start_with`], started through `wrapper` (a command
+    /// that ends by executing its arguments, such as `setpriv …`).
+    pub fn start_under(wrapper: &[&str], config: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = TempDir::new("daemon");
         let cfg = dir.write("faultbridge.toml", config);
-        let mut child = Command::new(binary())
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(binary()),
+            Some((w, args)) => {
+                let mut c = Command::new(w);
+                c.args(args).arg(binary());
+                c
+            }
+        };
+        let mut child = cmd
             .args(["run", "--print", "json", "--config"])
             .arg(&cfg)
             .envs(env.iter().copied())

@@ -16,7 +16,7 @@ fn activity_and_history_reach_dbus_clients() {
     let a = bus.address();
     let dir = TempDir::new("dbus-activity");
     let extra = format!(
-        "[history]\npath = \"{}/h.db\"\n[[monitor]]\nname = \"mrw-fc\"\ncategory = \"FC\"\nkeyword = \"host2\"\nadapter = \"exec\"\ncommand = \"/bin/sh -c 'echo recovered {{keyword}}; exit 3'\"\n",
+        "[history]\npath = \"{}/h.db\"\n[[monitor]]\nname = \"mrw-fc\"\ncategory = \"FC\"\nkeyword = \"host2\"\nadapter = \"exec\"\ncommand = \"/bin/sh -c 'echo recovered $FAULTBRIDGE_KEYWORD; exit 3'\"\n",
         dir.path().display()
     );
     let d = Daemon::start(&daemon_config(&bus, &extra));

@@ -14,13 +14,13 @@
 //! cluster hears of the fault as soon as the process can run; everything
 //! else (a target check, the exit-program protocol) waits for the worker.
 
-use super::command;
 use super::context::Context;
 use super::exit_program;
 use super::process::{self, Outcome, Spawned};
 use super::report;
 use super::trip::{Trip, environment, variables};
 use crate::activity::ActivitySeverity;
+use crate::argv;
 use crate::config::{AdapterKind, MonitorConfig};
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -112,7 +112,7 @@ pub fn perform(m: &MonitorConfig, trip: &Trip, restarts_done: u32, cx: &Context)
 
 fn start_single(m: &MonitorConfig, trip: &Trip, cx: &Context) -> Begun {
     let template = template(m).unwrap_or_default();
-    let argv = match command::expand(template, &variables(m, trip)) {
+    let argv = match argv::expand(template, &variables(m, trip)) {
         Ok(a) => a,
         Err(e) => {
             report::refused(
@@ -150,7 +150,7 @@ fn target_active(m: &MonitorConfig, trip: &Trip, cx: &Context) -> bool {
     let Some(check) = &m.target_check else {
         return true;
     };
-    let argv = match command::expand(check, &variables(m, trip)) {
+    let argv = match argv::expand(check, &variables(m, trip)) {
         Ok(a) => a,
         Err(e) => {
             report::refused(

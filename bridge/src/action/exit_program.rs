@@ -6,12 +6,12 @@
 //! as 1), Undo after an unsuccessful call (except Undo and End Node), the
 //! restart count then Failover, and Failover followed by Start.
 
-use super::command;
 use super::context::Context;
 use super::process::{self, Ending};
 use super::report;
 use super::trip::{Trip, environment, variables};
 use crate::activity::ActivitySeverity;
+use crate::argv;
 use crate::config::{MonitorConfig, RecoveryAction};
 use faultbridge_ffi::wire::fbex::{ExitBlock, FBEX_F_OUTSIDE_SERVER_GROUP, FBEX0100, action};
 use std::sync::atomic::Ordering::Relaxed;
@@ -158,7 +158,7 @@ impl Call<'_> {
 /// count afterwards (it only goes back to 0 on Reset).
 pub fn perform(m: &MonitorConfig, trip: &Trip, mut restarts_done: u32, cx: &Context) -> u32 {
     let activity = &cx.activity;
-    let command = match command::expand(
+    let command = match argv::expand(
         m.command.as_deref().unwrap_or_default(),
         &variables(m, trip),
     ) {

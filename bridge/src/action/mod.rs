@@ -13,15 +13,13 @@
 //! non-root user holds no capability while the daemon keeps CAP_NET_ADMIN;
 //! it marks inherited descriptors close-on-exec; and each program starts
 //! with a clean environment ([`process`]) and a command line in which fault
-//! fields are data only ([`command`]).
+//! fields are data only ([`crate::argv`]).
 //!
-//! Modules, lowest first: [`trip`] (the fault and its fields), [`command`]
-//! (command lines), [`process`] (one program), [`context`] and [`report`]
+//! Modules, lowest first: [`trip`] (the fault and its fields), [`process`] (one program), [`context`] and [`report`]
 //! (counting and logging), [`exit_program`] (the FBEX0100 protocol),
 //! [`adapters`] (the one way every action goes), and this runner.
 
 pub mod adapters;
-pub mod command;
 pub mod context;
 pub mod exit_program;
 pub mod process;

@@ -1,10 +1,10 @@
 //! What an action did, told to the activity log and counted: the start of
 //! a program, its end, and an action refused before it could start.
 
-use super::command::CommandError;
 use super::context::RunnerStats;
 use super::process::{Ending, Outcome};
 use crate::activity::{ActivityEntry, ActivityLog, ActivitySeverity};
+use crate::argv::CommandError;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Logs a finished process and counts it; true when it exited 0.

@@ -19,7 +19,7 @@ pub struct Trip {
 }
 
 /// The `{placeholders}` of command templates, by name (the names of
-/// [`super::command::PLACEHOLDERS`]).
+/// [`crate::argv::PLACEHOLDERS`]).
 pub fn variables(m: &MonitorConfig, t: &Trip) -> Vec<(&'static str, String)> {
     let key = if t.keyword.is_empty() {
         t.category.name().to_string()

@@ -43,7 +43,9 @@ keyword = "eth0"
 recovery_action = "failover"
 recovery_target = "web-group"
 adapter = "exec"
-command = "/bin/sh -c 'echo recovery: {recovery_action} of {recovery_target} for {key}'"
+# Fault fields reach a shell script as arguments ($1…) or as FAULTBRIDGE_*
+# variables, never inside the script text.
+command = "/bin/sh -c 'echo recovery: $1 of $2 for $3' sh {recovery_action} {recovery_target} {key}"
 timeout = "5s"
 "#;
 

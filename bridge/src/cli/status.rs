@@ -167,13 +167,14 @@ pub fn status_text(j: &Value) -> String {
     if let Some(a) = j.get("actions") {
         let _ = write!(
             out,
-            "\nactions: {} started, {} succeeded, {} failed, {} timed out, {} coalesced, {} not performed",
+            "\nactions: {} started, {} succeeded, {} failed, {} timed out, {} coalesced, {} not performed, {} refused",
             n(a, "started"),
             n(a, "succeeded"),
             n(a, "failed"),
             n(a, "timed_out"),
             n(a, "coalesced"),
-            n(a, "not_performed")
+            n(a, "not_performed"),
+            n(a, "refused")
         );
     }
     // (time_ms, severity, monitor, kind, message, exit_code)

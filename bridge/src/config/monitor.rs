@@ -233,8 +233,10 @@ fn recovery_target(cx: &Ctx<'_>, m: &RawMonitor) -> Result<String, ConfigError> 
     Ok(target)
 }
 
-/// `command` and `target_check`: present where the adapter needs one, and
-/// split shell-style into at least a program.
+/// `command` and `target_check`: present where the adapter needs one, split
+/// shell-style into at least a program, and with fault fields where they
+/// stay data ([`crate::argv::check`]). An exit program may have arguments
+/// of its own: `ACTION_CODE FBEX0100` follow them.
 fn commands(cx: &Ctx<'_>, m: &RawMonitor, adapter: AdapterKind) -> Result<(), ConfigError> {
     let name = m.name.get_ref();
     if matches!(adapter, AdapterKind::Exec | AdapterKind::ExitProgram) && m.command.is_none() {
@@ -243,23 +245,10 @@ fn commands(cx: &Ctx<'_>, m: &RawMonitor, adapter: AdapterKind) -> Result<(), Co
             format!("monitor {name:?}: adapter {adapter} needs a command"),
         ));
     }
-    if adapter == AdapterKind::ExitProgram {
-        if let Some(c) = &m.command {
-            if shlex::split(c).is_some_and(|w| w.len() > 1) {
-                return Err(cx.spanned(
-                    &m.name,
-                    format!("monitor {name:?}: an exit program is called as `PROGRAM ACTION_CODE FBEX0100`: command must be the program alone, got {c:?}"),
-                ));
-            }
-        }
-    }
     for (key, cmd) in [("command", &m.command), ("target_check", &m.target_check)] {
         if let Some(c) = cmd {
-            if shlex::split(c).is_none_or(|w| w.is_empty()) {
-                return Err(cx.spanned(
-                    &m.name,
-                    format!("monitor {name:?}: {key} {c:?} is empty or badly quoted"),
-                ));
+            if let Err(e) = crate::argv::check(c) {
+                return Err(cx.spanned(&m.name, format!("monitor {name:?}: {key} {c:?}: {e}")));
             }
         }
     }

@@ -21,7 +21,7 @@
 
 use thiserror::Error;
 
-/// The names a `{placeholder}` may take (see [`super::variables`]).
+/// The names a `{placeholder}` may take (filled by [`crate::action::variables`]).
 pub const PLACEHOLDERS: &[&str] = &[
     "monitor",
     "category",
