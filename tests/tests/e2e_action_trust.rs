@@ -365,3 +365,41 @@ os.rename(out + ".tmp", out)
     drop(leaked);
     d.stop();
 }
+
+#[test]
+fn sigterm_during_a_long_action_kills_it_and_the_daemon_exits() {
+    private_netns();
+    let dir = TempDir::new("trust-stop");
+    let pidfile = dir.path().join("pid");
+    let cfg = format!(
+        "{HEAD}[[monitor]]\nname = \"slow\"\ncategory = \"NIC\"\nadapter = \"exec\"\ntimeout = \"24h\"\ncommand = \"/bin/sh -c 'echo $$ > {}.tmp && mv {}.tmp {}; exec sleep 86400'\"\n",
+        pidfile.display(),
+        pidfile.display(),
+        pidfile.display()
+    );
+    let d = Daemon::start(&cfg);
+    send("NIC.eth0", 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pid = loop {
+        if let Ok(s) = std::fs::read_to_string(&pidfile) {
+            break s.trim().parse::<i32>().unwrap();
+        }
+        assert!(Instant::now() < deadline, "the action never started");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    // Stops (the helper waits at most 20 s, not the action's 24 h) …
+    let stats = d.stop();
+    assert_eq!(stats["type"], "stats");
+    // … and the action's process was killed and reaped, not left a zombie.
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the action program outlived the daemon: {:?}",
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| s
+                .lines()
+                .find(|l| l.starts_with("State:"))
+                .map(String::from))
+    );
+}
