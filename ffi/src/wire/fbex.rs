@@ -1,14 +1,21 @@
 //! The exit-program information block, format FBEX0100
 //! (`shared/spec/exit-program-v1.md`): a fixed 224-byte header in host byte
 //! order followed by the keyword bytes, written to the exit program's stdin.
+//! [`ExitBlock::encode`] writes it; [`ExitBlock::parse`] reads it back as an
+//! exit program written from the spec would, checking every length, offset
+//! and reserved field.
 
 use bytemuck::{Pod, Zeroable};
 use std::mem::{offset_of, size_of};
+use std::ops::Range;
+use thiserror::Error;
 
 /// The format name passed as argv[2].
 pub const FBEX0100: &str = "FBEX0100";
 /// Bytes of the fixed part; the keyword follows at this offset.
 pub const FBEX_FIXED_LEN: usize = 224;
+/// The longest keyword a block carries (the record ABI's `EXPDRV_KEYWORD_MAX`).
+pub const FBEX_KEYWORD_MAX: usize = 1023;
 
 /// Action codes used.
 pub mod action {
@@ -95,11 +102,24 @@ const _: () = assert!(offset_of!(ExitBlockRaw, keyword_offset) == 0xD8);
 const _: () = assert!(offset_of!(ExitBlockRaw, keyword_len) == 0xDA);
 const _: () = assert!(offset_of!(ExitBlockRaw, reserved2) == 0xDC);
 
-/// Copies `s` into a NUL-padded field, cut to leave at least one NUL.
+/// The longest prefix of `s` of at most `max` bytes that ends between two
+/// characters, so a cut never leaves half a UTF-8 sequence.
+fn cut_at_char(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Copies `s` into a NUL-padded field: what comes before a NUL in `s` (a C
+/// reader stops there, and the padding after it stays all NULs), cut between
+/// two characters to leave at least one NUL.
 pub fn nul_padded<const N: usize>(s: &str) -> [u8; N] {
+    let s = s.split('\0').next().unwrap_or_default();
+    let s = cut_at_char(s, N - 1);
     let mut out = [0u8; N];
-    let n = s.len().min(N - 1);
-    out[..n].copy_from_slice(&s.as_bytes()[..n]);
+    out[..s.len()].copy_from_slice(s.as_bytes());
     out
 }
 
@@ -124,9 +144,12 @@ pub struct ExitBlock<'a> {
 }
 
 impl ExitBlock<'_> {
-    /// The block as the exit program reads it from stdin.
+    /// The block as the exit program reads it from stdin. A name longer
+    /// than its field (63 bytes, 31 for the category) or a keyword longer
+    /// than [`FBEX_KEYWORD_MAX`] is cut between two characters; a name
+    /// ends at its first NUL.
     pub fn encode(&self) -> Vec<u8> {
-        let kw = &self.keyword.as_bytes()[..self.keyword.len().min(1023)];
+        let kw = cut_at_char(self.keyword, FBEX_KEYWORD_MAX).as_bytes();
         let raw = ExitBlockRaw {
             length: (FBEX_FIXED_LEN + kw.len()) as u32,
             action_code: self.action_code,
@@ -159,42 +182,110 @@ impl ExitBlock<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Why bytes are not a well-formed FBEX0100 block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum FbexError {
+    #[error("block is {got} bytes, fewer than the {FBEX_FIXED_LEN}-byte fixed part")]
+    Short { got: usize },
+    #[error("keyword length is {len}, more than {FBEX_KEYWORD_MAX}")]
+    KeywordTooLong { len: u16 },
+    #[error(
+        "length {length}, keyword offset {offset} and keyword length {len} disagree: \
+         the keyword starts at {FBEX_FIXED_LEN} (offset 0 if none) and ends the block"
+    )]
+    BadLayout { length: u32, offset: u16, len: u16 },
+    #[error("length is {length}, but only {available} bytes arrived")]
+    Truncated { length: u32, available: usize },
+    #[error("reserved field at offset {at:#x} is {got:#x}, not 0")]
+    ReservedNotZero { at: usize, got: u32 },
+    #[error("{field} is not UTF-8 followed by NUL padding")]
+    BadName { field: &'static str },
+    #[error("keyword is not UTF-8")]
+    KeywordNotUtf8,
+}
 
-    #[test]
-    fn the_block_has_the_fixed_offsets_of_the_spec() {
-        let b = ExitBlock {
-            action_code: action::FAILOVER,
-            prior_action_code: 0,
-            restarts_done: 1,
-            restart_limit: 2,
-            flags: FBEX_F_OUTSIDE_SERVER_GROUP,
-            sequence: 0x1122_3344_5566_7788,
-            timestamp_ns: 99,
-            category: 1,
-            severity: 3,
-            event_code: 0x0001_0001,
-            device_index: 4,
-            monitor_name: "mrw1",
-            recovery_target: "failover1",
-            category_name: "NIC",
-            keyword: "eth0",
+/// The text of a NUL-padded field: UTF-8 up to the first NUL and only NULs
+/// after it, with at least one (a name fills at most all but the last byte).
+fn padded_str<'a>(
+    fixed: &'a [u8; FBEX_FIXED_LEN],
+    at: Range<usize>,
+    field: &'static str,
+) -> Result<&'a str, FbexError> {
+    let bytes = &fixed[at];
+    let bad = FbexError::BadName { field };
+    let end = bytes.iter().position(|&b| b == 0).ok_or(bad)?;
+    if bytes[end..].iter().any(|&b| b != 0) {
+        return Err(bad);
+    }
+    std::str::from_utf8(&bytes[..end]).map_err(|_| bad)
+}
+
+/// The byte range of an array field of [`ExitBlockRaw`].
+const fn span(offset: usize, len: usize) -> Range<usize> {
+    offset..offset + len
+}
+
+impl<'a> ExitBlock<'a> {
+    /// Reads a block from the start of `buf` (an exit program's stdin), its
+    /// strings borrowed from `buf`. The block is `length` bytes; anything
+    /// after it is not looked at.
+    pub fn parse(buf: &'a [u8]) -> Result<ExitBlock<'a>, FbexError> {
+        let Some(fixed) = buf.first_chunk::<FBEX_FIXED_LEN>() else {
+            return Err(FbexError::Short { got: buf.len() });
+        };
+        let raw: ExitBlockRaw = bytemuck::pod_read_unaligned(fixed);
+        let (offset, len) = (raw.keyword_offset, raw.keyword_len);
+        if usize::from(len) > FBEX_KEYWORD_MAX {
+            return Err(FbexError::KeywordTooLong { len });
         }
-        .encode();
-        assert_eq!(b.len(), 228);
-        assert_eq!(u32::from_ne_bytes(b[0..4].try_into().unwrap()), 228);
-        assert_eq!(u32::from_ne_bytes(b[4..8].try_into().unwrap()), 9);
-        assert_eq!(
-            u64::from_ne_bytes(b[24..32].try_into().unwrap()),
-            0x1122_3344_5566_7788
-        );
-        assert_eq!(&b[56..61], b"mrw1\0");
-        assert_eq!(&b[120..130], b"failover1\0");
-        assert_eq!(&b[184..188], b"NIC\0");
-        assert_eq!(u16::from_ne_bytes(b[216..218].try_into().unwrap()), 224);
-        assert_eq!(u16::from_ne_bytes(b[218..220].try_into().unwrap()), 4);
-        assert_eq!(&b[224..], b"eth0");
+        let placed = match len {
+            0 => offset == 0,
+            _ => usize::from(offset) == FBEX_FIXED_LEN,
+        };
+        if !placed || raw.length as usize != FBEX_FIXED_LEN + usize::from(len) {
+            return Err(FbexError::BadLayout {
+                length: raw.length,
+                offset,
+                len,
+            });
+        }
+        let Some(keyword) = buf.get(FBEX_FIXED_LEN..raw.length as usize) else {
+            return Err(FbexError::Truncated {
+                length: raw.length,
+                available: buf.len(),
+            });
+        };
+        for (at, got) in [
+            (offset_of!(ExitBlockRaw, reserved1), raw.reserved1),
+            (offset_of!(ExitBlockRaw, reserved2), raw.reserved2),
+        ] {
+            if got != 0 {
+                return Err(FbexError::ReservedNotZero { at, got });
+            }
+        }
+        let monitor_name = span(offset_of!(ExitBlockRaw, monitor_name), 64);
+        let recovery_target = span(offset_of!(ExitBlockRaw, recovery_target), 64);
+        let category_name = span(offset_of!(ExitBlockRaw, category_name), 32);
+        Ok(ExitBlock {
+            action_code: raw.action_code,
+            prior_action_code: raw.prior_action_code,
+            restarts_done: raw.restarts_done,
+            restart_limit: raw.restart_limit,
+            flags: raw.flags,
+            sequence: raw.sequence,
+            timestamp_ns: raw.timestamp_ns,
+            category: raw.category,
+            severity: raw.severity,
+            event_code: raw.event_code,
+            device_index: raw.device_index,
+            monitor_name: padded_str(fixed, monitor_name, "monitor name")?,
+            recovery_target: padded_str(fixed, recovery_target, "recovery target")?,
+            category_name: padded_str(fixed, category_name, "category name")?,
+            keyword: std::str::from_utf8(keyword).map_err(|_| FbexError::KeywordNotUtf8)?,
+        })
     }
 }
+
+#[cfg(test)]
+mod tests;

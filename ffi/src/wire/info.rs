@@ -39,3 +39,6 @@ impl ExpdrvInfoRaw {
         String::from_utf8_lossy(&self.driver_name[..end]).into_owned()
     }
 }
+
+#[cfg(test)]
+mod tests;
