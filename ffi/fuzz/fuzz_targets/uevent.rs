@@ -59,13 +59,20 @@ fuzz_target!(|data: &[u8]| {
         last = at + k.len() + v.len();
         vars.push((k, v));
     }
-    for &(k, _) in &vars {
+    // `get` is a linear search: check it for the first keys only, so that a
+    // datagram of a thousand variables stays linear to check.
+    for &(k, _) in vars.iter().take(16) {
         let first = vars.iter().find(|(key, _)| *key == k).map(|&(_, v)| v);
         assert_eq!(u.get(k), first);
     }
 
+    // A variable without `=` has an empty value that is not a slice of the
+    // datagram (`INTERFACE` alone gives the device name ""): only non-empty
+    // names are checked for where they lie.
     let name = u.device_name();
-    offset_within(data, name);
+    if !name.is_empty() {
+        offset_within(data, name);
+    }
     assert_eq!(u.seqnum(), u.get("SEQNUM").and_then(|s| s.parse().ok()));
     assert_eq!(u.subsystem(), u.get("SUBSYSTEM"));
 });
