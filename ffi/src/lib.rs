@@ -1,5 +1,5 @@
 //! The expanded device driver's fault message ABI, version 1
-//! (`shared/spec/expdrv-abi-v1.md`), and the syscalls that carry it.
+//! (`docs/abi.md`, "the spec" in these sources), and the syscalls that carry it.
 //!
 //! - [`wire`]: byte layouts and checked, borrowing views — no `unsafe`. The
 //!   record view is what `expdrv.h` describes; the datagram walker is the

@@ -519,3 +519,32 @@ fn the_readme_configuration_example_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The project explains itself: no file points at documents outside the
+/// repository (the driver ABI, the exit-program protocol and the design
+/// live in `docs/`, the man pages and the README).
+#[test]
+fn no_file_points_outside_the_project() {
+    fn walk(dir: &Path, found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let name = entry.file_name();
+            if name == "target" || name == ".git" || name == "corpus" || name == "artifacts" {
+                continue;
+            }
+            if entry.file_type().unwrap().is_dir() {
+                walk(&path, found);
+            } else if let Ok(text) = std::fs::read_to_string(&path) {
+                for (n, line) in text.lines().enumerate() {
+                    if line.contains(concat!("shared", "/")) {
+                        found.push(format!("{}:{}: {line}", path.display(), n + 1));
+                    }
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(&repo(), &mut found);
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}

@@ -1,5 +1,5 @@
 //! The exit-program information block, format FBEX0100
-//! (`shared/spec/exit-program-v1.md`): a fixed 224-byte header in host byte
+//! (`docs/exit-program.md`): a fixed 224-byte header in host byte
 //! order followed by the keyword bytes, written to the exit program's stdin.
 //! [`ExitBlock::encode`] writes it; [`ExitBlock::parse`] reads it back as an
 //! exit program written from the spec would, checking every length, offset
