@@ -46,7 +46,9 @@ pub fn run(args: RunArgs) -> CliResult {
         }
     };
     let signals = block_stop_signals()?;
-    let bridge = Bridge::start(&config)?;
+    // Opened paused: D-Bus and the printer subscribe before the sources'
+    // start-up reports are published.
+    let mut bridge = Bridge::open(&config)?;
     let dbus = start_dbus(&bridge, &config)?;
     // Subscribe before announcing readiness, so nothing sent after `ready`
     // is missed; the printer locks stdout for good, so `ready` goes first.
@@ -60,6 +62,7 @@ pub fn run(args: RunArgs) -> CliResult {
             serde_json::json!({"type": "ready", "pid": std::process::id()})
         );
     }
+    bridge.run()?;
     let mode = args.print;
     let printer = match sub {
         None => None,
