@@ -96,3 +96,82 @@ impl Ctx<'_> {
             .map_err(|m| self.spanned(v, format!("{key} = {:?}: {m}", v.get_ref())))
     }
 }
+
+/// A type mistake in TOML's words: serde says `invalid type: string "1",
+/// expected i64`, a TOML user reads `expected an integer, found a string "1"`.
+/// Other messages pass unchanged.
+pub(super) fn toml_words(message: &str) -> String {
+    let Some((found, expected)) = message
+        .strip_prefix("invalid type: ")
+        .and_then(|m| m.rsplit_once(", expected "))
+    else {
+        return message.to_string();
+    };
+    let expected = match expected {
+        "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "usize" => "an integer",
+        "f32" | "f64" => "a float",
+        "a sequence" => "an array",
+        "path string" | "a string" => "a string",
+        "a boolean" => "a boolean (true or false)",
+        e if e.starts_with("struct ") || e == "a map" => "a table",
+        e => e,
+    };
+    let (kind, value) = found.split_once(' ').unwrap_or((found, ""));
+    let kind = match kind {
+        "integer" => "an integer",
+        "floating" => "a float",
+        "string" => "a string",
+        "boolean" => "a boolean",
+        "sequence" => "an array",
+        "map" => "a table",
+        _ => return format!("expected {expected}, found {found}"),
+    };
+    let value = value.trim_start_matches("point ").trim_matches('`');
+    if value.is_empty() {
+        format!("expected {expected}, found {kind}")
+    } else {
+        format!("expected {expected}, found {kind} {value}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::toml_words;
+
+    #[test]
+    fn type_mistakes_speak_toml() {
+        for (serde, toml) in [
+            (
+                "invalid type: string \"1\", expected i64",
+                "expected an integer, found a string \"1\"",
+            ),
+            (
+                "invalid type: floating point `1.5`, expected i64",
+                "expected an integer, found a float 1.5",
+            ),
+            (
+                "invalid type: string \"eth*\", expected a sequence",
+                "expected an array, found a string \"eth*\"",
+            ),
+            (
+                "invalid type: integer `3`, expected struct RawThreshold",
+                "expected a table, found an integer 3",
+            ),
+            (
+                "invalid type: integer `3`, expected path string",
+                "expected a string, found an integer 3",
+            ),
+            (
+                "invalid type: sequence, expected a string",
+                "expected a string, found an array",
+            ),
+            (
+                "invalid type: string \"yes\", expected a boolean",
+                "expected a boolean (true or false), found a string \"yes\"",
+            ),
+            ("unknown field `x`", "unknown field `x`"),
+        ] {
+            assert_eq!(toml_words(serde), toml);
+        }
+    }
+}

@@ -114,7 +114,7 @@ impl Config {
         let cx = Ctx { path, text };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let offset = e.span().map_or(0, |s| s.start);
-            cx.at(offset, e.message().trim_end().to_string())
+            cx.at(offset, error::toml_words(e.message().trim_end()))
         })?;
         let bus = bus(&cx, raw.bus.as_ref())?;
         let expdrv = sources::expdrv(&cx, raw.sources.expdrv.as_ref())?;

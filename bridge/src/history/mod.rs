@@ -11,14 +11,17 @@
 //!
 //! - [`schema`]: the tables of each schema version and the migrations;
 //! - [`query`]: what the CLI, D-Bus and a restart read back;
+//! - [`cursors`]: the last sequence per driver, bounded and pruned;
 //! - [`retention`]: removing rows beyond `max_age` and `max_rows`;
 //! - [`writer`]: the subscriber thread that writes batches.
 
+mod cursors;
 mod query;
 mod retention;
 mod schema;
 mod writer;
 
+pub use cursors::MAX_STORED_CURSORS;
 pub use query::{HistoryRow, Query};
 pub use schema::{SCHEMA_VERSION, create_v1};
 pub use writer::{HistoryStats, WriterInputs, run_writer};
@@ -39,6 +42,12 @@ pub enum HistoryError {
     },
     #[error("history database {path}: cannot create its directory")]
     CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("history database {path}: cannot create the file")]
+    CreateFile {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -82,13 +91,11 @@ pub struct HistoryDb {
 
 impl HistoryDb {
     /// Opens (creating it and its directory if needed) and migrates.
+    /// A directory it creates is 0700 and a database file 0600 (SQLite gives
+    /// the `-wal` and `-shm` files the database file's mode), whatever the
+    /// umask: fault details are nobody else's business.
     pub fn open(path: &Path) -> Result<HistoryDb, HistoryError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| HistoryError::CreateDir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
+        create_private(path)?;
         let open_err = |source| HistoryError::Open {
             path: path.to_path_buf(),
             source,
@@ -144,5 +151,34 @@ impl HistoryDb {
         self.conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(HistoryError::Query)
+    }
+}
+
+/// Creates the directories leading to `path` (0700) and an empty `path`
+/// (0600) when they do not exist; existing ones are left as they are.
+fn create_private(path: &Path) -> Result<(), HistoryError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| HistoryError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(HistoryError::CreateFile {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }

@@ -137,24 +137,6 @@ impl HistoryDb {
         Ok(out)
     }
 
-    /// The last recorded sequence per (source, driver_id).
-    pub fn cursors(&self) -> Result<Vec<(String, u32, u64)>, HistoryError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT source, driver_id, last_sequence FROM cursors")
-            .map_err(HistoryError::Query)?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get::<_, i64>(1)? as u32,
-                    r.get::<_, i64>(2)? as u64,
-                ))
-            })
-            .map_err(HistoryError::Query)?;
-        rows.collect::<Result<_, _>>().map_err(HistoryError::Query)
-    }
-
     /// Each monitor's state as last recorded.
     pub fn monitor_states(&self) -> Result<Vec<SavedMonitor>, HistoryError> {
         let mut st = self

@@ -2,6 +2,7 @@
 //! events, monitor state changes and activity-log entries in batched
 //! transactions, and says once a second what is safely on disk.
 
+use super::cursors::{BatchCursors, Committed};
 use super::{HistoryDb, Retention, now_ms};
 use crate::activity::ActivityEntry;
 use crate::monitor::{MonitorChange, MonitorView};
@@ -140,7 +141,8 @@ pub fn run_writer(
         stats,
         retention,
         last_report: Instant::now(),
-        committed: std::collections::BTreeMap::new(),
+        committed: Committed::default(),
+        cursors: BatchCursors::default(),
         unwritten: Vec::new(),
         resync_monitors: false,
     };
@@ -172,6 +174,9 @@ pub fn run_writer(
                 }
                 Err(e) => eprintln!("faultbridge: history: retention: {e}"),
             }
+            if let Err(e) = w.db.prune_cursors() {
+                eprintln!("faultbridge: history: pruning cursors: {e}");
+            }
         }
         if closed && batch.is_empty() {
             w.report(true);
@@ -185,7 +190,10 @@ struct Writer {
     stats: Arc<HistoryStats>,
     retention: Retention,
     last_report: Instant,
-    committed: std::collections::BTreeMap<(String, u32), u64>,
+    /// Cursors committed since the last report.
+    committed: Committed,
+    /// Cursors the batch being written moves.
+    cursors: BatchCursors,
     /// Records of batches that could not be written (per source: first and
     /// last sequence, count), recorded as `lost` rows by the next write.
     unwritten: Vec<(&'static str, u64, u64, u64)>,
@@ -269,7 +277,7 @@ impl Writer {
     ) -> Result<(), rusqlite::Error> {
         let now = now_ms();
         let tx = self.db.conn.transaction()?;
-        let mut cursors: Vec<((&'static str, u32), u64)> = Vec::new();
+        self.cursors.clear();
         {
             // Rows go in ROWS_PER_INSERT at a time (one statement, bound in
             // place without allocating), the remainder one by one.
@@ -278,11 +286,8 @@ impl Writer {
             for ev in events {
                 match ev {
                     Event::Fault(f) if !f.is_snapshot() => {
-                        let key = (f.source().name(), f.driver_id());
-                        match cursors.iter_mut().find(|c| c.0 == key) {
-                            Some(c) => c.1 = f.sequence(),
-                            None => cursors.push((key, f.sequence())),
-                        }
+                        self.cursors
+                            .note(f.source().name(), f.driver_id(), f.sequence());
                     }
                     Event::Lost(l) => {
                         self.stats.lost.fetch_add(l.count, Relaxed);
@@ -301,13 +306,7 @@ impl Writer {
                 EventRow::of(ev).bind(&mut one, 0, now)?;
                 one.raw_execute()?;
             }
-            let mut cur = tx.prepare_cached(
-                "INSERT INTO cursors (source, driver_id, last_sequence) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (source, driver_id) DO UPDATE SET last_sequence = excluded.last_sequence",
-            )?;
-            for ((source, driver), seq) in &cursors {
-                cur.execute(params![source, driver, *seq as i64])?;
-            }
+            self.cursors.save(&tx)?;
             let mut mon = tx.prepare_cached(
                 "INSERT INTO monitor_state (name, state, error_count, last_sequence, changed_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (name) DO UPDATE SET state = excluded.state, error_count = excluded.error_count,
@@ -356,8 +355,8 @@ impl Writer {
         self.resync_monitors = false;
         self.stats.rows.fetch_add(events.len() as u64, Relaxed);
         self.stats.batches.fetch_add(1, Relaxed);
-        for ((source, driver), seq) in cursors {
-            self.committed.insert((source.to_string(), driver), seq);
+        for (source, driver, seq) in self.cursors.iter() {
+            self.committed.note(source, driver, seq);
         }
         self.report(false);
         Ok(())
@@ -371,10 +370,8 @@ impl Writer {
             return;
         }
         self.last_report = Instant::now();
-        for ((source, driver), seq) in &self.committed {
-            eprintln!(
-                "faultbridge: history: committed {source} driver {driver} through sequence {seq}"
-            );
+        for line in self.committed.take_lines() {
+            eprintln!("{line}");
         }
     }
 }
@@ -424,7 +421,8 @@ mod tests {
                 max_rows: None,
             },
             last_report: Instant::now(),
-            committed: std::collections::BTreeMap::new(),
+            committed: Committed::default(),
+            cursors: BatchCursors::default(),
             unwritten: Vec::new(),
             resync_monitors: false,
         };
