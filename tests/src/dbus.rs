@@ -229,6 +229,39 @@ pub fn require_real_root(what: &str) {
     );
 }
 
+/// Makes the `faultbridge` system group and user when the machine has none
+/// (what the packages' sysusers.d file does on a real host).
+pub fn ensure_service_user() {
+    let have = |db: &str| {
+        std::process::Command::new("getent")
+            .args([db, "faultbridge"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !have("group") {
+        let st = std::process::Command::new("groupadd")
+            .args(["--system", "faultbridge"])
+            .status()
+            .unwrap();
+        assert!(st.success(), "groupadd faultbridge failed");
+    }
+    if !have("passwd") {
+        let st = std::process::Command::new("useradd")
+            .args([
+                "--system",
+                "--gid",
+                "faultbridge",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                "faultbridge",
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "useradd faultbridge failed");
+    }
+}
+
 /// True when running as the real root (needed to drop to `nobody`).
 pub fn is_root() -> bool {
     nix::unistd::Uid::current().is_root()

@@ -7,8 +7,8 @@
 #![allow(clippy::unwrap_used)]
 
 use faultbridge_tests::dbus::{
-    BusPolicy, LineReader, as_nobody, client, daemon_config, nobody_command, private_bus,
-    require_real_root, status,
+    BusPolicy, LineReader, as_nobody, client, daemon_config, ensure_service_user, nobody_command,
+    private_bus, require_real_root, status,
 };
 use faultbridge_tests::{Daemon, binary, faultbridge, private_netns};
 use serde_json::Value;
@@ -193,39 +193,6 @@ fn nobody_may_watch_and_read_but_not_notify_reset_or_own_the_name() {
         "{}",
         text(&out)
     );
-}
-
-/// Makes the `faultbridge` system group and user when the machine has none
-/// (what the packages' sysusers.d file does on a real host).
-fn ensure_service_user() {
-    let have = |db: &str| {
-        std::process::Command::new("getent")
-            .args([db, "faultbridge"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !have("group") {
-        let st = std::process::Command::new("groupadd")
-            .args(["--system", "faultbridge"])
-            .status()
-            .unwrap();
-        assert!(st.success(), "groupadd faultbridge failed");
-    }
-    if !have("passwd") {
-        let st = std::process::Command::new("useradd")
-            .args([
-                "--system",
-                "--gid",
-                "faultbridge",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                "faultbridge",
-            ])
-            .status()
-            .unwrap();
-        assert!(st.success(), "useradd faultbridge failed");
-    }
 }
 
 #[test]

@@ -8,7 +8,7 @@
 use super::format::{hex, printable};
 use super::{CliResult, dbus_failure};
 use crate::history::{HistoryDb, Query};
-use faultbridge_bus::dbus::client::connect;
+use faultbridge_bus::dbus::client::{connect, error_name};
 use faultbridge_bus::dbus::{BUS_NAME, BusAddress, HistoryRow, INTERFACE, OBJECT_PATH};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -76,6 +76,11 @@ fn time_text(ms: i64) -> String {
     .unwrap_or_else(|_| ms.to_string())
 }
 
+/// The daemon's answer while too many calls are in progress.
+const BUSY: &str = "org.faultbridge.Bridge1.Error.Busy";
+/// Times a busy `History` call is tried again (50 ms apart).
+const BUSY_RETRIES: u32 = 200;
+
 /// Rows asked for per `History` call (the daemon may send fewer: a reply
 /// is bounded by bytes too).
 const PAGE: u32 = 1000;
@@ -95,15 +100,26 @@ fn run_bus(a: &HistoryArgs, bus: &BusAddress) -> CliResult {
         let mut newest: VecDeque<HistoryRow> = VecDeque::with_capacity(keep.min(4096));
         let mut after = 0u64;
         loop {
-            let reply = conn
-                .call_method(
-                    Some(BUS_NAME),
-                    OBJECT_PATH,
-                    Some(INTERFACE),
-                    "History",
-                    &(after, PAGE),
-                )
-                .await?;
+            let mut busy = 0;
+            let reply = loop {
+                let r = conn
+                    .call_method(
+                        Some(BUS_NAME),
+                        OBJECT_PATH,
+                        Some(INTERFACE),
+                        "History",
+                        &(after, PAGE),
+                    )
+                    .await;
+                match r {
+                    // Other callers are reading history too: wait our turn.
+                    Err(e) if busy < BUSY_RETRIES && error_name(&e).as_deref() == Some(BUSY) => {
+                        busy += 1;
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    r => break r?,
+                }
+            };
             let rows: Vec<HistoryRow> = reply.body().deserialize()?;
             let Some(last) = rows.last() else {
                 break;

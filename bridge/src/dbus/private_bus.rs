@@ -20,7 +20,8 @@ use thiserror::Error;
 /// Which policy the private bus enforces.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PrivatePolicy {
-    /// Everything allowed, eavesdropping included (a session-bus-like bus).
+    /// Everything allowed to every user, eavesdropping included (a
+    /// session-bus-like bus open to all).
     Open,
     /// The system bus's default policy of Debian's `system.conf` (deny
     /// owning and method calls unless a service's file allows them), with
@@ -60,6 +61,7 @@ const HEADER: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bu
 
 const OPEN_POLICY: &str = r#"
   <policy context="default">
+    <allow user="*"/>
     <allow send_destination="*" eavesdrop="true"/>
     <allow eavesdrop="true"/>
     <allow own="*"/>

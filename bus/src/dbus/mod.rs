@@ -63,6 +63,8 @@
 mod bridge1;
 pub mod client;
 mod error;
+mod guard;
+mod link;
 mod monitor1;
 mod names;
 mod service;
@@ -70,6 +72,8 @@ mod signals;
 
 pub use client::{BusSignal, FaultSignal, LostSignal, Owner, OwnerChange};
 pub use error::{Error, ServiceError};
+pub use guard::{ACTOR_GROUP, MAX_CALLS, MAX_HISTORY_CALLS, may_act};
+pub use link::BusHealth;
 pub use names::{
     BUS_NAME, ERROR_PREFIX, INTERFACE, MONITOR_INTERFACE, MONITOR_PATH_PREFIX, OBJECT_PATH,
     PROPERTIES_INTERFACE, escape_label, monitor_path, unescape_label,
