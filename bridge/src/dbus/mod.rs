@@ -21,8 +21,7 @@ use crate::stats::Stats;
 use faultbridge_bus::SubscribeOptions;
 use faultbridge_bus::dbus::{
     Backend, BusAddress, Error, HISTORY_REPLY_BYTES, HistoryRow, MonitorInfo, MonitorSnapshot,
-    MonitorUpdate, NotifyCall, Service, ServiceError, ServiceOptions,
-    history_row_bytes,
+    MonitorUpdate, NotifyCall, Service, ServiceError, ServiceOptions, history_row_bytes,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
