@@ -16,6 +16,7 @@
 //! short run).
 #![allow(clippy::unwrap_used)]
 
+use faultbridge::dbus::private_bus::{PrivateBus, PrivatePolicy};
 use faultbridge::sim::{FaultSpec, Simulator};
 use faultbridge::{Bridge, Config, Event, SubscribeOptions};
 use faultbridge_bus::dbus::client::{next_message, subscribe};
@@ -23,75 +24,14 @@ use faultbridge_bus::dbus::{BusAddress, BusSignal, ServiceOptions};
 use faultbridge_ffi::sys::monotonic_ns;
 use faultbridge_ffi::sys::netlink::NETLINK_USERSOCK;
 use faultbridge_ffi::wire::record::Category;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const GROUP: u32 = 7;
-
-struct PrivateBus {
-    child: Child,
-    dir: PathBuf,
-    address: String,
-}
-
-impl PrivateBus {
-    fn start() -> PrivateBus {
-        let dir =
-            std::env::temp_dir().join(format!("faultbridge-bench-dbus-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let conf = dir.join("bus.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path={}/bus</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*"/>
-    <allow receive_sender="*"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-"#,
-                dir.display()
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", conf.display()))
-            .args(["--nofork", "--print-address"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dbus-daemon (apt-get install dbus-daemon)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        PrivateBus {
-            child,
-            dir,
-            address: line.trim().to_string(),
-        }
-    }
-}
-
-impl Drop for PrivateBus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn percentiles(mut v: Vec<u64>) -> (f64, f64, f64) {
     if v.is_empty() {
@@ -197,7 +137,7 @@ fn sustained(bus: &PrivateBus, opts: &ServiceOptions, count: u64, rate: u64) -> 
     let service = faultbridge::dbus::start(&bridge, opts, 8192).unwrap();
     let (rtx, rrx) = mpsc::channel();
     let sub = dbus_subscriber(
-        BusAddress::Address(bus.address.clone()),
+        BusAddress::Address(bus.address().to_string()),
         rtx,
         Arc::new(AtomicU64::new(0)),
     );
@@ -223,9 +163,9 @@ fn main() {
     }
     let quick = std::env::var_os("FB_BENCH_QUICK").is_some();
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_faultbridge"));
-    let bus = PrivateBus::start();
-    let address = BusAddress::Address(bus.address.clone());
-    println!("D-Bus bench on a private dbus-daemon ({})", bus.address);
+    let bus = PrivateBus::start("bench-dbus", &PrivatePolicy::Open).unwrap();
+    let address = BusAddress::Address(bus.address().to_string());
+    println!("D-Bus bench on a private dbus-daemon ({})", bus.address());
 
     // 1. latency, same records, both subscribers.
     let n_lat: u64 = if quick { 2_000 } else { 10_000 };
@@ -311,7 +251,7 @@ fn main() {
     for _ in 0..n_check {
         let t = Instant::now();
         let st = Command::new(&bin)
-            .args(["--bus", &bus.address, "check", "bench-mon"])
+            .args(["check", "--bus", bus.address(), "bench-mon"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()

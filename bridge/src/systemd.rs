@@ -7,6 +7,7 @@
 use crate::daemon::ControlHandle;
 use crate::monitor::{MonitorState, MonitorView};
 use crate::stats::Stats;
+use faultbridge_bus::dbus::BusHealth;
 use sd_notify::NotifyState;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,8 +32,10 @@ pub fn stopping() {
     }
 }
 
-/// One `STATUS=` line: what an operator sees in `systemctl status`.
-pub fn status_line(stats: &Stats, monitors: &MonitorView) -> String {
+/// One `STATUS=` line: what an operator sees in `systemctl status`; it
+/// says so while the D-Bus connection is down (the daemon goes on and
+/// reconnects meanwhile).
+pub fn status_line(stats: &Stats, monitors: &MonitorView, bus: Option<&BusHealth>) -> String {
     let s = stats.snapshot();
     let received: u64 = s.sources.iter().map(|x| x.received).sum();
     let lost: u64 = s.sources.iter().map(|x| x.lost).sum();
@@ -42,10 +45,17 @@ pub fn status_line(stats: &Stats, monitors: &MonitorView) -> String {
         .iter()
         .filter(|m| m.state() == MonitorState::Error)
         .count();
-    format!(
+    let mut line = format!(
         "{received} records, {lost} lost, {malformed} malformed; {in_error} of {} monitors in Error",
         monitors.monitors.len()
-    )
+    );
+    if let Some(down) = bus.and_then(BusHealth::down_for) {
+        line.push_str(&format!(
+            "; D-Bus down for {} s, reconnecting",
+            down.as_secs()
+        ));
+    }
+    line
 }
 
 /// The watchdog interval systemd asked for, if any.
@@ -53,12 +63,15 @@ pub fn watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled().filter(|d| enabled() && !d.is_zero())
 }
 
-/// Sends STATUS= every few seconds and WATCHDOG=1 at half the watchdog
-/// interval while the ingest loop answers a ping, until `stop` is set.
+/// Sends STATUS= every few seconds (at once when the D-Bus connection is
+/// lost or back) and WATCHDOG=1 at half the watchdog interval while the
+/// ingest loop answers a ping, until `stop` is set. A lost bus does not
+/// stop the keep-alives: the daemon goes on without it.
 pub fn spawn_keepalive(
     control: ControlHandle,
     stats: Arc<Stats>,
     monitors: Arc<MonitorView>,
+    bus: Option<BusHealth>,
     stop: Arc<AtomicBool>,
 ) -> Option<std::thread::JoinHandle<()>> {
     if !enabled() {
@@ -72,12 +85,15 @@ pub fn spawn_keepalive(
         .name("fb-systemd".into())
         .spawn(move || {
             let mut last_status = std::time::Instant::now() - Duration::from_secs(60);
+            let mut was_up = true;
             while !stop.load(Ordering::Acquire) {
                 if watchdog.is_some() && control.ping(tick).is_ok() {
                     let _ = sd_notify::notify(&[NotifyState::Watchdog]);
                 }
-                if last_status.elapsed() >= Duration::from_secs(5) {
-                    let line = status_line(&stats, &monitors);
+                let up = bus.as_ref().is_none_or(BusHealth::is_connected);
+                if last_status.elapsed() >= Duration::from_secs(5) || up != was_up {
+                    was_up = up;
+                    let line = status_line(&stats, &monitors, bus.as_ref());
                     let _ = sd_notify::notify(&[NotifyState::Status(&line)]);
                     last_status = std::time::Instant::now();
                 }

@@ -10,10 +10,13 @@
 //! Publishing allocates nothing: each subscriber owns a pool of record
 //! buffers that travel with the events and come back when an event is dropped.
 //!
-//! [`dbus`] is the D-Bus service (`org.faultbridge.Bridge1`), one such
-//! subscriber, and the client side of it.
+//! [`dbus`] (feature `dbus`, on by default) is the D-Bus service
+//! (`org.faultbridge.Bridge1`), one such subscriber, and the client side of
+//! it; an in-process consumer builds without it (and without zbus) using
+//! `default-features = false`.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "dbus")]
 pub mod dbus;
 pub mod event;
 pub mod fanout;

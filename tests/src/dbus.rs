@@ -7,10 +7,10 @@
 //! `gdbus monitor`).
 #![allow(clippy::unwrap_used)]
 
-use crate::{TempDir, binary};
+use crate::binary;
+use faultbridge::dbus::private_bus::PrivatePolicy;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read};
-use std::os::unix::fs::PermissionsExt;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
@@ -36,131 +36,22 @@ pub enum BusPolicy {
     SystemLike,
 }
 
-/// A private `dbus-daemon`, killed on drop.
-#[derive(Debug)]
-pub struct PrivateBus {
-    child: Child,
-    address: String,
-    socket: PathBuf,
-    dir: TempDir,
-}
+pub use faultbridge::dbus::private_bus::PrivateBus;
 
-const HEADER: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">"#;
-
-/// The default context of Debian's `/usr/share/dbus-1/system.conf`.
-const SYSTEM_DEFAULT_POLICY: &str = r#"
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
-    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>
-    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Debug.Stats"/>
-  </policy>
-  <policy user="root">
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Monitoring"/>
-  </policy>
-"#;
-
-impl PrivateBus {
-    /// Starts a bus with `policy` and waits until it accepts connections.
-    pub fn start(policy: BusPolicy) -> PrivateBus {
-        let dir = TempDir::new("dbus");
-        // Unprivileged clients must reach the socket.
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let socket = dir.path().join("bus");
-        let (kind, body) = match policy {
-            BusPolicy::Open => (
-                "session",
-                r#"
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-"#
-                .to_string(),
-            ),
-            BusPolicy::SystemLike => (
-                "system",
-                format!(
-                    "{SYSTEM_DEFAULT_POLICY}  <include>{}</include>\n",
-                    policy_file().display()
-                ),
-            ),
-        };
-        let conf = dir.write(
-            "bus.conf",
-            &format!(
-                "{HEADER}\n<busconfig>\n  <type>{kind}</type>\n  <listen>unix:path={}</listen>\n  <auth>EXTERNAL</auth>\n{body}</busconfig>\n",
-                socket.display()
-            ),
-        );
-        let mut child = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", conf.display()))
-            .args(["--nofork", "--print-address"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect(
-                "cannot run dbus-daemon: scripts/test.sh installs it (Debian package dbus-daemon)",
-            );
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        if line.trim().is_empty() {
-            let mut err = String::new();
-            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-            panic!("dbus-daemon did not start: {err}");
-        }
-        // Its complaints (such as not raising the fd limit) are not the test's.
-        let mut stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o777)).unwrap();
-        PrivateBus {
-            child,
-            address: format!("unix:path={}", socket.display()),
-            socket,
-            dir,
-        }
-    }
-
-    /// `unix:path=…`
-    pub fn address(&self) -> &str {
-        &self.address
-    }
-
-    pub fn socket(&self) -> &Path {
-        &self.socket
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Kills the bus now.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for PrivateBus {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// Starts a private bus for a test (the project's one launcher,
+/// [`faultbridge::dbus::private_bus`]); panics with the reason when it
+/// cannot.
+pub fn private_bus(policy: BusPolicy) -> PrivateBus {
+    let p = match policy {
+        BusPolicy::Open => PrivatePolicy::Open,
+        BusPolicy::SystemLike => PrivatePolicy::SystemLike {
+            include: vec![policy_file()],
+        },
+    };
+    PrivateBus::start("test-dbus", &p).unwrap_or_else(|e| {
+        let why = std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
+        panic!("{e}{why}; scripts/test.sh installs dbus-daemon")
+    })
 }
 
 /// A daemon configuration on `bus` reading the simulator's group 1, with
@@ -287,20 +178,22 @@ impl Drop for LineReader {
     }
 }
 
-/// `faultbridge --bus ADDRESS watch --json ARGS…`, once it is listening.
+/// `faultbridge watch --bus ADDRESS --json ARGS…`, once it is listening.
 pub fn watch(bus: &str, args: &[&str]) -> LineReader {
     let mut cmd = Command::new(binary());
-    cmd.args(["--bus", bus, "watch", "--json"]).args(args);
+    cmd.args(["watch", "--bus", bus, "--json"]).args(args);
     let w = LineReader::spawn(cmd);
     w.wait_stderr("listening", Duration::from_secs(10));
     w
 }
 
-/// `faultbridge ARGS…` (with `--bus ADDRESS` first) to completion.
+/// `faultbridge SUBCOMMAND --bus ADDRESS ARGS…` to completion (`args`
+/// starts with the subcommand).
 pub fn client(bus: &str, args: &[&str]) -> Output {
     Command::new(binary())
+        .args(&args[..1])
         .args(["--bus", bus])
-        .args(args)
+        .args(&args[1..])
         .output()
         .unwrap()
 }
@@ -325,6 +218,48 @@ pub fn nobody_command(cmd: &Path) -> Command {
         .env_remove("DBUS_SESSION_BUS_ADDRESS")
         .env("HOME", "/nonexistent");
     c
+}
+
+/// Fails the test, saying why, unless it runs as the real root: `what`
+/// needs it (switching users does not work in a user namespace).
+pub fn require_real_root(what: &str) {
+    assert!(
+        is_root(),
+        "{what} needs the real root, not a user namespace (run the end-to-end tests as root, as CI does); this test cannot run here"
+    );
+}
+
+/// Makes the `faultbridge` system group and user when the machine has none
+/// (what the packages' sysusers.d file does on a real host).
+pub fn ensure_service_user() {
+    let have = |db: &str| {
+        std::process::Command::new("getent")
+            .args([db, "faultbridge"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !have("group") {
+        let st = std::process::Command::new("groupadd")
+            .args(["--system", "faultbridge"])
+            .status()
+            .unwrap();
+        assert!(st.success(), "groupadd faultbridge failed");
+    }
+    if !have("passwd") {
+        let st = std::process::Command::new("useradd")
+            .args([
+                "--system",
+                "--gid",
+                "faultbridge",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                "faultbridge",
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "useradd faultbridge failed");
+    }
 }
 
 /// True when running as the real root (needed to drop to `nobody`).

@@ -4,7 +4,7 @@
 //! returns the recorded rows.
 #![allow(clippy::unwrap_used)]
 
-use faultbridge_tests::dbus::{BusPolicy, PrivateBus, client, daemon_config, status};
+use faultbridge_tests::dbus::{BusPolicy, client, daemon_config, private_bus, status};
 use faultbridge_tests::{Daemon, TempDir, faultbridge, private_netns};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 #[test]
 fn activity_and_history_reach_dbus_clients() {
     private_netns();
-    let bus = PrivateBus::start(BusPolicy::Open);
+    let bus = private_bus(BusPolicy::Open);
     let a = bus.address();
     let dir = TempDir::new("dbus-activity");
     let extra = format!(

@@ -4,7 +4,7 @@
 //! give 1, within the deadline.
 #![allow(clippy::unwrap_used)]
 
-use faultbridge_tests::dbus::{BusPolicy, PrivateBus, client, daemon_config};
+use faultbridge_tests::dbus::{BusPolicy, client, daemon_config, private_bus};
 use faultbridge_tests::{Daemon, faultbridge, private_netns};
 use std::time::{Duration, Instant};
 
@@ -44,7 +44,7 @@ fn wait_codes(bus: &str, monitor: &str, want: (i32, i32)) {
 #[test]
 fn check_exit_codes_follow_the_monitor_state() {
     private_netns();
-    let bus = PrivateBus::start(BusPolicy::Open);
+    let bus = private_bus(BusPolicy::Open);
     let a = bus.address();
     let daemon = Daemon::start(&daemon_config(&bus, MONITORS));
 
@@ -101,7 +101,7 @@ fn check_exit_codes_follow_the_monitor_state() {
 #[test]
 fn an_unreachable_or_silent_bus_gives_1_within_the_deadline() {
     private_netns();
-    let mut bus = PrivateBus::start(BusPolicy::Open);
+    let mut bus = private_bus(BusPolicy::Open);
     let address = bus.address().to_string();
     bus.kill();
     // No bus at all behind the socket path.

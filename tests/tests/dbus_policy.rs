@@ -7,8 +7,8 @@
 #![allow(clippy::unwrap_used)]
 
 use faultbridge_tests::dbus::{
-    BusPolicy, LineReader, PrivateBus, as_nobody, client, daemon_config, is_root, nobody_command,
-    status,
+    BusPolicy, LineReader, as_nobody, client, daemon_config, ensure_service_user, nobody_command,
+    private_bus, require_real_root, status,
 };
 use faultbridge_tests::{Daemon, binary, faultbridge, private_netns};
 use serde_json::Value;
@@ -36,11 +36,8 @@ fn text(o: &std::process::Output) -> String {
 #[test]
 fn nobody_may_watch_and_read_but_not_notify_reset_or_own_the_name() {
     private_netns();
-    if !is_root() {
-        eprintln!("skipped: dropping to nobody needs the real root (not a user namespace)");
-        return;
-    }
-    let bus = PrivateBus::start(BusPolicy::SystemLike);
+    require_real_root("dropping to nobody");
+    let bus = private_bus(BusPolicy::SystemLike);
     let a = bus.address().to_string();
     // The daemon runs as root, which the policy lets own the name.
     let daemon = Daemon::start(&daemon_config(&bus, MONITORS));
@@ -48,7 +45,7 @@ fn nobody_may_watch_and_read_but_not_notify_reset_or_own_the_name() {
 
     // nobody watches: the signals reach an unprivileged subscriber.
     let mut cmd = nobody_command(&fb);
-    cmd.args(["--bus", &a, "watch", "--json"]);
+    cmd.args(["watch", "--bus", &a, "--json"]);
     let watcher = LineReader::spawn(cmd);
     watcher.wait_stderr("listening", T);
     faultbridge(&["sim", "send", "-k", "NIC.eth0", "--group", "1"]);
@@ -62,11 +59,11 @@ fn nobody_may_watch_and_read_but_not_notify_reset_or_own_the_name() {
     );
 
     // nobody reads: Status, properties, introspection, the Check script.
-    let out = as_nobody(&fb, &["--bus", &a, "status", "--json"]);
+    let out = as_nobody(&fb, &["status", "--bus", &a, "--json"]);
     assert!(out.status.success(), "{}", text(&out));
     let st: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(st["monitors"]["mrw1"]["State"], "Error", "{st}");
-    let out = as_nobody(&fb, &["--bus", &a, "check", "--ocf", "mrw1"]);
+    let out = as_nobody(&fb, &["check", "--bus", &a, "--ocf", "mrw1"]);
     assert_eq!(out.status.code(), Some(7), "{}", text(&out));
     let busctl = Path::new("/usr/bin/busctl");
     let out = as_nobody(
@@ -108,14 +105,14 @@ fn nobody_may_watch_and_read_but_not_notify_reset_or_own_the_name() {
     assert!(out.status.success(), "{}", text(&out));
 
     // nobody may not report faults nor reset monitors.
-    let out = as_nobody(&fb, &["--bus", &a, "notify", "-k", "NIC.eth0"]);
+    let out = as_nobody(&fb, &["notify", "--bus", &a, "-k", "NIC.eth0"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("org.freedesktop.DBus.Error.AccessDenied"),
         "{}",
         text(&out)
     );
-    let out = as_nobody(&fb, &["--bus", &a, "reset", "mrw1"]);
+    let out = as_nobody(&fb, &["reset", "--bus", &a, "mrw1"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("org.freedesktop.DBus.Error.AccessDenied"),
@@ -198,50 +195,12 @@ fn nobody_may_watch_and_read_but_not_notify_reset_or_own_the_name() {
     );
 }
 
-/// Makes the `faultbridge` system group and user when the machine has none
-/// (what the packages' sysusers.d file does on a real host).
-fn ensure_service_user() {
-    let have = |db: &str| {
-        std::process::Command::new("getent")
-            .args([db, "faultbridge"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !have("group") {
-        let st = std::process::Command::new("groupadd")
-            .args(["--system", "faultbridge"])
-            .status()
-            .unwrap();
-        assert!(st.success(), "groupadd faultbridge failed");
-    }
-    if !have("passwd") {
-        let st = std::process::Command::new("useradd")
-            .args([
-                "--system",
-                "--gid",
-                "faultbridge",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                "faultbridge",
-            ])
-            .status()
-            .unwrap();
-        assert!(st.success(), "useradd faultbridge failed");
-    }
-}
-
 #[test]
 fn the_service_user_of_the_unit_may_own_the_name() {
     private_netns();
-    if !is_root() {
-        eprintln!(
-            "skipped: switching to the service user needs the real root (not a user namespace)"
-        );
-        return;
-    }
+    require_real_root("switching to the service user");
     ensure_service_user();
-    let bus = PrivateBus::start(BusPolicy::SystemLike);
+    let bus = private_bus(BusPolicy::SystemLike);
     let dir = faultbridge_tests::TempDir::new("service-user");
     let cfg = dir.write(
         "f.toml",

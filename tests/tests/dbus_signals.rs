@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 use faultbridge_tests::dbus::{
-    BusPolicy, LineReader, PrivateBus, client, daemon_config, status, watch,
+    BusPolicy, LineReader, PrivateBus, client, daemon_config, private_bus, status, watch,
 };
 use faultbridge_tests::{Daemon, faultbridge, private_netns};
 use serde_json::{Value, json};
@@ -59,7 +59,7 @@ fn busctl(bus: &PrivateBus, args: &[&str]) -> String {
 #[test]
 fn busctl_monitor_sees_every_argument_of_a_fault_sent_through_netlink() {
     private_netns();
-    let bus = PrivateBus::start(BusPolicy::Open);
+    let bus = private_bus(BusPolicy::Open);
     let mut daemon = Daemon::start(&daemon_config(&bus, MONITORS));
     let monitor = busctl_monitor(&bus);
     let watcher = watch(bus.address(), &[]);
@@ -164,7 +164,7 @@ fn busctl_monitor_sees_every_argument_of_a_fault_sent_through_netlink() {
 #[test]
 fn busctl_introspects_both_interfaces_and_reads_monitor_properties() {
     private_netns();
-    let bus = PrivateBus::start(BusPolicy::Open);
+    let bus = private_bus(BusPolicy::Open);
     let daemon = Daemon::start(&daemon_config(&bus, MONITORS));
 
     let bridge = busctl(
@@ -289,7 +289,7 @@ fn busctl_introspects_both_interfaces_and_reads_monitor_properties() {
 #[test]
 fn gdbus_sees_properties_changed_on_error_and_after_reset() {
     private_netns();
-    let bus = PrivateBus::start(BusPolicy::Open);
+    let bus = private_bus(BusPolicy::Open);
     let daemon = Daemon::start(&daemon_config(&bus, MONITORS));
     let mut cmd = Command::new("gdbus");
     cmd.args([
@@ -370,7 +370,7 @@ fn gdbus_sees_properties_changed_on_error_and_after_reset() {
 #[test]
 fn bad_notify_input_gets_a_named_error_and_changes_nothing() {
     private_netns();
-    let bus = PrivateBus::start(BusPolicy::Open);
+    let bus = private_bus(BusPolicy::Open);
     let daemon = Daemon::start(&daemon_config(&bus, MONITORS));
     let watcher = watch(bus.address(), &[]);
     let call = |category: &str, keyword: &str, severity: &str| {
@@ -475,7 +475,7 @@ fn bad_notify_input_gets_a_named_error_and_changes_nothing() {
 #[test]
 fn a_second_daemon_on_the_same_bus_is_refused_the_name() {
     private_netns();
-    let bus = PrivateBus::start(BusPolicy::Open);
+    let bus = private_bus(BusPolicy::Open);
     let first = Daemon::start(&daemon_config(&bus, MONITORS));
     let dir = faultbridge_tests::TempDir::new("second");
     let cfg = dir.write("faultbridge.toml", &daemon_config(&bus, MONITORS));

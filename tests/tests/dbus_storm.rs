@@ -6,7 +6,7 @@
 //! stays bounded.
 #![allow(clippy::unwrap_used)]
 
-use faultbridge_tests::dbus::{BusPolicy, PrivateBus, daemon_config, rss_kib, status, watch};
+use faultbridge_tests::dbus::{BusPolicy, daemon_config, private_bus, rss_kib, status, watch};
 use faultbridge_tests::{Daemon, faultbridge, private_netns};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ const N: u64 = 200_000;
 #[test]
 fn a_storm_loses_nothing_in_process_and_reports_dbus_drops_with_lost() {
     private_netns();
-    let bus = PrivateBus::start(BusPolicy::Open);
+    let bus = private_bus(BusPolicy::Open);
     let a = bus.address().to_string();
     // A printer queue that holds the whole storm, and a socket buffer that
     // absorbs it, so that the in-process side may lose nothing.

@@ -8,7 +8,7 @@
 use faultbridge::monitor::MonitorState;
 use faultbridge::{Bridge, Config, Event, Fault, Source, SubscribeOptions, Subscription};
 use faultbridge_ffi::wire::record::{Category, F_SNAPSHOT};
-use faultbridge_tests::dbus::{BusPolicy, PrivateBus, status, watch};
+use faultbridge_tests::dbus::{BusPolicy, private_bus, status, watch};
 use faultbridge_tests::{Daemon, private_netns, source_stats};
 use std::path::Path;
 use std::process::Command;
@@ -222,7 +222,7 @@ fn the_daemon_reports_the_start_up_state_and_live_changes_on_its_json_stream() {
 fn veth_carrier_loss_reaches_a_dbus_watcher_and_the_monitor_status() {
     private_netns();
     veth("fbv0", "fbv1");
-    let bus = PrivateBus::start(BusPolicy::Open);
+    let bus = private_bus(BusPolicy::Open);
     let _daemon = Daemon::start(&format!(
         "bus = \"{}\"\n[sources.expdrv]\nenabled = false\n[sources.rtnetlink]\ninclude = [\"fbv0\"]\n{MONITORS}",
         bus.address()

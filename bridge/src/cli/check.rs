@@ -18,6 +18,8 @@ use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
+    #[command(flatten)]
+    pub bus: super::BusArg,
     /// The monitor's name, as configured.
     pub monitor: String,
     /// Exit with OCF codes: 0 Normal, 7 Error, 1 unknown or unreachable.

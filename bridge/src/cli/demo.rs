@@ -7,6 +7,7 @@ use super::format::{fault_line, lost_line};
 use super::{CliResult, watch};
 use crate::config::Config;
 use crate::daemon::{Bridge, BridgeError};
+use crate::dbus::private_bus::{PrivateBus, PrivatePolicy};
 use crate::dbus::{self, SYSTEM_BUS_SOCKET};
 use crate::sim::{FaultSpec, Simulator};
 use faultbridge_bus::dbus::client;
@@ -18,10 +19,8 @@ use faultbridge_bus::{Event, SubscribeOptions};
 use faultbridge_ffi::sys::monotonic_ns;
 use faultbridge_ffi::wire::record::{Category, MalformedReason, Severity, event};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -260,84 +259,6 @@ fn reset_over_dbus(bus: &BusAddress, monitor: &str) -> zbus::Result<()> {
     })
 }
 
-/// A `dbus-daemon` of the demo's own, on a socket in a temporary directory;
-/// killed and removed on drop.
-#[derive(Debug)]
-struct PrivateBus {
-    child: Child,
-    dir: PathBuf,
-    address: String,
-}
-
-impl PrivateBus {
-    fn start() -> Result<PrivateBus, String> {
-        let dir = std::env::temp_dir().join(format!("faultbridge-demo-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let socket = dir.join("bus");
-        let conf = dir.join("bus.conf");
-        std::fs::write(&conf, private_bus_config(&socket))
-            .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
-        let mut child = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", conf.display()))
-            .args(["--nofork", "--print-address"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                let _ = std::fs::remove_dir_all(&dir);
-                format!("cannot run dbus-daemon ({e}); `apt-get install dbus-daemon` shows it")
-            })?;
-        // The daemon prints its address once it listens.
-        let mut first = String::new();
-        if let Some(out) = child.stdout.take() {
-            let _ = BufReader::new(out).read_line(&mut first);
-        }
-        let address = first.trim().to_string();
-        if address.is_empty() {
-            let _ = child.kill();
-            let _ = child.wait();
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err("dbus-daemon did not start".into());
-        }
-        Ok(PrivateBus {
-            child,
-            dir,
-            address,
-        })
-    }
-}
-
-impl Drop for PrivateBus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A bus configuration for the demo: one user, everything allowed.
-fn private_bus_config(socket: &Path) -> String {
-    format!(
-        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path={}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*"/>
-    <allow receive_sender="*"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-"#,
-        socket.display()
-    )
-}
-
 /// What the demo's D-Bus client saw.
 #[derive(Debug, Default)]
 struct Seen {
@@ -371,11 +292,12 @@ impl DemoBus {
             ))
         };
         if let Err(why) = &attempt {
-            let p = PrivateBus::start()?;
-            let bus = BusAddress::Address(p.address.clone());
+            let p = PrivateBus::start("demo", &PrivatePolicy::Open)
+                .map_err(|e| super::error_chain(&e))?;
+            let bus = BusAddress::Address(p.address().to_string());
             let describe = format!(
-                "on a private dbus-daemon at unix:path={}, as {why}; it goes at the end",
-                p.dir.join("bus").display()
+                "on a private dbus-daemon at {}, as {why}; it goes at the end",
+                p.address()
             );
             attempt = dbus::start(bridge, &ServiceOptions::new(bus.clone()), 1 << 13)
                 .map(|s| (s, bus, describe))

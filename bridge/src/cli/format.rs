@@ -116,6 +116,31 @@ pub fn lost_line(l: &Lost) -> String {
     )
 }
 
+/// `s` safe for a terminal: control characters (newlines, escape
+/// sequences, C1 codes) are written as Rust-style escapes (`\n`, `\u{1b}`)
+/// and a backslash as `\\`, so a fault field can neither forge a line nor
+/// drive the terminal.
+///
+/// ```
+/// use faultbridge::cli::format::printable;
+/// assert_eq!(printable("eth0"), "eth0");
+/// assert_eq!(printable("a\nFAULT b\x1b[2J\\"), "a\\nFAULT b\\u{1b}[2J\\\\");
+/// ```
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(|c| c.is_control() || c == '\\') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() || c == '\\' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

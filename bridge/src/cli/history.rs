@@ -1,19 +1,27 @@
-//! `faultbridge history`: the recorded faults, read straight from the
-//! history database (it works while the daemon runs and when it is stopped).
+//! `faultbridge history`: the recorded faults. By default asked of the
+//! daemon over D-Bus (`History`, page after page), so any local user gets
+//! them without reading `/var/lib/faultbridge`; with `--db FILE`, read
+//! straight from a history database (for when the daemon is stopped; loss
+//! notices, `--since` and `--monitor` need it too, as the D-Bus reply
+//! carries faults only).
 
-use super::CliResult;
-use super::format::hex;
-use crate::config::{Config, DEFAULT_HISTORY_PATH, DEFAULT_PATH};
+use super::format::{hex, printable};
+use super::{CliResult, dbus_failure};
 use crate::history::{HistoryDb, Query};
-use std::path::PathBuf;
+use faultbridge_bus::dbus::client::{connect, error_name};
+use faultbridge_bus::dbus::{BUS_NAME, BusAddress, HistoryRow, INTERFACE, OBJECT_PATH};
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, clap::Args)]
 pub struct HistoryArgs {
+    #[command(flatten)]
+    pub bus: super::BusArg,
     /// Only what was recorded since a DURATION ago (`10m`, `2h`) or a TIME
-    /// (`2026-11-23 10:00:00`, `2026-11-23T10:00:00Z`, UTC).
-    #[arg(long, value_name = "DURATION|TIME")]
+    /// (`2026-11-23 10:00:00`, `2026-11-23T10:00:00Z`, UTC); needs --db.
+    #[arg(long, value_name = "DURATION|TIME", requires = "db")]
     pub since: Option<String>,
     /// Only this category (NIC, FC, HA/SS, …).
     #[arg(long)]
@@ -21,8 +29,9 @@ pub struct HistoryArgs {
     /// Only this device keyword.
     #[arg(long)]
     pub keyword: Option<String>,
-    /// The activity log of this monitor (state changes and actions) instead of faults.
-    #[arg(long)]
+    /// The activity log of this monitor (state changes and actions) instead
+    /// of faults; needs --db.
+    #[arg(long, requires = "db")]
     pub monitor: Option<String>,
     /// At most this many rows (the newest).
     #[arg(long, default_value_t = 50)]
@@ -30,12 +39,10 @@ pub struct HistoryArgs {
     /// One JSON object per line.
     #[arg(long)]
     pub json: bool,
-    /// The history database (default: `[history] path` of the configuration).
+    /// Read this history database directly instead of asking the daemon
+    /// (works while the daemon is stopped; needs read access to the file).
     #[arg(long, value_name = "FILE")]
     pub db: Option<PathBuf>,
-    /// The configuration naming the database.
-    #[arg(long, short = 'c', value_name = "FILE")]
-    pub config: Option<PathBuf>,
 }
 
 fn since_ms(s: &str) -> Result<i64, String> {
@@ -69,28 +76,126 @@ fn time_text(ms: i64) -> String {
     .unwrap_or_else(|_| ms.to_string())
 }
 
-pub fn run(a: HistoryArgs) -> CliResult {
-    let path = match (&a.db, &a.config) {
-        (Some(p), _) => p.clone(),
-        (None, Some(c)) => Config::load(c)?
-            .history
-            .map(|h| h.path)
-            .ok_or_else(|| format!("{}: no [history] section", c.display()))?,
-        (None, None) => {
-            let p = PathBuf::from(DEFAULT_PATH);
-            if p.exists() {
-                Config::load(&p)?
-                    .history
-                    .map_or_else(|| PathBuf::from(DEFAULT_HISTORY_PATH), |h| h.path)
-            } else {
-                PathBuf::from(DEFAULT_HISTORY_PATH)
+/// The daemon's answer while too many calls are in progress.
+const BUSY: &str = "org.faultbridge.Bridge1.Error.Busy";
+/// Times a busy `History` call is tried again (50 ms apart).
+const BUSY_RETRIES: u32 = 200;
+
+/// Rows asked for per `History` call (the daemon may send fewer: a reply
+/// is bounded by bytes too).
+const PAGE: u32 = 1000;
+
+pub fn run(a: HistoryArgs, bus: &BusAddress) -> CliResult {
+    match &a.db {
+        Some(path) => run_file(&a, path),
+        None => run_bus(&a, bus),
+    }
+}
+
+/// The newest `--limit` faults, asked of the daemon page after page.
+fn run_bus(a: &HistoryArgs, bus: &BusAddress) -> CliResult {
+    let keep = a.limit;
+    let r: zbus::Result<VecDeque<HistoryRow>> = zbus::block_on(async {
+        let conn = connect(bus, Some(Duration::from_secs(10))).await?;
+        let mut newest: VecDeque<HistoryRow> = VecDeque::with_capacity(keep.min(4096));
+        let mut after = 0u64;
+        loop {
+            let mut busy = 0;
+            let reply = loop {
+                let r = conn
+                    .call_method(
+                        Some(BUS_NAME),
+                        OBJECT_PATH,
+                        Some(INTERFACE),
+                        "History",
+                        &(after, PAGE),
+                    )
+                    .await;
+                match r {
+                    // Other callers are reading history too: wait our turn.
+                    Err(e) if busy < BUSY_RETRIES && error_name(&e).as_deref() == Some(BUSY) => {
+                        busy += 1;
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    r => break r?,
+                }
+            };
+            let rows: Vec<HistoryRow> = reply.body().deserialize()?;
+            let Some(last) = rows.last() else {
+                break;
+            };
+            if last.0 <= after {
+                // Ids only grow; a daemon that says otherwise would loop us.
+                break;
+            }
+            after = last.0;
+            for r in rows {
+                if a.category.as_ref().is_some_and(|c| *c != r.2)
+                    || a.keyword.as_ref().is_some_and(|k| *k != r.3)
+                {
+                    continue;
+                }
+                if newest.len() == keep {
+                    newest.pop_front();
+                }
+                if keep > 0 {
+                    newest.push_back(r);
+                }
             }
         }
+        Ok(newest)
+    });
+    let rows = match r {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!(
+                "faultbridge history: {} (with --db FILE the database is read directly)",
+                dbus_failure(bus, &e)
+            );
+            return Ok(ExitCode::from(1));
+        }
     };
+    if !a.json && !rows.is_empty() {
+        println!(
+            "{:>8}  {:<5} {:<13} {:>8}  {:<6} {:<12} {:<7} {:<10}",
+            "record", "what", "source", "sequence", "cat", "keyword", "sev", "event"
+        );
+    }
+    for (id, source, category, keyword, severity, cleared, event_code, sequence, ts, detail) in rows
+    {
+        if a.json {
+            let v = serde_json::json!({"type": if cleared { "clear" } else { "fault" }, "id": id,
+                "source": source, "category": category, "keyword": keyword, "severity": severity,
+                "cleared": cleared, "event_code": event_code, "sequence": sequence,
+                "timestamp_ns": ts, "detail": hex(&detail)});
+            println!("{v}");
+        } else {
+            println!(
+                "{:>8}  {:<5} {:<13} {:>8}  {:<6} {:<12} {:<7} {:#010x}",
+                id,
+                if cleared { "CLEAR" } else { "FAULT" },
+                printable(&source),
+                sequence,
+                printable(&category),
+                if keyword.is_empty() {
+                    "*".into()
+                } else {
+                    printable(&keyword)
+                },
+                printable(&severity),
+                event_code
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The history database at `path`, read directly.
+fn run_file(a: &HistoryArgs, path: &Path) -> CliResult {
     if !path.exists() {
         return Err(format!("no history database at {}", path.display()).into());
     }
-    let db = HistoryDb::open_read_only(&path)?;
+    let db = HistoryDb::open_read_only(path)?;
     let since = a.since.as_deref().map(since_ms).transpose()?;
     if let Some(m) = &a.monitor {
         for e in db.activity(Some(m), since, a.limit)? {
@@ -102,7 +207,7 @@ pub fn run(a: HistoryArgs) -> CliResult {
                     time_text(e.time_ms as i64),
                     e.severity.name(),
                     e.kind,
-                    e.message,
+                    printable(&e.message),
                     e.exit_code
                         .map(|c| format!(" (exit {c})"))
                         .unwrap_or_default()
@@ -155,9 +260,9 @@ pub fn run(a: HistoryArgs) -> CliResult {
                 r.sequence,
                 r.category,
                 if r.keyword.is_empty() {
-                    "*"
+                    "*".into()
                 } else {
-                    &r.keyword
+                    printable(&r.keyword)
                 },
                 r.severity,
                 r.event_code

@@ -22,20 +22,30 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(name = "faultbridge", version, about, long_about = None)]
 pub struct Cli {
-    /// The bus the client commands (watch, notify, status, check, reset)
-    /// reach the daemon on: system, session, or a D-Bus address such as
-    /// unix:path=/run/x/bus. The daemon's own bus is `bus` in its
-    /// configuration.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `--bus`: the bus a client command reaches the daemon on.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BusArg {
+    /// The bus the daemon is on: system, session, or a D-Bus address such
+    /// as unix:path=/run/x/bus (the daemon's own bus is `bus` in its
+    /// configuration).
     #[arg(
         long,
-        global = true,
         env = "FAULTBRIDGE_BUS",
         value_name = "ADDRESS",
         default_value = "system"
     )]
     pub bus: String,
-    #[command(subcommand)]
-    pub command: Command,
+}
+
+impl BusArg {
+    /// The address, or why it is not one.
+    pub fn address(&self) -> Result<BusAddress, String> {
+        BusAddress::parse(&self.bus).map_err(|e| format!("--bus: {e}"))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,24 +112,33 @@ impl Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let name = cli.command.name();
-    let bus = || BusAddress::parse(&cli.bus).map_err(|e| format!("--bus: {e}"));
     let result = match cli.command {
         Command::Run(a) => run::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Sim(c) => sim::run(c),
-        Command::Watch(a) => bus().map_err(Into::into).and_then(|b| watch::run(a, &b)),
-        Command::Notify(a) => bus().map_err(Into::into).and_then(|b| notify::run(a, &b)),
-        Command::Status(a) => bus().map_err(Into::into).and_then(|b| status::run(a, &b)),
+        Command::Watch(a) => (a.bus.address())
+            .map_err(Into::into)
+            .and_then(|b| watch::run(a, &b)),
+        Command::Notify(a) => (a.bus.address())
+            .map_err(Into::into)
+            .and_then(|b| notify::run(a, &b)),
+        Command::Status(a) => (a.bus.address())
+            .map_err(Into::into)
+            .and_then(|b| status::run(a, &b)),
         // A Check script answers 1 (unknown) to anything it cannot judge.
-        Command::Check(a) => match bus() {
+        Command::Check(a) => match a.bus.address() {
             Ok(b) => Ok(check::run(a, &b)),
             Err(e) => {
                 eprintln!("faultbridge check: {e}");
                 Ok(ExitCode::from(1))
             }
         },
-        Command::Reset(a) => bus().map_err(Into::into).and_then(|b| reset::run(a, &b)),
-        Command::History(a) => history::run(a),
+        Command::Reset(a) => (a.bus.address())
+            .map_err(Into::into)
+            .and_then(|b| reset::run(a, &b)),
+        Command::History(a) => (a.bus.address())
+            .map_err(Into::into)
+            .and_then(|b| history::run(a, &b)),
         Command::Config(c) => config::run(c),
         Command::Man { out, dir } => config::man(out, dir),
     };

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 pub struct NotifyArgs {
+    #[command(flatten)]
+    pub bus: super::BusArg,
     /// CATEGORY[.KEYWORD]: NIC, FC, HA/SS, HA/AM, HA/RS or SPS, then the
     /// device after the first dot (e.g. NIC.eth0); no keyword: no device.
     #[arg(short = 'k', long = "key", value_name = "CATEGORY[.KEYWORD]")]

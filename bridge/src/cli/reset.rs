@@ -8,6 +8,8 @@ use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 pub struct ResetArgs {
+    #[command(flatten)]
+    pub bus: super::BusArg,
     /// The monitor's name, as configured.
     pub monitor: String,
 }

@@ -81,6 +81,7 @@ pub fn run(args: RunArgs) -> CliResult {
         bridge.control(),
         bridge.counters(),
         bridge.monitors(),
+        dbus.as_ref().map(Service::health),
         keepalive_stop.clone(),
     );
     let sig = signals.wait()?;

@@ -13,6 +13,8 @@ use zbus::{OwnedVariant, Variant};
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
+    #[command(flatten)]
+    pub bus: super::BusArg,
     /// The `Status` dictionary as one JSON object.
     #[arg(long)]
     pub json: bool,

@@ -4,17 +4,20 @@
 // macro generates for it takes them one by one.
 #![allow(clippy::too_many_arguments)]
 
+use super::guard::{Gates, check_actor};
 use super::service::Counters;
 use super::{Backend, Error, HistoryRow, MonitorInfo, NotifyCall};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
-use zbus::{OwnedObjectPath, OwnedVariant, Str};
+use zbus::{Connection, OwnedObjectPath, OwnedVariant, Str};
 
 pub(crate) struct BridgeObject {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) gates: Arc<Gates>,
     pub(crate) monitors: Vec<MonitorInfo>,
     pub(crate) paths: Vec<OwnedObjectPath>,
 }
@@ -51,16 +54,21 @@ impl BridgeObject {
     /// (NIC, FC, HA/SS, HA/AM, HA/RS, SPS; at most 32 bytes), keyword (the
     /// device, at most 1023 bytes, no NUL; empty for none), severity (info,
     /// warning, error, fatal) and detail text. Returns the sequence the
-    /// fault got in the `notify` source.
+    /// fault got in the `notify` source. For root, the daemon's user and
+    /// group faultbridge only.
     #[zbus(out_args("sequence"))]
     async fn notify(
         &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
         category: String,
         keyword: String,
         severity: String,
         detail: String,
     ) -> Result<u64, Error> {
         self.counters.notify_calls.fetch_add(1, Relaxed);
+        let _pass = self.gates.calls.enter(&self.counters)?;
+        check_actor(conn, &hdr, "Notify", &self.counters).await?;
         let backend = self.backend.clone();
         let call = NotifyCall {
             category,
@@ -96,13 +104,17 @@ impl BridgeObject {
         s
     }
 
-    /// Recorded faults whose record id is above after_sequence, at most
-    /// limit, oldest first: (record id, source, category, keyword, severity,
-    /// cleared, event_code, sequence, timestamp_ns, detail).
+    /// Recorded faults whose record id is above after_sequence, oldest
+    /// first, at most limit rows and 1 MiB: (record id, source, category,
+    /// keyword, severity, cleared, event_code, sequence, timestamp_ns,
+    /// detail). A reply may hold fewer rows than asked while more follow:
+    /// call again with the last row's record id until a reply is empty.
     #[zbus(out_args("faults"))]
-    async fn history(&self, after_sequence: u64, limit: u32) -> Vec<HistoryRow> {
+    async fn history(&self, after_sequence: u64, limit: u32) -> Result<Vec<HistoryRow>, Error> {
+        let _pass = self.gates.calls.enter(&self.counters)?;
+        let _history = self.gates.history.enter(&self.counters)?;
         let backend = self.backend.clone();
-        zruntime::unblock(move || backend.history(after_sequence, limit)).await
+        Ok(zruntime::unblock(move || backend.history(after_sequence, limit)).await)
     }
 
     /// A fault (cleared = false) or the end of one (cleared = true).

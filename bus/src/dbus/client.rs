@@ -201,5 +201,109 @@ pub async fn subscribe(
     let stream = MessageStream::from(conn.clone());
     add_match(&conn, &fault_rule(category, keyword)?).await?;
     add_match(&conn, &lost_rule()?).await?;
+    add_match(&conn, &owner_rule()?).await?;
     Ok((conn, stream))
+}
+
+const DBUS_NAME: &str = "org.freedesktop.DBus";
+
+/// The bus's `NameOwnerChanged` signals for `org.faultbridge.Bridge1`.
+pub fn owner_rule() -> zbus::Result<MatchRule<'static>> {
+    Ok(MatchRule::builder()
+        .msg_type(MessageType::Signal)
+        .sender(DBUS_NAME)
+        .interface(DBUS_NAME)
+        .member("NameOwnerChanged")
+        .arg(0, BUS_NAME)
+        .build()?
+        .into_owned())
+}
+
+/// The unique name owning `org.faultbridge.Bridge1` now, `None` when no
+/// daemon owns it.
+pub async fn name_owner(conn: &Connection) -> zbus::Result<Option<String>> {
+    let r = conn
+        .call_method(
+            Some(DBUS_NAME),
+            "/org/freedesktop/DBus",
+            Some(DBUS_NAME),
+            "GetNameOwner",
+            &(BUS_NAME,),
+        )
+        .await;
+    match r {
+        Ok(reply) => Ok(Some(reply.body().deserialize::<String>()?)),
+        Err(e)
+            if error_name(&e).as_deref() == Some("org.freedesktop.DBus.Error.NameHasNoOwner") =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Who owns `org.faultbridge.Bridge1`, kept up to date from the bus's
+/// `NameOwnerChanged` signals (see [`subscribe`]), so that a subscriber
+/// takes `Fault` and `Lost` signals from the daemon only: any client may
+/// send a signal with the daemon's interface and path to a subscriber
+/// directly, and only the sender field, which the bus sets, tells them
+/// apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    unique: Option<String>,
+}
+
+/// What an owner change was.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OwnerChange {
+    /// A daemon took the name (its unique name).
+    Appeared(String),
+    /// No daemon owns the name any more.
+    Vanished,
+}
+
+impl Owner {
+    /// The owner now (`GetNameOwner`).
+    pub async fn query(conn: &Connection) -> zbus::Result<Owner> {
+        Ok(Owner {
+            unique: name_owner(conn).await?,
+        })
+    }
+
+    /// The unique name of the daemon, if one owns the name.
+    pub fn unique_name(&self) -> Option<&str> {
+        self.unique.as_deref()
+    }
+
+    /// Takes in `msg` when it is the bus's `NameOwnerChanged` for
+    /// `org.faultbridge.Bridge1`; what changed, `None` for any other message.
+    pub fn update(&mut self, msg: &Message) -> Option<OwnerChange> {
+        let h = msg.header();
+        if msg.message_type() != MessageType::Signal
+            || h.sender().map(|s| s.as_str()) != Some(DBUS_NAME)
+            || h.interface().map(|i| i.as_str()) != Some(DBUS_NAME)
+            || h.member().map(|m| m.as_str()) != Some("NameOwnerChanged")
+        {
+            return None;
+        }
+        let (name, _old, new): (String, String, String) = msg.body().deserialize().ok()?;
+        if name != BUS_NAME {
+            return None;
+        }
+        if new.is_empty() {
+            self.unique = None;
+            Some(OwnerChange::Vanished)
+        } else {
+            self.unique = Some(new.clone());
+            Some(OwnerChange::Appeared(new))
+        }
+    }
+
+    /// True when `msg` was sent by the daemon owning the name.
+    pub fn sent(&self, msg: &Message) -> bool {
+        match (&self.unique, msg.header().sender()) {
+            (Some(owner), Some(sender)) => sender.as_str() == owner,
+            _ => false,
+        }
+    }
 }

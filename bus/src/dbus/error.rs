@@ -28,13 +28,19 @@ pub enum Error {
     UnknownMonitor(String),
     /// The daemon is stopping and takes no more requests.
     Stopped(String),
+    /// `Notify`, `Reset`: the caller is neither root, nor the daemon's
+    /// user, nor a member of group `faultbridge` (checked by the daemon
+    /// itself, whatever the bus policy let through).
+    AccessDenied(String),
+    /// Too many calls are in progress; nothing was done, try again.
+    Busy(String),
 }
 
 impl Error {
     /// True for a request refused because of what it asked (counted as a
     /// rejected request), false for a daemon that could not serve it.
     pub fn is_rejection(&self) -> bool {
-        !matches!(self, Error::Stopped(_))
+        !matches!(self, Error::Stopped(_) | Error::Busy(_))
     }
 
     /// The readable message.
@@ -47,7 +53,9 @@ impl Error {
             | Error::UnknownSeverity(m)
             | Error::DetailTooLong(m)
             | Error::UnknownMonitor(m)
-            | Error::Stopped(m) => m,
+            | Error::Stopped(m)
+            | Error::AccessDenied(m)
+            | Error::Busy(m) => m,
         }
     }
 }

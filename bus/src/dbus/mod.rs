@@ -14,7 +14,7 @@
 //! | method `Notify` | `s category, s keyword, s severity, s detail` → `t sequence` | report a fault from user space (`clprexec --notice` style); the reply is the sequence it got in the `notify` source; bad input → an `org.faultbridge.Bridge1.Error.*` error and nothing else changes |
 //! | method `ListMonitors` | → `ao` | the monitor objects |
 //! | method `Status` | → `a{sv}` | counters and states, see below |
-//! | method `History` | `t after_sequence, u limit` → `a(tssssbuttay)` | recorded faults with a record id above `after_sequence`, at most `limit`: each row is the record id then the `Fault` signal's nine arguments; empty while no history is kept |
+//! | method `History` | `t after_sequence, u limit` → `a(tssssbuttay)` | recorded faults with a record id above `after_sequence`, oldest first, at most `limit`: each row is the record id then the `Fault` signal's nine arguments; one page (see below); empty while no history is kept |
 //!
 //! One object per configured monitor at
 //! `/org/faultbridge/Bridge1/monitor/<name escaped by [`escape_label`]>`,
@@ -31,6 +31,17 @@
 //! `a{sa{sv}}` (per monitor: `Path`, `Category`, `Keyword`, `State`,
 //! `ErrorCount`, `LastSequence`), `dbus` `a{st}` (see [`DbusStats`]), and
 //! `rejected_requests` `t` (requests refused with an error).
+//!
+//! # Paging `History`
+//!
+//! Any local user may call `History`, so a reply is bounded: at most
+//! `limit` rows (and 10 000), and at most [`HISTORY_REPLY_BYTES`] bytes of
+//! rows (one row at least, whatever its size). A reply may therefore hold
+//! fewer rows than asked for while more follow: to read everything, call
+//! again with `after_sequence` set to the record id of the last row
+//! received, until a reply is empty. Record ids only grow; loss notices
+//! kept in the history are not rows of this reply (they were `Lost`
+//! signals).
 //!
 //! # Storms
 //!
@@ -52,13 +63,17 @@
 mod bridge1;
 pub mod client;
 mod error;
+mod guard;
+mod link;
 mod monitor1;
 mod names;
 mod service;
 mod signals;
 
-pub use client::{BusSignal, FaultSignal, LostSignal};
+pub use client::{BusSignal, FaultSignal, LostSignal, Owner, OwnerChange};
 pub use error::{Error, ServiceError};
+pub use guard::{ACTOR_GROUP, MAX_CALLS, MAX_HISTORY_CALLS, may_act};
+pub use link::BusHealth;
 pub use names::{
     BUS_NAME, ERROR_PREFIX, INTERFACE, MONITOR_INTERFACE, MONITOR_PATH_PREFIX, OBJECT_PATH,
     PROPERTIES_INTERFACE, escape_label, monitor_path, unescape_label,
@@ -158,6 +173,19 @@ pub type HistoryRow = (
     Vec<u8>,
 );
 
+/// The bytes of rows one `History` reply carries at most (1 MiB, far below
+/// the 32 MiB a system bus lets one message hold).
+pub const HISTORY_REPLY_BYTES: usize = 1 << 20;
+
+/// The bytes `row` takes in a `History` reply (its D-Bus encoding, padding
+/// counted generously).
+pub fn history_row_bytes(row: &HistoryRow) -> usize {
+    let text = row.1.len() + row.2.len() + row.3.len() + row.4.len();
+    // 8-byte struct alignment, the id, four string lengths and NULs, the
+    // bool, the code, two u64 and the array length, with their padding.
+    64 + text + row.9.len()
+}
+
 /// What the daemon gives the D-Bus service. The service calls these from
 /// its own threads (a blocking-work pool for `notify` and `reset`), never
 /// from the ingest thread.
@@ -175,7 +203,9 @@ pub trait Backend: Send + Sync + 'static {
     /// `sources`, `subscriber_drops`, …); the service adds `monitors`,
     /// `dbus` and `rejected_requests`.
     fn status(&self) -> HashMap<String, OwnedVariant>;
-    /// Recorded faults after record id `after_sequence`, at most `limit`.
+    /// Recorded faults after record id `after_sequence`, oldest first, at
+    /// most `limit` rows and [`HISTORY_REPLY_BYTES`] bytes (one page, see
+    /// the module's docs).
     fn history(&self, after_sequence: u64, limit: u32) -> Vec<HistoryRow> {
         let _ = (after_sequence, limit);
         Vec::new()

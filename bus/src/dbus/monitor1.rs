@@ -1,15 +1,19 @@
 //! The `org.faultbridge.Monitor1` interface, one object per monitor.
 
+use super::guard::{Gates, check_actor};
 use super::service::Counters;
 use super::{Backend, Error, MonitorInfo, MonitorSnapshot, MonitorState};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use zbus::Connection;
+use zbus::message::Header;
 
 pub(crate) struct MonitorObject {
     pub(crate) index: usize,
     pub(crate) info: MonitorInfo,
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) gates: Arc<Gates>,
 }
 
 impl MonitorObject {
@@ -62,9 +66,16 @@ impl MonitorObject {
         self.now().last_sequence
     }
 
-    /// Clears the Error state.
-    async fn reset(&self) -> Result<(), Error> {
+    /// Clears the Error state. For root, the daemon's user and group
+    /// faultbridge only.
+    async fn reset(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Error> {
         self.counters.reset_calls.fetch_add(1, Relaxed);
+        let _pass = self.gates.calls.enter(&self.counters)?;
+        check_actor(conn, &hdr, "Reset", &self.counters).await?;
         let backend = self.backend.clone();
         let name = self.info.name.clone();
         let r = zruntime::unblock(move || backend.reset(&name)).await;

@@ -9,9 +9,13 @@
 //! - `fb-dbus-send`: writes the built signals to the socket, several per
 //!   write, from a queue of at most [`Service::MAX_IN_FLIGHT`];
 //! - `fb-dbus-monitors`: turns the monitors' state changes into
-//!   `PropertiesChanged`.
+//!   `PropertiesChanged`;
+//! - `fb-dbus-link`: waits for the connection to close and makes it again
+//!   (see `link.rs`).
 
 use super::bridge1::BridgeObject;
+use super::guard::Gates;
+use super::link::{BusHealth, Link};
 use super::monitor1::MonitorObject;
 use super::names::{BUS_NAME, MONITOR_INTERFACE, PROPERTIES_INTERFACE, monitor_path};
 use super::signals::{Pump, TokenBucket, in_flight, run_sender};
@@ -74,6 +78,13 @@ pub(crate) struct Counters {
     pub(crate) notify_accepted: AtomicU64,
     pub(crate) rejected_requests: AtomicU64,
     pub(crate) reset_calls: AtomicU64,
+    pub(crate) denied_requests: AtomicU64,
+    pub(crate) busy_refusals: AtomicU64,
+    pub(crate) bus_down_drops: AtomicU64,
+    pub(crate) connected: AtomicBool,
+    pub(crate) disconnects: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
+    pub(crate) has_missed: AtomicBool,
 }
 
 impl Counters {
@@ -96,6 +107,12 @@ impl Counters {
             notify_accepted: self.notify_accepted.load(Relaxed),
             rejected_requests: self.rejected_requests.load(Relaxed),
             reset_calls: self.reset_calls.load(Relaxed),
+            denied_requests: self.denied_requests.load(Relaxed),
+            busy_refusals: self.busy_refusals.load(Relaxed),
+            bus_down_drops: self.bus_down_drops.load(Relaxed),
+            connected: self.connected.load(Relaxed),
+            disconnects: self.disconnects.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
         }
     }
 }
@@ -133,13 +150,27 @@ pub struct DbusStats {
     /// `Notify` and `Reset` calls refused with an error.
     pub rejected_requests: u64,
     pub reset_calls: u64,
+    /// `Notify` and `Reset` calls refused because of who called (also
+    /// counted in `rejected_requests`).
+    pub denied_requests: u64,
+    /// Calls refused with `Busy` (too many in progress).
+    pub busy_refusals: u64,
+    /// Faults that found the bus connection down (told as `Lost` once it
+    /// is back).
+    pub bus_down_drops: u64,
+    /// True while connected to the bus and owning the name.
+    pub connected: bool,
+    /// Times the connection to the bus was lost.
+    pub disconnects: u64,
+    /// Times it was made again (the name owned, the objects exported).
+    pub reconnects: u64,
 }
 
 impl DbusStats {
     /// Faults D-Bus subscribers did not get as a `Fault` signal because of
     /// the D-Bus side (queue or pace).
     pub fn dropped(&self) -> u64 {
-        self.queue_drops + self.rate_drops + self.backlog_drops
+        self.queue_drops + self.rate_drops + self.backlog_drops + self.bus_down_drops
     }
 
     /// As the `dbus` entry of `Status`.
@@ -159,6 +190,12 @@ impl DbusStats {
             ("notify_accepted", self.notify_accepted),
             ("rejected_requests", self.rejected_requests),
             ("reset_calls", self.reset_calls),
+            ("denied_requests", self.denied_requests),
+            ("busy_refusals", self.busy_refusals),
+            ("bus_down_drops", self.bus_down_drops),
+            ("connected", u64::from(self.connected)),
+            ("disconnects", self.disconnects),
+            ("reconnects", self.reconnects),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -170,18 +207,24 @@ impl DbusStats {
 /// has stopped, so the last faults go out first.
 #[derive(Debug)]
 pub struct Service {
-    conn: Connection,
+    link: Arc<Link>,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
     stop_tx: Option<Sender<()>>,
+    link_stop: Option<Sender<()>>,
     pump: Option<JoinHandle<()>>,
     sender: Option<JoinHandle<()>>,
     watcher: Option<JoinHandle<()>>,
+    supervisor: Option<JoinHandle<()>>,
 }
 
 /// How long the bus may take to answer while the service starts (`Hello`,
 /// `RequestName`) before starting fails.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The first wait before reconnecting, and the longest.
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 fn connect_builder(bus: &BusAddress) -> Builder<'_> {
     super::client::builder(bus).method_timeout(START_TIMEOUT)
@@ -197,6 +240,136 @@ fn is_access_denied(e: &zbus::Error) -> bool {
     }
 }
 
+/// What a connection is made of: the objects to export on it.
+#[derive(Clone)]
+struct Objects {
+    bus: BusAddress,
+    backend: Arc<dyn Backend>,
+    counters: Arc<Counters>,
+    gates: Arc<Gates>,
+    monitors: Vec<super::MonitorInfo>,
+    paths: Vec<OwnedObjectPath>,
+}
+
+impl Objects {
+    /// Connects, exports the bridge object and one object per monitor, and
+    /// owns `org.faultbridge.Bridge1`.
+    fn connect(&self) -> Result<Connection, ServiceError> {
+        zbus::block_on(async {
+            let conn = connect_builder(&self.bus).build().await.map_err(|source| {
+                ServiceError::Connect {
+                    bus: self.bus.to_string(),
+                    source,
+                }
+            })?;
+            let server = conn.object_server();
+            server
+                .at(
+                    super::OBJECT_PATH,
+                    BridgeObject {
+                        backend: self.backend.clone(),
+                        counters: self.counters.clone(),
+                        gates: self.gates.clone(),
+                        monitors: self.monitors.clone(),
+                        paths: self.paths.clone(),
+                    },
+                )
+                .await
+                .map_err(ServiceError::Export)?;
+            for (i, m) in self.monitors.iter().enumerate() {
+                server
+                    .at(
+                        &self.paths[i],
+                        MonitorObject {
+                            index: i,
+                            info: m.clone(),
+                            backend: self.backend.clone(),
+                            counters: self.counters.clone(),
+                            gates: self.gates.clone(),
+                        },
+                    )
+                    .await
+                    .map_err(ServiceError::Export)?;
+            }
+            match conn
+                .request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
+                .await
+            {
+                Ok(RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner) => Ok(conn),
+                Ok(_) | Err(zbus::Error::NameTaken) => Err(ServiceError::NameTaken),
+                Err(e) if is_access_denied(&e) => Err(ServiceError::NameDenied(e)),
+                Err(e) => Err(ServiceError::NameRequest(e)),
+            }
+        })
+    }
+}
+
+/// The supervisor: waits for the connection to close, then reconnects.
+struct Supervisor {
+    objects: Objects,
+    link: Arc<Link>,
+    stop: Arc<AtomicBool>,
+    stop_rx: Receiver<()>,
+    resync: Sender<()>,
+}
+
+impl Supervisor {
+    fn run(self) {
+        let bus = &self.objects.bus;
+        loop {
+            let Some(conn) = self.link.current() else {
+                return;
+            };
+            zbus::block_on(conn.closed());
+            drop(conn);
+            if self.stop.load(Ordering::Acquire) {
+                return;
+            }
+            self.link.set_down();
+            eprintln!(
+                "faultbridge: D-Bus: the connection to the {bus} bus was lost; ingest, monitors, actions and history go on, D-Bus subscribers will be told what they missed as Lost; reconnecting"
+            );
+            let mut delay = BACKOFF_FIRST;
+            let mut attempts = 0u64;
+            loop {
+                match self.stop_rx.recv_timeout(delay) {
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+                attempts += 1;
+                match self.objects.connect() {
+                    Ok(conn) => {
+                        if self.stop.load(Ordering::Acquire) {
+                            let _ = zbus::block_on(conn.close());
+                            return;
+                        }
+                        let down = self.link.set_up(conn);
+                        eprintln!(
+                            "faultbridge: D-Bus: reconnected to the {bus} bus after {:.1} s ({attempts} attempt(s)); {BUS_NAME} owned again",
+                            down.as_secs_f64()
+                        );
+                        let _ = self.resync.try_send(());
+                        break;
+                    }
+                    Err(e) => {
+                        if attempts == 1 || attempts % 20 == 0 {
+                            let mut why = e.to_string();
+                            if let Some(s) = std::error::Error::source(&e) {
+                                why = format!("{why}: {s}");
+                            }
+                            eprintln!(
+                                "faultbridge: D-Bus: reconnecting to the {bus} bus failed ({attempts} attempt(s)): {why}; retrying every {} s at most",
+                                BACKOFF_MAX.as_secs()
+                            );
+                        }
+                        delay = (delay * 2).min(BACKOFF_MAX);
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl Service {
     /// Signals built and waiting for the socket to the bus at most; beyond
     /// that faults are dropped (`backlog_drops`) rather than queued.
@@ -205,7 +378,8 @@ impl Service {
     /// Connects, exports the bridge object and one object per monitor,
     /// owns `org.faultbridge.Bridge1`, and starts emitting: `faults` is the
     /// service's own bus subscription, `changes` the monitors' state
-    /// changes. Returns once the name is owned.
+    /// changes. Returns once the name is owned. A connection lost later
+    /// is made again (see `link.rs`).
     pub fn start<T>(
         opts: &ServiceOptions,
         backend: Arc<dyn Backend>,
@@ -222,60 +396,25 @@ impl Service {
             .map(|m| OwnedObjectPath::try_from(monitor_path(&m.name)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(ServiceError::Export)?;
-
-        let conn = zbus::block_on(async {
-            let conn = connect_builder(&opts.bus).build().await.map_err(|source| {
-                ServiceError::Connect {
-                    bus: opts.bus.to_string(),
-                    source,
-                }
-            })?;
-            let server = conn.object_server();
-            server
-                .at(
-                    super::OBJECT_PATH,
-                    BridgeObject {
-                        backend: backend.clone(),
-                        counters: counters.clone(),
-                        monitors: monitors.clone(),
-                        paths: paths.clone(),
-                    },
-                )
-                .await
-                .map_err(ServiceError::Export)?;
-            for (i, m) in monitors.iter().enumerate() {
-                server
-                    .at(
-                        &paths[i],
-                        MonitorObject {
-                            index: i,
-                            info: m.clone(),
-                            backend: backend.clone(),
-                            counters: counters.clone(),
-                        },
-                    )
-                    .await
-                    .map_err(ServiceError::Export)?;
-            }
-            match conn
-                .request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
-                .await
-            {
-                Ok(RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner) => Ok(conn),
-                Ok(_) | Err(zbus::Error::NameTaken) => Err(ServiceError::NameTaken),
-                Err(e) if is_access_denied(&e) => Err(ServiceError::NameDenied(e)),
-                Err(e) => Err(ServiceError::NameRequest(e)),
-            }
-        })?;
+        let objects = Objects {
+            bus: opts.bus.clone(),
+            backend: backend.clone(),
+            counters: counters.clone(),
+            gates: Arc::new(Gates::default()),
+            monitors,
+            paths: paths.clone(),
+        };
+        let conn = objects.connect()?;
+        let link = Arc::new(Link::new(Some(conn), counters.clone()));
 
         let stop = Arc::new(AtomicBool::new(false));
         let (out, queued) = in_flight();
         let sender = {
-            let conn = conn.clone();
+            let link = link.clone();
             let counters = counters.clone();
             std::thread::Builder::new()
                 .name("fb-dbus-send".into())
-                .spawn(move || run_sender(conn, queued, counters))
+                .spawn(move || run_sender(&link, queued, counters))
                 .map_err(ServiceError::Thread)?
         };
         let pump = Pump::new(
@@ -284,30 +423,46 @@ impl Service {
             counters.clone(),
             TokenBucket::new(opts.max_signals_per_second, opts.signal_burst),
             stop.clone(),
+            link.clone(),
         );
         let pump = std::thread::Builder::new()
             .name("fb-dbus-signals".into())
             .spawn(move || pump.run())
             .map_err(ServiceError::Thread)?;
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+        let (resync_tx, resync_rx) = crossbeam_channel::bounded(1);
         let watcher = MonitorWatcher {
-            conn: conn.clone(),
+            link: link.clone(),
             backend,
             paths,
             counters: counters.clone(),
         };
         let watcher = std::thread::Builder::new()
             .name("fb-dbus-monitors".into())
-            .spawn(move || watcher.run(changes, stop_rx))
+            .spawn(move || watcher.run(changes, stop_rx, resync_rx))
+            .map_err(ServiceError::Thread)?;
+        let (link_stop, link_stop_rx) = crossbeam_channel::bounded(1);
+        let supervisor = Supervisor {
+            objects,
+            link: link.clone(),
+            stop: stop.clone(),
+            stop_rx: link_stop_rx,
+            resync: resync_tx,
+        };
+        let supervisor = std::thread::Builder::new()
+            .name("fb-dbus-link".into())
+            .spawn(move || supervisor.run())
             .map_err(ServiceError::Thread)?;
         Ok(Service {
-            conn,
+            link,
             counters,
             stop,
             stop_tx: Some(stop_tx),
+            link_stop: Some(link_stop),
             pump: Some(pump),
             sender: Some(sender),
             watcher: Some(watcher),
+            supervisor: Some(supervisor),
         })
     }
 
@@ -316,9 +471,17 @@ impl Service {
         self.counters.snapshot()
     }
 
-    /// The connection's unique name on the bus.
+    /// Whether the service is on the bus now (shareable).
+    pub fn health(&self) -> BusHealth {
+        BusHealth(self.link.clone())
+    }
+
+    /// The connection's unique name on the bus (`None` while the bus is
+    /// down).
     pub fn unique_name(&self) -> Option<String> {
-        self.conn.unique_name().map(|n| n.to_string())
+        self.link
+            .current()
+            .and_then(|c| c.unique_name().map(|n| n.to_string()))
     }
 
     /// Stops emitting (waiting for the pump to send what the bridge
@@ -326,7 +489,10 @@ impl Service {
     /// connection. Returns the final counters.
     pub fn stop(mut self) -> DbusStats {
         self.halt();
-        let _ = zbus::block_on(self.conn.release_name(BUS_NAME));
+        if let Some(c) = self.link.current() {
+            let _ = zbus::block_on(c.release_name(BUS_NAME));
+        }
+        self.end_link();
         self.counters.snapshot()
     }
 
@@ -344,11 +510,23 @@ impl Service {
             let _ = t.join();
         }
     }
+
+    /// Ends the supervisor and closes the connection.
+    fn end_link(&mut self) {
+        drop(self.link_stop.take());
+        if let Some(c) = self.link.current() {
+            let _ = zbus::block_on(c.close());
+        }
+        if let Some(t) = self.supervisor.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Drop for Service {
     fn drop(&mut self) {
         self.halt();
+        self.end_link();
     }
 }
 
@@ -356,14 +534,19 @@ impl Drop for Service {
 const REFRESH: Duration = Duration::from_millis(250);
 
 struct MonitorWatcher {
-    conn: Connection,
+    link: Arc<Link>,
     backend: Arc<dyn Backend>,
     paths: Vec<OwnedObjectPath>,
     counters: Arc<Counters>,
 }
 
 impl MonitorWatcher {
-    fn run<T: Into<MonitorUpdate>>(self, changes: Receiver<T>, stop: Receiver<()>) {
+    fn run<T: Into<MonitorUpdate>>(
+        self,
+        changes: Receiver<T>,
+        stop: Receiver<()>,
+        resync: Receiver<()>,
+    ) {
         let n = self.paths.len();
         let mut told: Vec<Option<MonitorSnapshot>> =
             (0..n).map(|i| self.backend.monitor(i)).collect();
@@ -397,6 +580,14 @@ impl MonitorWatcher {
                 },
                 recv(stop) -> _ => return,
                 recv(tick) -> _ => self.refresh(&mut told),
+                // Back on the bus: tell every monitor's properties afresh.
+                recv(resync) -> r => match r {
+                    Ok(()) => {
+                        told.iter_mut().for_each(|t| *t = None);
+                        self.refresh(&mut told);
+                    }
+                    Err(_) => return,
+                },
             }
         }
     }
@@ -431,8 +622,12 @@ impl MonitorWatcher {
         if changed.is_empty() {
             return;
         }
+        let Some(conn) = self.link.current() else {
+            // Down: told afresh once the bus is back.
+            return;
+        };
         let body = (MONITOR_INTERFACE, changed, Vec::<&str>::new());
-        let r = zbus::block_on(self.conn.emit_signal(
+        let r = zbus::block_on(conn.emit_signal(
             Option::<&str>::None,
             &self.paths[i],
             PROPERTIES_INTERFACE,

@@ -5,6 +5,10 @@
 //!
 //! The service itself (`org.faultbridge.Bridge1`, threads, pacing) lives in
 //! [`faultbridge_bus::dbus`]; nothing here runs on the ingest thread.
+//! [`private_bus`] starts a `dbus-daemon` of one's own (the demo, the
+//! benches and the tests use it).
+
+pub mod private_bus;
 
 use crate::action::RunnerStats;
 use crate::activity::ActivityLog;
@@ -16,8 +20,8 @@ use crate::notify::{NotifyError, NotifyRequest};
 use crate::stats::Stats;
 use faultbridge_bus::SubscribeOptions;
 use faultbridge_bus::dbus::{
-    Backend, BusAddress, Error, HistoryRow, MonitorInfo, MonitorSnapshot, MonitorUpdate,
-    NotifyCall, Service, ServiceError, ServiceOptions,
+    Backend, BusAddress, Error, HISTORY_REPLY_BYTES, HistoryRow, MonitorInfo, MonitorSnapshot,
+    MonitorUpdate, NotifyCall, Service, ServiceError, ServiceOptions, history_row_bytes,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,7 +35,8 @@ use zbus::{OwnedVariant, Str};
 /// D-Bus subscribers seconds behind (what does not fit is told as `Lost`).
 pub const DBUS_QUEUE: usize = 8192;
 
-/// Rows one `History` call returns at most.
+/// Rows one `History` call returns at most (the reply's bytes are
+/// bounded too: [`HISTORY_REPLY_BYTES`]).
 pub const HISTORY_LIMIT_MAX: usize = 10_000;
 
 /// Activity-log entries `Status()` carries (the newest).
@@ -254,40 +259,68 @@ impl Backend for BridgeBackend {
         let Some(path) = &self.history else {
             return Vec::new();
         };
-        let rows = HistoryDb::open_read_only(path).and_then(|db| {
-            db.query(&Query {
-                after_id: Some(after_sequence.min(i64::MAX as u64) as i64),
-                // Any local user may call History: a reply stays far below
-                // the bus's message size limit; clients page with after_sequence.
-                limit: (limit as usize).min(HISTORY_LIMIT_MAX),
-                ..Query::default()
-            })
-        });
-        match rows {
-            Ok(rows) => rows
-                .into_iter()
-                .filter(|r| r.kind != "lost")
-                .map(|r| {
-                    (
-                        r.id as u64,
-                        r.source,
-                        r.category,
-                        r.keyword,
-                        r.severity,
-                        r.kind == "clear",
-                        r.event_code,
-                        r.sequence,
-                        r.timestamp_ns,
-                        r.detail,
-                    )
-                })
-                .collect(),
+        match history_page(path, after_sequence, limit) {
+            Ok(rows) => rows,
             Err(e) => {
                 eprintln!("faultbridge: D-Bus History: {e}");
                 Vec::new()
             }
         }
     }
+}
+
+/// Rows of the database read at a time while a `History` reply is built.
+const HISTORY_CHUNK: usize = 32;
+
+/// One page of `History`: fault and clear rows with a record id above
+/// `after`, oldest first, at most `limit` (and [`HISTORY_LIMIT_MAX`]) rows
+/// and [`HISTORY_REPLY_BYTES`] bytes (one row at least, whatever its size).
+/// Loss rows are left out: the reply's type carries faults only.
+pub fn history_page(
+    path: &std::path::Path,
+    after: u64,
+    limit: u32,
+) -> Result<Vec<HistoryRow>, crate::history::HistoryError> {
+    let limit = (limit as usize).min(HISTORY_LIMIT_MAX);
+    let db = HistoryDb::open_read_only(path)?;
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    let mut cursor = after.min(i64::MAX as u64) as i64;
+    while out.len() < limit {
+        let rows = db.query(&Query {
+            after_id: Some(cursor),
+            limit: (limit - out.len()).min(HISTORY_CHUNK),
+            ..Query::default()
+        })?;
+        if rows.is_empty() {
+            break;
+        }
+        for r in rows {
+            cursor = r.id;
+            if r.kind == "lost" {
+                continue;
+            }
+            let row: HistoryRow = (
+                r.id as u64,
+                r.source,
+                r.category,
+                r.keyword,
+                r.severity,
+                r.kind == "clear",
+                r.event_code,
+                r.sequence,
+                r.timestamp_ns,
+                r.detail,
+            );
+            let size = history_row_bytes(&row);
+            if !out.is_empty() && bytes + size > HISTORY_REPLY_BYTES {
+                return Ok(out);
+            }
+            bytes += size;
+            out.push(row);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
