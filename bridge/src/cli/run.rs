@@ -48,6 +48,15 @@ pub fn run(args: RunArgs) -> CliResult {
     let signals = block_stop_signals()?;
     let bridge = Bridge::start(&config)?;
     let dbus = start_dbus(&bridge, &config)?;
+    // Live self-upgrade, driven over D-Bus beside the bridge's service.
+    let config_path = args
+        .config
+        .clone()
+        .or_else(|| Some(PathBuf::from(DEFAULT_PATH)).filter(|p| p.exists()));
+    let upgrade = match &dbus {
+        Some(d) => Some(crate::upgrade::start(&bridge, &config, config_path.as_deref(), d)?),
+        None => None,
+    };
     // Subscribe before announcing readiness, so nothing sent after `ready`
     // is missed; the printer locks stdout for good, so `ready` goes first.
     let sub = match args.print {
@@ -86,6 +95,9 @@ pub fn run(args: RunArgs) -> CliResult {
     keepalive_stop.store(true, std::sync::atomic::Ordering::Release);
     if let Some(k) = keepalive {
         let _ = k.join();
+    }
+    if let Some(u) = upgrade {
+        u.stop();
     }
     let stats = bridge.shutdown();
     // After the bridge: the D-Bus side sends what it still holds, then goes.

@@ -259,6 +259,9 @@ impl Machine {
                     Err(self.refuse(c, "nothing failed, there is nothing to retry"))
                 }
             }
+            // The readiness check runs in Idle as often as wanted, also
+            // after a failed one (with another binary, say).
+            Command::Check if self.state == S::Idle => Ok(vec![Step::CheckReadiness]),
             Command::Abort => match self.state {
                 S::PrepareSplit | S::Split | S::PrepareMerge | S::Merge => Ok(vec![Step::Abort]),
                 S::Idle => Err(self.refuse(c, "no upgrade is in progress")),
@@ -465,6 +468,8 @@ mod tests {
         assert_eq!(at(&m), (UpgradeState::Idle, Operational::Broken));
         let e = m.plan(Command::Split).unwrap_err().to_string();
         assert!(e.contains("Idle") && e.contains("Broken"), "{e}");
+        // Another check is fine (another binary, say).
+        assert_eq!(m.plan(Command::Check), Ok(vec![Step::CheckReadiness]));
         // Abort has nothing to abort in Idle; retry runs the check again.
         assert!(m.plan(Command::Abort).is_err());
         run(&mut m, Command::Retry, |_| true).unwrap();

@@ -321,6 +321,12 @@ impl Service {
         self.conn.unique_name().map(|n| n.to_string())
     }
 
+    /// The connection, for interfaces added beside the bridge's
+    /// (`org.faultbridge.Upgrade1`).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
     /// Stops emitting (waiting for the pump to send what the bridge
     /// published before it stopped), gives up the name and closes the
     /// connection. Returns the final counters.
