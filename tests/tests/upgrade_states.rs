@@ -59,7 +59,12 @@ fn pair(a: &str, b: &str) -> (String, String) {
 fn refused(bus: &str, args: &[&str], state_name: &str) {
     let before = status(bus);
     let o = upgrade(bus, args);
-    assert_eq!(o.status.code(), Some(1), "{args:?} was not refused: {}", text(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{args:?} was not refused: {}",
+        text(&o)
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("org.faultbridge.Upgrade1.Error.Refused")
@@ -164,7 +169,12 @@ timing = "early"
     let o = upgrade(&a, &["split", "--new-binary", next_s]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(state(&a), pair("Split", "Ready"));
-    for (verb, st) in [("commit", "Split"), ("split", "Split"), ("check", "Split"), ("finish", "Split")] {
+    for (verb, st) in [
+        ("commit", "Split"),
+        ("split", "Split"),
+        ("check", "Split"),
+        ("finish", "Split"),
+    ] {
         refused(&a, &[verb], st);
     }
     // Abort from Split; abort again is refused; finish returns to Idle.
@@ -235,12 +245,21 @@ command = '''/bin/sh -c 'echo "$FAULTBRIDGE_MONITOR $FAULTBRIDGE_SEQUENCE" >> {a
     assert_eq!(at(&s), pair("Split", "Ready"), "{s}");
     let ours = s["version"].as_str().unwrap().to_string();
     let theirs = s["peer"]["version"].as_str().unwrap().to_string();
-    assert!(!ours.ends_with("+next") && theirs == format!("{ours}+next"), "{s}");
+    assert!(
+        !ours.ends_with("+next") && theirs == format!("{ours}+next"),
+        "{s}"
+    );
     assert_eq!(s["peer"]["side"], "Upgrade");
     assert_eq!(s["peer"]["acting"], false);
     // The new binary's own --version tells the same.
-    let v = std::process::Command::new(&next).arg("--version").output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&v.stdout).trim(), format!("faultbridge {theirs}"));
+    let v = std::process::Command::new(&next)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&v.stdout).trim(),
+        format!("faultbridge {theirs}")
+    );
 
     // A fault while split: the old side acts once, the new one receives it.
     faultbridge(&["sim", "send", "-k", "NIC.eth0", "--group", "1"]);
@@ -263,7 +282,10 @@ command = '''/bin/sh -c 'echo "$FAULTBRIDGE_MONITOR $FAULTBRIDGE_SEQUENCE" >> {a
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let body = String::from_utf8_lossy(&o.stdout);
-    assert!(body.contains("\"Upgrade\"") && body.contains(&theirs), "{body}");
+    assert!(
+        body.contains("\"Upgrade\"") && body.contains(&theirs),
+        "{body}"
+    );
     let o = std::process::Command::new("busctl")
         .args([
             &format!("--address={a}"),
@@ -275,7 +297,11 @@ command = '''/bin/sh -c 'echo "$FAULTBRIDGE_MONITOR $FAULTBRIDGE_SEQUENCE" >> {a
         ])
         .output()
         .unwrap();
-    assert!(!o.status.success(), "the Upgrade side took a request: {}", text(&o));
+    assert!(
+        !o.status.success(),
+        "the Upgrade side took a request: {}",
+        text(&o)
+    );
 
     // Merge: this build cannot hand acting over; the step is Broken in
     // Merge and abort returns to the old side, which acts on.
@@ -288,7 +314,9 @@ command = '''/bin/sh -c 'echo "$FAULTBRIDGE_MONITOR $FAULTBRIDGE_SEQUENCE" >> {a
     assert!(o.status.success(), "{}", text(&o));
     wait_until("the Upgrade side to exit", T, || !alive(peer));
     faultbridge(&["sim", "send", "-k", "NIC.eth1", "--group", "1"]);
-    wait_until("the old side's second action", T, || lines(&acted).len() == 2);
+    wait_until("the old side's second action", T, || {
+        lines(&acted).len() == 2
+    });
     std::thread::sleep(Duration::from_millis(300));
     let who: Vec<String> = lines(&acted)
         .iter()
@@ -323,25 +351,30 @@ fn a_new_binary_that_cannot_take_the_state_or_the_history_is_refused() {
         "config_accepted": true,
         "config_error": null,
     });
-    let fake = dir.write(
-        "faultbridge-old",
-        &format!("#!/bin/sh\necho '{info}'\n"),
-    );
+    let fake = dir.write("faultbridge-old", &format!("#!/bin/sh\necho '{info}'\n"));
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let o = upgrade(&a, &["check", "--new-binary", fake.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let s = status(&a);
     assert_eq!(at(&s), pair("Idle", "Broken"));
     let activity = s["activity"].to_string();
-    assert!(activity.contains("hand-over state version 999"), "{activity}");
-    assert!(activity.contains("newer than the 1 the new binary reads"), "{activity}");
+    assert!(
+        activity.contains("hand-over state version 999"),
+        "{activity}"
+    );
+    assert!(
+        activity.contains("newer than the 1 the new binary reads"),
+        "{activity}"
+    );
     // Not a faultbridge at all: a check with another binary runs, and fails.
     let o = upgrade(&a, &["check", "--new-binary", "/bin/false"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let s = status(&a);
     assert_eq!(at(&s), pair("Idle", "Broken"));
     assert!(
-        s["activity"].to_string().contains("not a faultbridge that can be upgraded to"),
+        s["activity"]
+            .to_string()
+            .contains("not a faultbridge that can be upgraded to"),
         "{s}"
     );
     // The real one passes.
@@ -365,7 +398,9 @@ fn only_root_drives_an_upgrade_anyone_reads_its_status() {
     assert!(o.status.success(), "{}", text(&o));
     let s: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(at(&s), pair("Idle", "Ready"));
-    for verb in ["check", "split", "merge", "commit", "abort", "finish", "retry"] {
+    for verb in [
+        "check", "split", "merge", "commit", "abort", "finish", "retry",
+    ] {
         let o = as_nobody(&fb, &["--bus", &a, "upgrade", verb]);
         assert_eq!(o.status.code(), Some(1), "{verb}: {}", text(&o));
         assert!(
@@ -375,7 +410,10 @@ fn only_root_drives_an_upgrade_anyone_reads_its_status() {
         );
     }
     // Root may.
-    let o = client(&a, &["upgrade", "check", "--new-binary", fb.to_str().unwrap()]);
+    let o = client(
+        &a,
+        &["upgrade", "check", "--new-binary", fb.to_str().unwrap()],
+    );
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(state(&a), pair("Idle", "Ready"));
 }

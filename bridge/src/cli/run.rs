@@ -54,7 +54,12 @@ pub fn run(args: RunArgs) -> CliResult {
         .clone()
         .or_else(|| Some(PathBuf::from(DEFAULT_PATH)).filter(|p| p.exists()));
     let upgrade = match &dbus {
-        Some(d) => Some(crate::upgrade::start(&bridge, &config, config_path.as_deref(), d)?),
+        Some(d) => Some(crate::upgrade::start(
+            &bridge,
+            &config,
+            config_path.as_deref(),
+            d,
+        )?),
         None => None,
     };
     // Subscribe before announcing readiness, so nothing sent after `ready`

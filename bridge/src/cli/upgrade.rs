@@ -9,8 +9,8 @@ use super::status::status_json;
 use super::{CliResult, dbus_failure};
 use crate::config::{Config, DEFAULT_PATH};
 use crate::upgrade::info::this_build;
-use faultbridge_bus::dbus::BusAddress;
 use faultbridge_bus::dbus::BUS_NAME;
+use faultbridge_bus::dbus::BusAddress;
 use faultbridge_bus::dbus::client::connect;
 use faultbridge_bus::dbus::upgrade1::client;
 use serde_json::Value;
@@ -116,7 +116,11 @@ pub fn status_text(j: &Value) -> String {
         j.get("pid").and_then(Value::as_u64).unwrap_or(0)
     );
     if !str_of(j, "failed_step").is_empty() {
-        let _ = writeln!(out, "failed step: {} (retry or abort)", str_of(j, "failed_step"));
+        let _ = writeln!(
+            out,
+            "failed step: {} (retry or abort)",
+            str_of(j, "failed_step")
+        );
     }
     if !str_of(j, "new_binary").is_empty() {
         let _ = writeln!(
@@ -231,7 +235,10 @@ pub fn run(args: UpgradeArgs, bus: &BusAddress) -> CliResult {
             "Busy" if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
             "Busy" => {
                 show(&j, args.json);
-                eprintln!("faultbridge upgrade: still Busy after {} s", args.wait_timeout);
+                eprintln!(
+                    "faultbridge upgrade: still Busy after {} s",
+                    args.wait_timeout
+                );
                 return Ok(ExitCode::from(1));
             }
             op => {

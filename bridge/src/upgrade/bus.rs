@@ -70,7 +70,12 @@ pub fn status_map(s: &UpgradeStatus) -> HashMap<String, OwnedVariant> {
 struct CoordinatorBackend(Arc<Coordinator>);
 
 impl UpgradeBackend for CoordinatorBackend {
-    fn request(&self, command: &str, new_binary: &str, caller_uid: u32) -> Result<(), UpgradeError> {
+    fn request(
+        &self,
+        command: &str,
+        new_binary: &str,
+        caller_uid: u32,
+    ) -> Result<(), UpgradeError> {
         let c = Command::parse(command)
             .ok_or_else(|| UpgradeError::Refused(format!("unknown request {command:?}")))?;
         if !may_drive(caller_uid) {

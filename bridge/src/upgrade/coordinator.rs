@@ -2,10 +2,10 @@
 //! on a thread of its own (never on the ingest thread), runs the custom
 //! actions of each step, and tells listeners every state change.
 
+use super::UpgradeConfig;
 use super::actions::{ActionContext, Control, run_batch};
 use super::info::{check_binary, default_binary, version};
 use super::state::{Command, Machine, Operational, Refused, Request, Side, Step, UpgradeState};
-use super::UpgradeConfig;
 use crate::activity::{ActivityEntry, ActivityLog, ActivitySeverity};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde::Serialize;
@@ -270,7 +270,13 @@ impl Coordinator {
     }
 
     /// The custom actions of `control` for this step, on `side`.
-    fn actions(&self, control: Control, step: Step, side: Side, request: Request) -> Result<(), String> {
+    fn actions(
+        &self,
+        control: Control,
+        step: Step,
+        side: Side,
+        request: Request,
+    ) -> Result<(), String> {
         let list = self.settings.upgrade.of(control);
         if list.is_empty() {
             return Ok(());
@@ -355,7 +361,10 @@ impl Coordinator {
         }
     }
 
-    fn with_sides<T>(&self, f: impl FnOnce(&mut dyn Sides) -> Result<T, String>) -> Result<T, String> {
+    fn with_sides<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Sides) -> Result<T, String>,
+    ) -> Result<T, String> {
         let mut sides = self.sides.lock().unwrap_or_else(PoisonError::into_inner);
         f(sides.as_mut())
     }

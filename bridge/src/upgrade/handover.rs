@@ -53,10 +53,16 @@ pub enum FromUpgrade {
 impl FromUpgrade {
     fn version(&self) -> u32 {
         match self {
-            FromUpgrade::Ready { handover_version, .. }
-            | FromUpgrade::Status { handover_version, .. }
+            FromUpgrade::Ready {
+                handover_version, ..
+            }
+            | FromUpgrade::Status {
+                handover_version, ..
+            }
             | FromUpgrade::Bye { handover_version }
-            | FromUpgrade::Refused { handover_version, .. } => *handover_version,
+            | FromUpgrade::Refused {
+                handover_version, ..
+            } => *handover_version,
         }
     }
 }
@@ -91,10 +97,14 @@ impl Peer {
             .map_err(|e| e.to_string())?;
         let mut line = String::new();
         match self.reader.read_line(&mut line) {
-            Ok(0) => Err(format!("the Upgrade side (pid {pid}) closed its end: it has exited")),
+            Ok(0) => Err(format!(
+                "the Upgrade side (pid {pid}) closed its end: it has exited"
+            )),
             Ok(_) => {
                 let m: FromUpgrade = serde_json::from_str(line.trim()).map_err(|e| {
-                    format!("the Upgrade side (pid {pid}) sent something unreadable ({e}): {line:?}")
+                    format!(
+                        "the Upgrade side (pid {pid}) sent something unreadable ({e}): {line:?}"
+                    )
                 })?;
                 if m.version() != HANDOVER_VERSION {
                     return Err(format!(
@@ -104,7 +114,9 @@ impl Peer {
                 }
                 Ok(m)
             }
-            Err(e) => Err(format!("the Upgrade side (pid {pid}) did not answer within {timeout:?}: {e}")),
+            Err(e) => Err(format!(
+                "the Upgrade side (pid {pid}) did not answer within {timeout:?}: {e}"
+            )),
         }
     }
 
@@ -169,7 +181,9 @@ impl Sides for ProcessSides {
             return self.check_peer();
         }
         let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socket pair: {e}"))?;
-        let theirs_out = theirs.try_clone().map_err(|e| format!("socket pair: {e}"))?;
+        let theirs_out = theirs
+            .try_clone()
+            .map_err(|e| format!("socket pair: {e}"))?;
         let mut cmd = Command::new(binary);
         cmd.arg("upgrade-side");
         if let Some(c) = &self.config {
@@ -194,7 +208,9 @@ impl Sides for ProcessSides {
             Ok(FromUpgrade::Ready { .. }) => {}
             Ok(other) => {
                 let _ = peer.end();
-                return Err(format!("the Upgrade side started with {other:?} instead of ready"));
+                return Err(format!(
+                    "the Upgrade side started with {other:?} instead of ready"
+                ));
             }
             Err(e) => {
                 let _ = peer.child.kill();

@@ -60,9 +60,7 @@ pub fn this_build(config: Option<&Path>) -> UpgradeInfo {
         history_schema_min: HISTORY_SCHEMA_MIN,
         history_schema_max: SCHEMA_VERSION,
         config_accepted: checked.is_ok(),
-        config_error: checked
-            .err()
-            .map(|e| crate::error::error_chain(&e)),
+        config_error: checked.err().map(|e| crate::error::error_chain(&e)),
     }
 }
 
@@ -182,7 +180,11 @@ pub fn check_binary(
     };
     push(
         true,
-        format!("new binary reports version {} (running: {})", info.version, version()),
+        format!(
+            "new binary reports version {} (running: {})",
+            info.version,
+            version()
+        ),
     );
     match (&info.config_accepted, &info.config_error) {
         (true, _) => push(true, "new binary accepts the running configuration".into()),
@@ -235,7 +237,10 @@ pub fn check_binary(
                     info.history_schema_max
                 ),
             ),
-            Ok(v) => push(true, format!("history database schema {v}: read by the new binary")),
+            Ok(v) => push(
+                true,
+                format!("history database schema {v}: read by the new binary"),
+            ),
         }
     }
     (f, Some(info))

@@ -27,11 +27,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use zbus::OwnedVariant;
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
 
-/// The configuration as the Upgrade side runs it: the same sources and
-/// monitors, no action, no history.
+/// The configuration as the Upgrade side runs it: the same netlink sources
+/// and monitors, no action, no history, and not the driver's char device
+/// (a read there may take a record from the Production side's queue; the
+/// driver's netlink multicast reaches both).
 pub fn passive(config: &Config) -> Config {
     let mut c = config.clone();
     c.history = None;
+    c.expdrv.device = None;
     for m in &mut c.monitors {
         m.adapter = AdapterKind::None;
     }
@@ -44,7 +47,10 @@ pub struct Sequences(Mutex<BTreeMap<String, u64>>);
 
 impl Sequences {
     pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Follows `bridge`'s faults on a thread of its own until it stops.
@@ -111,18 +117,15 @@ impl UpgradeBackend for SideBackend {
             activity: Vec::new(),
         })
         .into_iter()
-        .chain(
-            [(
-                "sequences".to_string(),
-                OwnedVariant::from(
-                    self.seqs
-                        .snapshot()
-                        .into_iter()
-                        .collect::<HashMap<String, u64>>(),
-                ),
-            )]
-            .into_iter(),
-        )
+        .chain([(
+            "sequences".to_string(),
+            OwnedVariant::from(
+                self.seqs
+                    .snapshot()
+                    .into_iter()
+                    .collect::<HashMap<String, u64>>(),
+            ),
+        )])
         .collect()
     }
 }
@@ -140,10 +143,16 @@ pub fn run(config: &Config) -> Result<(), Box<dyn std::error::Error + Send + Syn
     let seqs = Sequences::follow(&bridge)?;
     let backend = Arc::new(SideBackend { seqs: seqs.clone() });
     // Inspectable on the bus under a name of its own; no Fault signals.
-    let mut export: Option<(zbus::Connection, UpgradeExport, crossbeam_channel::Sender<_>)> = None;
+    let mut export: Option<(
+        zbus::Connection,
+        UpgradeExport,
+        crossbeam_channel::Sender<_>,
+    )> = None;
     if let Some(bus) = crate::dbus::bus_address(&config.bus) {
         let conn = zbus::block_on(faultbridge_bus::dbus::client::connect(&bus, None))?;
-        match zbus::block_on(conn.request_name_with_flags(UPGRADE_SIDE_NAME, RequestNameFlags::DO_NOT_QUEUE.into()))? {
+        match zbus::block_on(
+            conn.request_name_with_flags(UPGRADE_SIDE_NAME, RequestNameFlags::DO_NOT_QUEUE),
+        )? {
             RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner => {}
             _ => return Err(format!("{UPGRADE_SIDE_NAME} is owned by another process").into()),
         }
@@ -197,6 +206,9 @@ pub fn run(config: &Config) -> Result<(), Box<dyn std::error::Error + Send + Syn
         let _ = zbus::block_on(conn.release_name(UPGRADE_SIDE_NAME));
     }
     let _ = bridge.shutdown();
-    eprintln!("faultbridge: Upgrade side (pid {}) exits", std::process::id());
+    eprintln!(
+        "faultbridge: Upgrade side (pid {}) exits",
+        std::process::id()
+    );
     Ok(())
 }

@@ -216,7 +216,9 @@ impl UpgradeExport {
                     ));
                 }
             })
-            .map_err(|e| zbus::Error::Failure(format!("cannot start the upgrade signal thread: {e}")))?;
+            .map_err(|e| {
+                zbus::Error::Failure(format!("cannot start the upgrade signal thread: {e}"))
+            })?;
         Ok(UpgradeExport {
             thread: Some(thread),
         })
@@ -246,12 +248,24 @@ pub mod client {
     ) -> zbus::Result<()> {
         let reply = match new_binary {
             Some(b) => {
-                conn.call_method(Some(destination), OBJECT_PATH, Some(UPGRADE_INTERFACE), method, &(b,))
-                    .await?
+                conn.call_method(
+                    Some(destination),
+                    OBJECT_PATH,
+                    Some(UPGRADE_INTERFACE),
+                    method,
+                    &(b,),
+                )
+                .await?
             }
             None => {
-                conn.call_method(Some(destination), OBJECT_PATH, Some(UPGRADE_INTERFACE), method, &())
-                    .await?
+                conn.call_method(
+                    Some(destination),
+                    OBJECT_PATH,
+                    Some(UPGRADE_INTERFACE),
+                    method,
+                    &(),
+                )
+                .await?
             }
         };
         let _ = reply;
@@ -264,7 +278,13 @@ pub mod client {
         destination: &str,
     ) -> zbus::Result<HashMap<String, OwnedVariant>> {
         let reply = conn
-            .call_method(Some(destination), OBJECT_PATH, Some(UPGRADE_INTERFACE), "Status", &())
+            .call_method(
+                Some(destination),
+                OBJECT_PATH,
+                Some(UPGRADE_INTERFACE),
+                "Status",
+                &(),
+            )
             .await?;
         reply.body().deserialize()
     }
