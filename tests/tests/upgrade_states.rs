@@ -6,7 +6,9 @@
 //! beside the running daemon without acting, and root-only control.
 #![allow(clippy::unwrap_used)]
 
-use faultbridge_tests::dbus::{BusPolicy, PrivateBus, as_nobody, client, daemon_config, is_root};
+use faultbridge_tests::dbus::{
+    BusPolicy, LineReader, PrivateBus, as_nobody, client, daemon_config, is_root,
+};
 use faultbridge_tests::{Daemon, TempDir, binary, faultbridge, private_netns};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -130,6 +132,13 @@ timing = "early"
     let _daemon = Daemon::start(&daemon_config(&bus, &extra));
     let next = next_binary();
     let next_s = next.to_str().unwrap();
+    // Every StateChanged signal, as a client nobody here wrote sees it.
+    let mut cmd = std::process::Command::new("busctl");
+    cmd.arg(format!("--address={a}"))
+        .args(["monitor", "--json=short", "org.faultbridge.Bridge1"]);
+    let monitor = LineReader::spawn(cmd);
+    monitor.wait_stderr("Monitoring", T);
+    std::thread::sleep(Duration::from_millis(200));
 
     assert_eq!(state(&a), pair("Idle", "Ready"));
     // Illegal from Idle: nothing to merge, commit, abort, finish or retry.
@@ -210,6 +219,44 @@ timing = "early"
         "late Idle",
     ];
     assert_eq!(got, expect);
+
+    let mut seen = 0;
+    let changes: Vec<(String, String, String)> = monitor
+        .until_json(T, |v| {
+            seen += usize::from(v["member"] == "StateChanged");
+            seen == 12
+        })
+        .into_iter()
+        .filter(|v| v["member"] == "StateChanged")
+        .map(|v| {
+            assert_eq!(v["interface"], "org.faultbridge.Upgrade1");
+            assert_eq!(v["payload"]["type"], "sss");
+            let d = &v["payload"]["data"];
+            (
+                d[0].as_str().unwrap().to_string(),
+                d[1].as_str().unwrap().to_string(),
+                d[2].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String, String)> = [
+        ("Idle", "Busy"),
+        ("Idle", "Broken"),
+        ("Idle", "Busy"),
+        ("Idle", "Ready"),
+        ("PrepareSplit", "Busy"),
+        ("PrepareSplit", "Ready"),
+        ("Split", "Busy"),
+        ("Split", "Ready"),
+        ("Abort", "Busy"),
+        ("Abort", "Ready"),
+        ("Finish", "Busy"),
+        ("Idle", "Ready"),
+    ]
+    .into_iter()
+    .map(|(s, o)| (s.to_string(), o.to_string(), "Production".to_string()))
+    .collect();
+    assert_eq!(changes, want, "{}", monitor.stderr());
 }
 
 #[test]

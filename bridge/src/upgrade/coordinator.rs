@@ -168,7 +168,9 @@ impl Coordinator {
         command: Command,
         binary: Option<&Path>,
     ) -> Result<(), Refused> {
-        {
+        // The first step is entered before the reply, so whoever asks
+        // the state after the reply sees Busy, never the state before.
+        let first = {
             let mut inner = self.lock();
             inner.machine.request(command)?;
             if matches!(command, Command::Check | Command::Split) {
@@ -179,7 +181,8 @@ impl Coordinator {
                         .unwrap_or_else(default_binary),
                 );
             }
-        }
+            inner.machine.next_step()
+        };
         self.log(
             ActivitySeverity::Information,
             "upgrade-request",
@@ -193,16 +196,14 @@ impl Coordinator {
         }
         match std::thread::Builder::new()
             .name("fb-upgrade".into())
-            .spawn(move || me.run_request())
+            .spawn(move || me.run_request(first))
         {
             Ok(t) => *w = Some(t),
             Err(e) => {
                 // Without a thread the steps cannot run: the first one fails.
-                let mut inner = self.lock();
-                if let Some(s) = inner.machine.next_step() {
-                    inner.machine.step_done(s, false);
+                if let Some(s) = first {
+                    self.lock().machine.step_done(s, false);
                 }
-                drop(inner);
                 self.log(
                     ActivitySeverity::Error,
                     "upgrade-step",
@@ -226,15 +227,9 @@ impl Coordinator {
         }
     }
 
-    fn run_request(&self) {
-        loop {
-            let step = {
-                let mut inner = self.lock();
-                match inner.machine.next_step() {
-                    Some(s) => s,
-                    None => break,
-                }
-            };
+    fn run_request(&self, first: Option<Step>) {
+        let mut next = first;
+        while let Some(step) = next {
             self.tell(self.state());
             self.log(
                 ActivitySeverity::Pending,
@@ -266,6 +261,7 @@ impl Coordinator {
             if result.is_err() {
                 break;
             }
+            next = self.lock().machine.next_step();
         }
     }
 
