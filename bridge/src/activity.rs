@@ -27,6 +27,8 @@ pub const RING_BYTES_MAX: usize = 8 * 1024 * 1024;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum ActivitySeverity {
     Success,
+    /// A task in progress (an upgrade step or custom action started).
+    Pending,
     Information,
     Warning,
     Error,
@@ -36,6 +38,7 @@ impl ActivitySeverity {
     pub const fn name(self) -> &'static str {
         match self {
             ActivitySeverity::Success => "Success",
+            ActivitySeverity::Pending => "Pending",
             ActivitySeverity::Information => "Information",
             ActivitySeverity::Warning => "Warning",
             ActivitySeverity::Error => "Error",

@@ -23,6 +23,7 @@ pub mod sources;
 pub mod stats;
 pub mod systemd;
 pub mod text;
+pub mod upgrade;
 
 pub use config::Config;
 pub use daemon::{Bridge, BridgeError, Control, ControlHandle};

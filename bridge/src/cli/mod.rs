@@ -10,9 +10,10 @@ pub mod reset;
 pub mod run;
 pub mod sim;
 pub mod status;
+pub mod upgrade;
 pub mod watch;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use faultbridge_bus::dbus::BusAddress;
 use faultbridge_bus::dbus::client::{error_message, error_name};
 use std::process::ExitCode;
@@ -69,6 +70,16 @@ pub enum Command {
     Reset(reset::ResetArgs),
     /// Recorded faults, loss notices and monitor activity.
     History(history::HistoryArgs),
+    /// Live self-upgrade of the running daemon (root only): check, split,
+    /// merge, commit, abort, finish, retry, status.
+    Upgrade(upgrade::UpgradeArgs),
+    /// What this build is and whether it accepts a configuration (JSON for
+    /// the readiness check of an upgrade).
+    #[command(hide = true, name = "upgrade-info")]
+    UpgradeInfo(upgrade::InfoArgs),
+    /// The Upgrade side of a live self-upgrade (started by the daemon).
+    #[command(hide = true, name = "upgrade-side")]
+    UpgradeSide(upgrade::SideArgs),
     /// Configuration tools.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -102,6 +113,9 @@ impl Command {
             Command::Check(_) => "check",
             Command::Reset(_) => "reset",
             Command::History(_) => "history",
+            Command::Upgrade(_) => "upgrade",
+            Command::UpgradeInfo(_) => "upgrade-info",
+            Command::UpgradeSide(_) => "upgrade-side",
             Command::Config(config::ConfigCommand::Check { .. }) => "config check",
             Command::Man { .. } => "man",
         }
@@ -110,7 +124,15 @@ impl Command {
 
 /// Parses the command line and runs the subcommand.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `--version` tells the version this build reports everywhere (a
+    // build may carry its own, see `upgrade::info::set_version`).
+    let matches = Cli::command()
+        .version(crate::upgrade::info::version())
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     let name = cli.command.name();
     let result = match cli.command {
         Command::Run(a) => run::run(a),
@@ -139,6 +161,11 @@ pub fn main() -> ExitCode {
         Command::History(a) => (a.bus.address())
             .map_err(Into::into)
             .and_then(|b| history::run(a, &b)),
+        Command::Upgrade(a) => (a.bus.address())
+            .map_err(Into::into)
+            .and_then(|b| upgrade::run(a, &b)),
+        Command::UpgradeInfo(a) => upgrade::info(a),
+        Command::UpgradeSide(a) => upgrade::side(a),
         Command::Config(c) => config::run(c),
         Command::Man { out, dir } => config::man(out, dir),
     };

@@ -50,6 +50,20 @@ pub fn run(args: RunArgs) -> CliResult {
     // start-up reports are published.
     let mut bridge = Bridge::open(&config)?;
     let dbus = start_dbus(&bridge, &config)?;
+    // Live self-upgrade, driven over D-Bus beside the bridge's service.
+    let config_path = args
+        .config
+        .clone()
+        .or_else(|| Some(PathBuf::from(DEFAULT_PATH)).filter(|p| p.exists()));
+    let upgrade = match &dbus {
+        Some(d) => Some(crate::upgrade::start(
+            &bridge,
+            &config,
+            config_path.as_deref(),
+            d,
+        )?),
+        None => None,
+    };
     // Subscribe before announcing readiness, so nothing sent after `ready`
     // is missed; the printer locks stdout for good, so `ready` goes first.
     let sub = match args.print {
@@ -90,6 +104,9 @@ pub fn run(args: RunArgs) -> CliResult {
     keepalive_stop.store(true, std::sync::atomic::Ordering::Release);
     if let Some(k) = keepalive {
         let _ = k.join();
+    }
+    if let Some(u) = upgrade {
+        u.stop();
     }
     let stats = bridge.shutdown();
     // After the bridge: the D-Bus side sends what it still holds, then goes.

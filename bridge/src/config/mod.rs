@@ -56,6 +56,8 @@ pub struct Config {
     pub monitors: Vec<MonitorConfig>,
     pub ingest: IngestConfig,
     pub actions: ActionsConfig,
+    /// `[upgrade]`: the live self-upgrade's custom actions.
+    pub upgrade: crate::upgrade::UpgradeConfig,
 }
 
 /// `[actions]`: the recovery-action runner.
@@ -135,6 +137,11 @@ impl Config {
             }
             monitors.push(mon);
         }
+        let upgrade = match &raw.upgrade {
+            None => crate::upgrade::UpgradeConfig::default(),
+            Some(u) => crate::upgrade::UpgradeConfig::from_raw(u.get_ref().clone())
+                .map_err(|e| cx.spanned(u, e.to_string()))?,
+        };
         Ok(Config {
             bus,
             expdrv,
@@ -145,6 +152,7 @@ impl Config {
             monitors,
             ingest,
             actions,
+            upgrade,
         })
     }
 
@@ -166,6 +174,7 @@ impl Config {
             monitors: Vec::new(),
             ingest: IngestConfig::default(),
             actions: ActionsConfig::default(),
+            upgrade: crate::upgrade::UpgradeConfig::default(),
         }
     }
 }

@@ -205,7 +205,7 @@ impl Backend for BridgeBackend {
             sources.insert(s.source.clone(), c);
         }
         let mut out: HashMap<String, OwnedVariant> = HashMap::new();
-        out.insert("version".into(), text(env!("CARGO_PKG_VERSION")));
+        out.insert("version".into(), text(crate::upgrade::info::version()));
         out.insert("pid".into(), std::process::id().into());
         out.insert(
             "uptime_ns".into(),

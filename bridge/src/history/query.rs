@@ -118,6 +118,7 @@ impl HistoryDb {
                     severity: match sev.as_str() {
                         "Success" => crate::activity::ActivitySeverity::Success,
                         "Warning" => crate::activity::ActivitySeverity::Warning,
+                        "Pending" => crate::activity::ActivitySeverity::Pending,
                         "Error" => crate::activity::ActivitySeverity::Error,
                         _ => crate::activity::ActivitySeverity::Information,
                     },

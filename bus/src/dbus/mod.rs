@@ -69,6 +69,7 @@ mod monitor1;
 mod names;
 mod service;
 mod signals;
+pub mod upgrade1;
 
 pub use client::{BusSignal, FaultSignal, LostSignal, Owner, OwnerChange};
 pub use error::{Error, ServiceError};

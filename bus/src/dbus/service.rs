@@ -484,6 +484,12 @@ impl Service {
             .and_then(|c| c.unique_name().map(|n| n.to_string()))
     }
 
+    /// The connection now, for interfaces added beside the bridge's
+    /// (`org.faultbridge.Upgrade1`); `None` while the bus is down.
+    pub fn connection(&self) -> Option<Connection> {
+        self.link.current()
+    }
+
     /// Stops emitting (waiting for the pump to send what the bridge
     /// published before it stopped), gives up the name and closes the
     /// connection. Returns the final counters.

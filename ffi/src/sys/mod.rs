@@ -7,6 +7,7 @@ pub mod caps;
 pub mod ifreq;
 pub mod ioctl;
 pub mod netlink;
+pub mod process;
 
 /// `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds: the clock of the
 /// records' `timestamp_ns`.

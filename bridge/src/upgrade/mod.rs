@@ -1,0 +1,72 @@
+//! Live self-upgrade: a new build of faultbridge takes over from the running
+//! daemon without a fault going unheard, following the Active Upgrade model
+//! (split, merge, then commit or abort). See `docs/upgrade.md`.
+//!
+//! - [`state`]: the state model, pure.
+//! - [`actions`]: `[[upgrade.action]]` custom actions and their runner.
+//! - [`info`]: what a build says about itself; the readiness check.
+//! - [`coordinator`]: runs requests step by step, off the ingest thread.
+//! - [`handover`]: the second process and the protocol between the sides.
+//! - [`bus`]: `org.faultbridge.Upgrade1` answered from the coordinator.
+//! - [`side`]: the Upgrade side's own run (`faultbridge upgrade-side`).
+
+pub mod actions;
+pub mod bus;
+pub mod coordinator;
+pub mod handover;
+pub mod info;
+pub mod side;
+pub mod state;
+
+pub use actions::{RawUpgrade, UpgradeAction, UpgradeConfig, UpgradeConfigError};
+pub use coordinator::{Coordinator, PeerStatus, Settings, Sides, StateChange, UpgradeStatus};
+pub use state::{Command, Machine, Operational, Refused, Request, Side, Step, UpgradeState};
+
+use crate::config::Config;
+use crate::daemon::Bridge;
+use faultbridge_bus::dbus::Service;
+use faultbridge_bus::dbus::upgrade1::UpgradeExport;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The live self-upgrade of a running daemon: its coordinator and its
+/// D-Bus interface.
+#[derive(Debug)]
+pub struct Upgrade {
+    pub coordinator: Arc<Coordinator>,
+    export: UpgradeExport,
+}
+
+/// Offers `org.faultbridge.Upgrade1` beside the bridge's D-Bus service.
+/// `config_path` is the file the daemon runs (None: built-in defaults).
+pub fn start(
+    bridge: &Bridge,
+    config: &Config,
+    config_path: Option<&Path>,
+    service: &Service,
+) -> zbus::Result<Upgrade> {
+    let settings = Settings {
+        config_path: config_path.map(Path::to_path_buf),
+        history_path: bridge.history_path().map(Path::to_path_buf),
+        upgrade: config.upgrade.clone(),
+    };
+    let sides = Box::new(handover::ProcessSides::new(settings.config_path.clone()));
+    let coordinator = Coordinator::new(settings, bridge.activity(), sides);
+    let conn = service
+        .connection()
+        .ok_or_else(|| zbus::Error::Failure("the bus is down".into()))?;
+    let export = bus::export(&conn, coordinator.clone())?;
+    Ok(Upgrade {
+        coordinator,
+        export,
+    })
+}
+
+impl Upgrade {
+    /// Ends an Upgrade side that was started and not merged, and waits for
+    /// the step in progress.
+    pub fn stop(self) {
+        self.coordinator.wait_idle();
+        let _ = self.export;
+    }
+}
