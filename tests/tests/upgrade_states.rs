@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 use faultbridge_tests::dbus::{
-    BusPolicy, LineReader, PrivateBus, as_nobody, client, daemon_config, is_root,
+    BusPolicy, LineReader, as_nobody, client, daemon_config, is_root, private_bus,
 };
 use faultbridge_tests::{Daemon, TempDir, binary, faultbridge, private_netns};
 use serde_json::Value;
@@ -105,7 +105,7 @@ const T: Duration = Duration::from_secs(20);
 #[test]
 fn failing_custom_action_breaks_the_step_retry_succeeds_and_illegal_requests_are_refused() {
     private_netns();
-    let bus = PrivateBus::start(BusPolicy::Open);
+    let bus = private_bus(BusPolicy::Open);
     let a = bus.address().to_string();
     let dir = TempDir::new("upgrade-actions");
     let log = dir.path().join("actions.log");
@@ -262,7 +262,7 @@ timing = "early"
 #[test]
 fn two_builds_split_the_new_side_receives_without_acting_and_abort_from_merge_keeps_the_old() {
     private_netns();
-    let bus = PrivateBus::start(BusPolicy::Open);
+    let bus = private_bus(BusPolicy::Open);
     let a = bus.address().to_string();
     let dir = TempDir::new("upgrade-split");
     let acted = dir.path().join("acted");
@@ -380,7 +380,7 @@ command = '''/bin/sh -c 'echo "$FAULTBRIDGE_MONITOR $FAULTBRIDGE_SEQUENCE" >> {a
 #[test]
 fn a_new_binary_that_cannot_take_the_state_or_the_history_is_refused() {
     private_netns();
-    let bus = PrivateBus::start(BusPolicy::Open);
+    let bus = private_bus(BusPolicy::Open);
     let a = bus.address().to_string();
     let dir = TempDir::new("upgrade-refuse");
     let db = dir.path().join("history.db");
@@ -437,7 +437,7 @@ fn only_root_drives_an_upgrade_anyone_reads_its_status() {
         is_root(),
         "this test drops to user nobody: it needs the real root (not a user namespace)"
     );
-    let bus = PrivateBus::start(BusPolicy::SystemLike);
+    let bus = private_bus(BusPolicy::SystemLike);
     let a = bus.address().to_string();
     let _daemon = Daemon::start(&daemon_config(&bus, ""));
     let fb = binary();
