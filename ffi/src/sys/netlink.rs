@@ -1,6 +1,14 @@
 //! A netlink socket, as `ip monitor` opens one: `socket(AF_NETLINK,
 //! SOCK_RAW)`, bind, join multicast groups, a large receive buffer, and a
 //! `recv` that reports truncation and overruns instead of failing on them.
+//!
+//! The toolkit every source uses: [`NetlinkSocket::open_joined`] opens,
+//! sizes, binds and joins in one call; a [`NetlinkReceiver`] receives with
+//! `recvmsg` into its own buffer and hands out each datagram as a `&[u8]`
+//! with its [`Sender`] (port id, groups and, with `SO_PASSCRED`, the
+//! sender's `SCM_CREDENTIALS`), ready to be authenticated: the kernel sends
+//! from port id 0, a user-space process from its own port id, as udev
+//! checks it.
 
 use std::io;
 use std::mem::size_of;
@@ -55,6 +63,48 @@ pub enum Recv {
     Overrun,
     /// Nothing to read on a non-blocking socket.
     WouldBlock,
+}
+
+/// Who sent a datagram, as `recvmsg` tells it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sender {
+    /// The sender's port id (`nl_pid`): 0 for the kernel, never 0 for a
+    /// user-space socket.
+    pub port: u32,
+    /// The multicast group mask it was sent to (`nl_groups`; 0 for unicast).
+    pub groups: u32,
+    /// `SCM_CREDENTIALS`, present when the socket has `SO_PASSCRED` set.
+    pub credentials: Option<Credentials>,
+}
+
+impl Sender {
+    /// Sent by the kernel (port id 0).
+    pub const fn is_kernel(&self) -> bool {
+        self.port == 0
+    }
+}
+
+/// The sender's credentials (`struct ucred`), in this process's namespaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    pub pid: i32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// How to open a socket that listens to one multicast group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Membership {
+    /// The netlink protocol (`NETLINK_ROUTE`, `NETLINK_USERSOCK`, …).
+    pub protocol: i32,
+    /// The multicast group (1..=32 through the bind mask, any other
+    /// through `NETLINK_ADD_MEMBERSHIP`; 0 for none).
+    pub group: u32,
+    /// The receive buffer to ask for, in bytes.
+    pub recv_buffer: usize,
+    /// Set `SO_PASSCRED`, so each datagram comes with its sender's
+    /// credentials.
+    pub pass_credentials: bool,
 }
 
 /// What [`NetlinkSocket::set_recv_buffer`] achieved.
@@ -118,6 +168,34 @@ impl NetlinkSocket {
         // nothing else, so `OwnedFd` may take sole ownership and close it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(NetlinkSocket { fd, protocol })
+    }
+
+    /// Opens a socket of `m.protocol`, sets its receive buffer, binds it to
+    /// a port the kernel picks and joins `m.group` (and sets `SO_PASSCRED`
+    /// when asked): everything a listening source needs, in one call.
+    pub fn open_joined(m: &Membership) -> Result<Self, NetlinkError> {
+        let sock = NetlinkSocket::open(m.protocol)?;
+        sock.set_recv_buffer(m.recv_buffer)?;
+        let mask = group_mask(m.group);
+        sock.bind(0, mask)?;
+        if mask == 0 && m.group != 0 {
+            sock.join_group(m.group)?;
+        }
+        if m.pass_credentials {
+            sock.set_pass_credentials(true)?;
+        }
+        Ok(sock)
+    }
+
+    /// Sets `SO_PASSCRED`: every datagram received afterwards carries its
+    /// sender's `SCM_CREDENTIALS` (the kernel attaches them; a sender
+    /// cannot leave them out or forge them without `CAP_SYS_ADMIN`).
+    pub fn set_pass_credentials(&self, on: bool) -> Result<(), NetlinkError> {
+        self.setsockopt_u32(libc::SOL_SOCKET, libc::SO_PASSCRED, on as u32)
+            .map_err(|source| NetlinkError::SetOption {
+                option: "SO_PASSCRED",
+                source,
+            })
     }
 
     /// Wraps an already-open netlink socket (inherited, or handed over by a
@@ -275,6 +353,94 @@ impl NetlinkSocket {
         }
     }
 
+    /// Like [`recv`](Self::recv), with `recvmsg`: also says who sent the
+    /// datagram (its address, and its credentials when `SO_PASSCRED` is
+    /// set). `EINTR` is retried; `ENOBUFS` is [`Recv::Overrun`].
+    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(Recv, Sender)> {
+        const CMSG_SPACE: usize = 64;
+        // Room for one SCM_CREDENTIALS control message, 8-byte aligned.
+        #[repr(C, align(8))]
+        struct Control([u8; CMSG_SPACE]);
+        // SAFETY: CMSG_SPACE and CMSG_LEN only compute sizes from their argument.
+        let (space, need) = unsafe {
+            (
+                libc::CMSG_SPACE(size_of::<libc::ucred>() as u32) as usize,
+                libc::CMSG_LEN(size_of::<libc::ucred>() as u32) as usize,
+            )
+        };
+        debug_assert!(space <= CMSG_SPACE);
+        loop {
+            let mut sa = sockaddr_nl(0, 0);
+            let mut control = Control([0; CMSG_SPACE]);
+            let mut iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
+            // SAFETY: `msghdr` is a plain C struct for which all-zero bytes
+            // are valid (null pointers, zero lengths); it is filled below.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_name = (&mut sa as *mut libc::sockaddr_nl).cast();
+            msg.msg_namelen = size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.0.as_mut_ptr().cast();
+            msg.msg_controllen = CMSG_SPACE as _;
+            // SAFETY: every pointer in `msg` points at a live, writable
+            // buffer of the length given beside it (`buf` through `iov`,
+            // `sa`, `control`), all of which outlive the call.
+            let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_TRUNC) };
+            if n < 0 {
+                let err = last_err();
+                match err.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::ENOBUFS) => return Ok((Recv::Overrun, Sender::default())),
+                    Some(libc::EAGAIN) => return Ok((Recv::WouldBlock, Sender::default())),
+                    _ => return Err(err),
+                }
+            }
+            let mut credentials = None;
+            // SAFETY: `msg` was filled by a successful recvmsg: its control
+            // pointer and length describe `control`, which is live; the
+            // CMSG_* macros only walk within msg_controllen.
+            let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+            while !cmsg.is_null() {
+                // SAFETY: `cmsg` is non-null and was returned by
+                // CMSG_FIRSTHDR/CMSG_NXTHDR, so it points at a whole
+                // `cmsghdr` inside `control`.
+                let h = unsafe { &*cmsg };
+                if h.cmsg_level == libc::SOL_SOCKET
+                    && h.cmsg_type == libc::SCM_CREDENTIALS
+                    && h.cmsg_len as usize >= need
+                {
+                    // SAFETY: an SCM_CREDENTIALS message carries one `ucred`
+                    // after its header (the kernel writes exactly that);
+                    // read_unaligned makes no alignment assumption.
+                    let u: libc::ucred =
+                        unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast()) };
+                    credentials = Some(Credentials {
+                        pid: u.pid,
+                        uid: u.uid,
+                        gid: u.gid,
+                    });
+                }
+                // SAFETY: as for CMSG_FIRSTHDR: `msg` and `cmsg` are valid.
+                cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+            }
+            let len = n as usize;
+            return Ok((
+                Recv::Datagram {
+                    len,
+                    stored: len.min(buf.len()),
+                },
+                Sender {
+                    port: sa.nl_pid,
+                    groups: sa.nl_groups,
+                    credentials,
+                },
+            ));
+        }
+    }
+
     /// Sends `buf` to the multicast group mask `groups` (port 0, the kernel).
     /// On `NETLINK_USERSOCK` the kernel delivers the multicast and then fails
     /// the unicast to port 0 with `ECONNREFUSED`: that counts as sent.
@@ -320,6 +486,15 @@ impl NetlinkSocket {
         Ok(())
     }
 
+    /// A second descriptor of the same socket (`dup`): what is sent on it
+    /// is sent from this socket's port, and answers arrive here.
+    pub fn try_clone(&self) -> io::Result<NetlinkSocket> {
+        Ok(NetlinkSocket {
+            fd: self.fd.try_clone()?,
+            protocol: self.protocol,
+        })
+    }
+
     /// Gives up the descriptor (for a hand-over to another process).
     pub fn into_fd(self) -> OwnedFd {
         self.fd
@@ -335,5 +510,144 @@ impl AsFd for NetlinkSocket {
 impl AsRawFd for NetlinkSocket {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+/// One thing a [`NetlinkReceiver`] received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Received<'a> {
+    /// A datagram: the bytes stored (`bytes.len() < len` when it was cut
+    /// to the buffer: `MSG_TRUNC`), and who sent it.
+    Datagram {
+        bytes: &'a [u8],
+        len: usize,
+        from: Sender,
+    },
+    /// `ENOBUFS`: the socket's queue overflowed and messages were lost.
+    Overrun,
+    /// Nothing more to read.
+    WouldBlock,
+}
+
+/// A socket with its receive buffer: receives one datagram at a time, or
+/// drains the socket, handing out each datagram as a slice of its buffer.
+#[derive(Debug)]
+pub struct NetlinkReceiver {
+    sock: NetlinkSocket,
+    buf: Vec<u8>,
+    stored: usize,
+    with_sender: bool,
+}
+
+impl NetlinkReceiver {
+    /// A receiver with a buffer of `buf_size` bytes. With `with_sender`,
+    /// datagrams are received with `recvmsg` and their [`Sender`]; without,
+    /// with a plain `recv` (the sender is then unknown: the default).
+    pub fn new(sock: NetlinkSocket, buf_size: usize, with_sender: bool) -> Self {
+        NetlinkReceiver {
+            sock,
+            buf: vec![0; buf_size],
+            stored: 0,
+            with_sender,
+        }
+    }
+
+    /// The socket.
+    pub fn socket(&self) -> &NetlinkSocket {
+        &self.sock
+    }
+
+    /// Receives one datagram (or says why there is none).
+    pub fn recv(&mut self) -> io::Result<Received<'_>> {
+        let (r, from) = if self.with_sender {
+            self.sock.recv_from(&mut self.buf)?
+        } else {
+            (self.sock.recv(&mut self.buf)?, Sender::default())
+        };
+        Ok(match r {
+            Recv::Datagram { len, stored } => {
+                self.stored = stored;
+                Received::Datagram {
+                    bytes: &self.buf[..stored],
+                    len,
+                    from,
+                }
+            }
+            Recv::Overrun => Received::Overrun,
+            Recv::WouldBlock => Received::WouldBlock,
+        })
+    }
+
+    /// The bytes of the last datagram received (until the next receive).
+    pub fn last(&self) -> &[u8] {
+        &self.buf[..self.stored]
+    }
+
+    /// Receives until the socket would block, handing each datagram and
+    /// each overrun to `f`.
+    pub fn drain(&mut self, mut f: impl FnMut(Received<'_>)) -> io::Result<()> {
+        loop {
+            match self.recv()? {
+                Received::WouldBlock => return Ok(()),
+                r => f(r),
+            }
+        }
+    }
+
+    /// Gives the socket back.
+    pub fn into_socket(self) -> NetlinkSocket {
+        self.sock
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recv_from_tells_a_user_space_sender_and_its_credentials() {
+        // Unicast between two sockets of this process: no privilege needed.
+        let rx = NetlinkSocket::open(NETLINK_USERSOCK).unwrap();
+        rx.bind(0, 0).unwrap();
+        rx.set_pass_credentials(true).unwrap();
+        let tx = NetlinkSocket::open(NETLINK_USERSOCK).unwrap();
+        tx.bind(0, 0).unwrap();
+        let (rx_port, tx_port) = (rx.port_id().unwrap(), tx.port_id().unwrap());
+        tx.send_to(rx_port, 0, b"hello netlink").unwrap();
+        let mut r = NetlinkReceiver::new(rx, 64, true);
+        let mut got = Vec::new();
+        // The datagram is queued before send_to returns.
+        r.drain(|x| {
+            if let Received::Datagram { bytes, len, from } = x {
+                got.push((bytes.to_vec(), len, from));
+            }
+        })
+        .unwrap();
+        assert_eq!(got.len(), 1);
+        let (bytes, len, from) = &got[0];
+        assert_eq!((&bytes[..], *len), (&b"hello netlink"[..], 13));
+        assert_eq!(from.port, tx_port);
+        assert!(!from.is_kernel());
+        let c = from.credentials.expect("SO_PASSCRED gives credentials");
+        assert_eq!(c.uid, nix::unistd::geteuid().as_raw());
+        assert_eq!(c.pid, std::process::id() as i32);
+    }
+
+    #[test]
+    fn a_datagram_larger_than_the_buffer_is_cut_and_its_length_told() {
+        let rx = NetlinkSocket::open(NETLINK_USERSOCK).unwrap();
+        rx.bind(0, 0).unwrap();
+        let tx = NetlinkSocket::open(NETLINK_USERSOCK).unwrap();
+        tx.send_to(rx.port_id().unwrap(), 0, &[7u8; 100]).unwrap();
+        let mut r = NetlinkReceiver::new(rx, 10, true);
+        match r.recv().unwrap() {
+            Received::Datagram { bytes, len, from } => {
+                assert_eq!((bytes.len(), len), (10, 100));
+                assert_eq!(from.credentials, None);
+            }
+            other => panic!("expected a datagram, got {other:?}"),
+        }
+        assert_eq!(r.last(), &[7u8; 10]);
+        assert_eq!(r.recv().unwrap(), Received::WouldBlock);
     }
 }
