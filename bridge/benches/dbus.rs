@@ -157,7 +157,7 @@ fn dbus_subscriber(
 fn config() -> Config {
     Config::parse(
         &format!(
-            "bus = \"none\"\n[sources.expdrv]\nnetlink_protocol = 2\nnetlink_group = {GROUP}\n\
+            "bus = \"none\"\n[sources.expdrv]\naccept = \"root\"\nnetlink_protocol = 2\nnetlink_group = {GROUP}\n\
              [[monitor]]\nname = \"bench-mon\"\ncategory = \"SPS\"\nkeyword = \"x\"\n"
         ),
         std::path::Path::new("<bench>"),
@@ -386,7 +386,7 @@ fn properties_changed_latency(bus: &BusAddress, n: u64) -> Vec<u64> {
     use zbus::OwnedVariant;
     let cfg = Config::parse(
         &format!(
-            "bus = \"none\"\n[sources.expdrv]\nnetlink_protocol = 2\nnetlink_group = {}\n\
+            "bus = \"none\"\n[sources.expdrv]\naccept = \"root\"\nnetlink_protocol = 2\nnetlink_group = {}\n\
              [[monitor]]\nname = \"pc-mon\"\ncategory = \"NIC\"\nkeyword = \"pc0\"\nauto_clear = true\n",
             GROUP + 1
         ),

@@ -27,7 +27,7 @@ fn run(count: u64, rate: u64, history: bool, group: u32) -> Run {
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("history.db");
     let mut text = format!(
-        "bus = \"none\"\n[sources.expdrv]\nnetlink_group = {group}\nrecv_buffer = 67108864\n"
+        "bus = \"none\"\n[sources.expdrv]\naccept = \"root\"\nnetlink_group = {group}\nrecv_buffer = 67108864\n"
     );
     if history {
         text.push_str(&format!("[history]\npath = \"{}\"\n", db.display()));

@@ -20,7 +20,9 @@ use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 fn config(monitors: &str) -> Config {
-    let text = format!("bus = \"none\"\n[sources.expdrv]\nnetlink_group = 6\n{monitors}");
+    let text = format!(
+        "bus = \"none\"\n[sources.expdrv]\naccept = \"root\"\nnetlink_group = 6\n{monitors}"
+    );
     Config::parse(&text, std::path::Path::new("bench.toml")).unwrap()
 }
 

@@ -1,6 +1,8 @@
-//! The daemon: one ingest thread owns a mio loop, the sources' sockets,
-//! parsing and publishing. Nothing on it waits for a consumer. Requests from
-//! other threads (D-Bus `Notify`, stop) arrive on a channel and a waker.
+//! The daemon: one ingest thread owns the one mio loop, every source's
+//! descriptors, parsing and publishing. Nothing on it waits for a consumer.
+//! Requests from other threads (D-Bus `Notify`, stop) arrive on a channel
+//! and a waker. A bridge is opened paused, so its first subscribers are in
+//! place before the sources' start-up reports are published.
 
 use crate::action::{Runner, RunnerStats};
 use crate::activity::ActivityLog;
@@ -9,13 +11,12 @@ use crate::history::{HistoryDb, HistoryError, HistoryStats, Retention, WriterInp
 use crate::monitor::{MonitorView, Monitors};
 use crate::notify::{NotifyError, NotifyRequest, NotifySource};
 use crate::sources::expdrv::ExpdrvNetlink;
-use crate::sources::{Dispatch, IngestSource};
+use crate::sources::{Dispatch, IngestSource, SourceTokens};
 use crate::stats::{Stats, StatsSnapshot};
 use crossbeam_channel::{Receiver, Sender};
 use faultbridge_bus::{BusHandle, Publisher, Source, SubscribeOptions, Subscription, bus};
 use faultbridge_ffi::sys::netlink::NetlinkError;
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Poll, Token, Waker};
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,6 +35,12 @@ pub enum BridgeError {
     },
     #[error("cannot set up the event loop")]
     Poll(#[source] io::Error),
+    #[error("source {source_name}: cannot register with the event loop")]
+    SourceRegister {
+        source_name: Source,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot start the ingest thread")]
     Thread(#[source] io::Error),
     #[error("the bridge has stopped")]
@@ -42,9 +49,38 @@ pub enum BridgeError {
     History(#[source] HistoryError),
 }
 
-/// The waker's token; sources use `Token(SOURCE_TOKEN_BASE + index)`.
-const WAKE: Token = Token(0);
-const SOURCE_TOKEN_BASE: usize = 1;
+/// What a token of the ingest loop's poll stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tok {
+    /// The waker: control requests, stop.
+    Wake,
+    /// Descriptor `slot` of source `index`.
+    Source { index: usize, slot: usize },
+}
+
+impl Tok {
+    fn token(self) -> Token {
+        match self {
+            Tok::Wake => Token(0),
+            Tok::Source { index, slot } => Token(1 + index * SourceTokens::SLOTS + slot),
+        }
+    }
+
+    fn of(t: Token) -> Tok {
+        match t.0 {
+            0 => Tok::Wake,
+            n => Tok::Source {
+                index: (n - 1) / SourceTokens::SLOTS,
+                slot: (n - 1) % SourceTokens::SLOTS,
+            },
+        }
+    }
+
+    /// The tokens of source `index`.
+    fn source(index: usize) -> SourceTokens {
+        SourceTokens::new(Tok::Source { index, slot: 0 }.token().0)
+    }
+}
 
 /// A request to the ingest thread.
 #[derive(Debug)]
@@ -104,10 +140,13 @@ impl ControlHandle {
     }
 }
 
-/// A running bridge: subscribe to it, read its counters, stop it.
+/// A bridge: subscribe to it, run it, read its counters, stop it.
 ///
 /// Embedding it takes a few lines (this example runs as a doctest; receiving
-/// netlink multicast needs `CAP_NET_ADMIN`):
+/// netlink multicast needs `CAP_NET_ADMIN`). [`Bridge::open`] opens the
+/// sources and returns paused: subscribe, then [`Bridge::run`], and the
+/// subscription sees everything from the first record on, the sources'
+/// start-up reports included. ([`Bridge::start`] opens and runs at once.)
 ///
 /// ```
 /// use faultbridge::sim::{FaultSpec, Simulator};
@@ -115,9 +154,11 @@ impl ControlHandle {
 /// use faultbridge_ffi::wire::record::Category;
 /// use std::time::Duration;
 ///
-/// // The daemon, reading the simulator's protocol on multicast group 30.
-/// let bridge = Bridge::start(&Config::simulator(30))?;
+/// // The daemon, reading the simulator's protocol on multicast group 30
+/// // (the simulator is a user-space process: `accept = "root"`).
+/// let mut bridge = Bridge::open(&Config::simulator(30))?;
 /// let faults = bridge.subscribe(SubscribeOptions::new("my-agent"))?;
+/// bridge.run()?;
 ///
 /// // A driver reports that eth0 lost its link.
 /// Simulator::new(2, 30)?.send(&FaultSpec::new(Category::Nic, "eth0"))?;
@@ -142,6 +183,8 @@ pub struct Bridge {
     history_path: Option<std::path::PathBuf>,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
+    /// The ingest loop until [`Bridge::run`] hands it to its thread.
+    paused: Option<Box<Ingest>>,
     thread: Option<JoinHandle<()>>,
     /// The history writer; it ends once the ingest thread has stopped.
     history: Option<(JoinHandle<()>, Arc<HistoryStats>)>,
@@ -149,6 +192,7 @@ pub struct Bridge {
     runner: Option<Runner>,
 }
 
+#[derive(Debug)]
 struct Ingest {
     poll: Poll,
     sources: Vec<Box<dyn IngestSource>>,
@@ -162,16 +206,75 @@ struct Ingest {
 
 impl Bridge {
     /// Opens the configured sources (so a source that cannot start is
-    /// reported here) and starts the ingest thread.
+    /// reported here) and starts the ingest thread at once: what the
+    /// sources find at start-up is published before anyone can subscribe
+    /// (monitors and history get it). See [`Bridge::open`] to subscribe first.
     pub fn start(config: &Config) -> Result<Bridge, BridgeError> {
-        let mut sources: Vec<Box<dyn IngestSource>> = Vec::new();
-        // Each kernel source and the driver's char device that cannot start
-        // is reported, and the others run without it.
-        crate::sources::open_configured(config, &mut sources);
+        let mut bridge = Bridge::open(config)?;
+        bridge.run()?;
+        Ok(bridge)
+    }
+
+    /// Opens the configured sources, registered with the ingest loop, and
+    /// returns the bridge paused: nothing is read until [`Bridge::run`].
+    /// A source that cannot start is reported on stderr and the others run
+    /// without it; with none at all, the expanded driver's error is returned.
+    pub fn open(config: &Config) -> Result<Bridge, BridgeError> {
+        let mut opened: Vec<Box<dyn IngestSource>> = Vec::new();
+        crate::sources::open_configured(config, &mut opened);
+        Bridge::assemble(config, opened, true)
+    }
+
+    /// Starts the ingest thread over sources opened by the caller (or handed
+    /// over by a previous daemon).
+    pub fn start_with_sources(
+        config: &Config,
+        sources: Vec<Box<dyn IngestSource>>,
+    ) -> Result<Bridge, BridgeError> {
+        let mut bridge = Bridge::open_with_sources(config, sources)?;
+        bridge.run()?;
+        Ok(bridge)
+    }
+
+    /// Like [`Bridge::open`], over sources opened by the caller: each must
+    /// register with the loop.
+    pub fn open_with_sources(
+        config: &Config,
+        sources: Vec<Box<dyn IngestSource>>,
+    ) -> Result<Bridge, BridgeError> {
+        Bridge::assemble(config, sources, false)
+    }
+
+    /// The one poll of the ingest loop, with every source registered. With
+    /// `configured`, a source that cannot be polled is reported and left
+    /// out, and the expanded driver's netlink group is opened when its char
+    /// device is not there.
+    fn assemble(
+        config: &Config,
+        opened: Vec<Box<dyn IngestSource>>,
+        configured: bool,
+    ) -> Result<Bridge, BridgeError> {
+        let poll = Poll::new().map_err(BridgeError::Poll)?;
+        let mut sources = Vec::new();
+        for mut src in opened {
+            if configured {
+                register_or_report(&poll, &mut sources, src);
+                continue;
+            }
+            src.register(poll.registry(), Tok::source(sources.len()))
+                .map_err(|source| BridgeError::SourceRegister {
+                    source_name: src.source(),
+                    source,
+                })?;
+            sources.push(src);
+        }
+        if !configured {
+            return Bridge::paused(config, poll, sources);
+        }
         let device_open = sources.iter().any(|s| s.source() == Source::ExpdrvDevice);
         if config.expdrv.enabled && !device_open {
             match ExpdrvNetlink::open(&config.expdrv) {
-                Ok(src) => sources.push(Box::new(src)),
+                Ok(src) => register_or_report(&poll, &mut sources, Box::new(src)),
                 // Fatal only when there is nothing else to run.
                 Err(source) if sources.is_empty() => {
                     return Err(BridgeError::SourceOpen {
@@ -185,26 +288,21 @@ impl Bridge {
                 ),
             }
         }
-        Bridge::start_with_sources(config, sources)
+        if config.expdrv.enabled && config.expdrv.accept == crate::config::Accept::Any {
+            eprintln!(
+                "faultbridge: warning: [sources.expdrv] accept = \"any\": any local user can send records that make monitors act; for demos only"
+            );
+        }
+        Bridge::paused(config, poll, sources)
     }
 
-    /// Starts the ingest thread over sources opened by the caller (or handed
-    /// over by a previous daemon).
-    pub fn start_with_sources(
+    fn paused(
         config: &Config,
+        poll: Poll,
         mut sources: Vec<Box<dyn IngestSource>>,
     ) -> Result<Bridge, BridgeError> {
-        let poll = Poll::new().map_err(BridgeError::Poll)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKE).map_err(BridgeError::Poll)?);
-        for (i, src) in sources.iter().enumerate() {
-            poll.registry()
-                .register(
-                    &mut SourceFd(&src.raw_fd()),
-                    Token(SOURCE_TOKEN_BASE + i),
-                    Interest::READABLE,
-                )
-                .map_err(BridgeError::Poll)?;
-        }
+        let waker =
+            Arc::new(Waker::new(poll.registry(), Tok::Wake.token()).map_err(BridgeError::Poll)?);
         let (publisher, handle) = bus();
         let (ctx, crx) = crossbeam_channel::unbounded();
         let stats = Arc::new(Stats::default());
@@ -264,7 +362,7 @@ impl Bridge {
                 Some((t, hstats))
             }
         };
-        let mut ingest = Ingest {
+        let ingest = Ingest {
             poll,
             sources,
             notify: NotifySource::default(),
@@ -274,10 +372,6 @@ impl Bridge {
             stats: stats.clone(),
             stop: stop.clone(),
         };
-        let thread = std::thread::Builder::new()
-            .name("fb-ingest".into())
-            .spawn(move || ingest.run())
-            .map_err(BridgeError::Thread)?;
         Ok(Bridge {
             handle,
             control: ControlHandle { tx: ctx, waker },
@@ -286,10 +380,26 @@ impl Bridge {
             history_path: config.history.as_ref().map(|h| h.path.clone()),
             stats,
             stop,
-            thread: Some(thread),
+            paused: Some(Box::new(ingest)),
+            thread: None,
             history,
             runner,
         })
+    }
+
+    /// Starts the ingest thread: each source publishes what it found at
+    /// start-up, then the loop reads as records arrive. Does nothing once
+    /// running.
+    pub fn run(&mut self) -> Result<(), BridgeError> {
+        let Some(mut ingest) = self.paused.take() else {
+            return Ok(());
+        };
+        let thread = std::thread::Builder::new()
+            .name("fb-ingest".into())
+            .spawn(move || ingest.run())
+            .map_err(BridgeError::Thread)?;
+        self.thread = Some(thread);
+        Ok(())
     }
 
     /// Subscribes to every fault and loss notice published from now on.
@@ -350,6 +460,8 @@ impl Bridge {
     }
 
     fn stop_and_join(&mut self) {
+        // A bridge never run: its loop (and publisher) goes now.
+        self.paused = None;
         self.stop.store(true, Ordering::Release);
         let _ = self.control.waker.wake();
         if let Some(t) = self.thread.take() {
@@ -369,12 +481,29 @@ impl Drop for Bridge {
     }
 }
 
+/// Registers `src` under the next source index, or reports why it cannot
+/// be polled and leaves it out.
+fn register_or_report(
+    poll: &Poll,
+    sources: &mut Vec<Box<dyn IngestSource>>,
+    mut src: Box<dyn IngestSource>,
+) {
+    match src.register(poll.registry(), Tok::source(sources.len())) {
+        Ok(()) => sources.push(src),
+        Err(e) => eprintln!(
+            "faultbridge: source {}: cannot start: cannot poll it: {e}",
+            src.source()
+        ),
+    }
+}
+
 impl Ingest {
     fn run(&mut self) {
         let mut events = Events::with_capacity(64);
-        // Drain anything that arrived between bind and the first poll.
+        // What each source found at start-up, and anything that arrived
+        // between bind and the first poll.
         for i in 0..self.sources.len() {
-            self.on_source(i);
+            self.on_source(i, None);
         }
         while !self.stop.load(Ordering::Acquire) {
             if let Err(e) = self.poll.poll(&mut events, None) {
@@ -385,15 +514,16 @@ impl Ingest {
                 break;
             }
             for ev in events.iter() {
-                match ev.token() {
-                    WAKE => self.on_control(),
-                    Token(t) => self.on_source(t - SOURCE_TOKEN_BASE),
+                match Tok::of(ev.token()) {
+                    Tok::Wake => self.on_control(),
+                    Tok::Source { index, slot } => self.on_source(index, Some(slot)),
                 }
             }
         }
     }
 
-    fn on_source(&mut self, i: usize) {
+    /// Source `i`'s descriptor `slot` is ready; `None`: the source starts.
+    fn on_source(&mut self, i: usize, slot: Option<usize>) {
         let Some(src) = self.sources.get_mut(i) else {
             return;
         };
@@ -402,7 +532,12 @@ impl Ingest {
             publisher: &mut self.publisher,
             monitors: &mut self.monitors,
         };
-        if let Err(e) = src.on_readable(&mut out, self.stats.source(name)) {
+        let c = self.stats.source(name);
+        let r = match slot {
+            None => src.start(&mut out, c),
+            Some(slot) => src.on_event(slot, &mut out, c),
+        };
+        if let Err(e) = r {
             eprintln!("faultbridge: {name}: receive failed: {e}");
         }
         self.after_publish();

@@ -184,13 +184,18 @@ impl Backend for BridgeBackend {
                 ("lost", s.lost),
                 ("overruns", s.overruns),
                 ("gaps", s.gaps),
-                ("out_of_order", s.out_of_order),
+                ("duplicates", s.duplicates),
+                ("behind", s.behind),
+                ("implausible", s.implausible),
+                ("untracked", s.untracked),
+                ("refused", s.refused_total),
                 ("restarts", s.restarts),
                 ("errors", s.errors),
                 ("untyped", s.untyped),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
+            .chain(s.refused.iter().map(|(r, n)| (format!("refused_{r}"), *n)))
             .collect();
             sources.insert(s.source.clone(), c);
         }

@@ -12,6 +12,15 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
+/// Whether the `n`th occurrence (counting from 1) of something logged is
+/// written: the first five, then every 10 000th, so that a storm of bad
+/// input cannot flood the log or stall the thread writing it (the counters
+/// carry every one).
+#[inline]
+pub fn thinned(n: u64) -> bool {
+    n <= 5 || n % 10_000 == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -24,5 +33,11 @@ mod tests {
             error_chain(&e),
             "cannot set up the event loop: disk on fire"
         );
+    }
+
+    #[test]
+    fn logging_thins_out_after_five() {
+        let logged: Vec<u64> = (1..=30_000).filter(|&n| thinned(n)).collect();
+        assert_eq!(logged, [1, 2, 3, 4, 5, 10_000, 20_000, 30_000]);
     }
 }

@@ -1,6 +1,7 @@
 //! Counters of the ingest path, per source: written by the ingest thread
 //! (relaxed atomics on their own cache lines), read by anyone.
 
+use crate::sources::auth::Refusal;
 use crossbeam_utils::CachePadded;
 use faultbridge_bus::Source;
 use faultbridge_ffi::wire::record::MalformedReason;
@@ -28,10 +29,18 @@ pub struct SourceCounters {
     pub overruns: AtomicU64,
     /// Sequence gaps detected.
     pub gaps: AtomicU64,
-    /// Records whose sequence went backwards (duplicates, reordering).
-    pub out_of_order: AtomicU64,
+    /// Records with the sequence of the cursor again (duplicates).
+    pub duplicates: AtomicU64,
+    /// Records behind the cursor: replays, or the first record of a reload.
+    pub behind: AtomicU64,
+    /// Records too far ahead of the cursor to be a loss (the cursor stays).
+    pub implausible: AtomicU64,
+    /// Records of driver ids beyond the bound of tracked cursors.
+    pub untracked: AtomicU64,
     /// Driver reloads seen (sequence restarting at 1).
     pub restarts: AtomicU64,
+    /// Datagrams refused by sender authentication, by reason; never parsed.
+    pub refused: [AtomicU64; Refusal::COUNT],
     /// Socket errors other than the above.
     pub errors: AtomicU64,
     /// Records taken without a message type whose FAULT or CLEAR could not
@@ -60,7 +69,11 @@ impl Stats {
                 .iter()
                 .map(|&s| self.source(s).snapshot(s))
                 .filter(|s| {
-                    s.datagrams > 0 || s.received > 0 || s.lost > 0 || s.malformed_total > 0
+                    s.datagrams > 0
+                        || s.received > 0
+                        || s.lost > 0
+                        || s.malformed_total > 0
+                        || s.refused_total > 0
                 })
                 .collect(),
             subscriber_drops: self.subscriber_drops.load(Relaxed),
@@ -84,8 +97,15 @@ impl SourceCounters {
             })
             .filter(|(_, n)| *n > 0)
             .collect();
+        let refused: Vec<(String, u64)> = Refusal::ALL
+            .iter()
+            .map(|r| (r.name().to_string(), self.refused[r.index()].load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
         SourceSnapshot {
             source: source.name().to_string(),
+            refused_total: refused.iter().map(|(_, n)| n).sum(),
+            refused,
             datagrams: self.datagrams.load(Relaxed),
             received: self.received.load(Relaxed),
             delivered: self.delivered.load(Relaxed),
@@ -96,7 +116,10 @@ impl SourceCounters {
             lost: self.lost.load(Relaxed),
             overruns: self.overruns.load(Relaxed),
             gaps: self.gaps.load(Relaxed),
-            out_of_order: self.out_of_order.load(Relaxed),
+            duplicates: self.duplicates.load(Relaxed),
+            behind: self.behind.load(Relaxed),
+            implausible: self.implausible.load(Relaxed),
+            untracked: self.untracked.load(Relaxed),
             restarts: self.restarts.load(Relaxed),
             errors: self.errors.load(Relaxed),
             untyped: self.untyped.load(Relaxed),
@@ -118,13 +141,26 @@ pub struct SourceSnapshot {
     pub lost: u64,
     pub overruns: u64,
     pub gaps: u64,
-    pub out_of_order: u64,
+    pub duplicates: u64,
+    pub behind: u64,
+    pub implausible: u64,
+    pub untracked: u64,
     pub restarts: u64,
+    pub refused_total: u64,
+    pub refused: Vec<(String, u64)>,
     pub errors: u64,
     pub untyped: u64,
 }
 
 impl SourceSnapshot {
+    /// Datagrams refused for `reason`.
+    pub fn refused(&self, reason: Refusal) -> u64 {
+        self.refused
+            .iter()
+            .find(|(n, _)| n == reason.name())
+            .map_or(0, |(_, c)| *c)
+    }
+
     /// Malformed records counted under `reason`.
     pub fn malformed(&self, reason: MalformedReason) -> u64 {
         self.malformed
@@ -163,7 +199,7 @@ impl std::fmt::Display for StatsSnapshot {
         for s in &self.sources {
             writeln!(
                 f,
-                "{:<14} received {}  delivered {}  malformed {}  lost {}  (datagrams {}, overruns {}, gaps {}, truncated {}, reserved types {}, out of order {})",
+                "{:<14} received {}  delivered {}  malformed {}  lost {}  (datagrams {}, overruns {}, gaps {}, truncated {}, reserved types {}, duplicates {}, behind {}, implausible {})",
                 s.source,
                 s.received,
                 s.delivered,
@@ -174,8 +210,24 @@ impl std::fmt::Display for StatsSnapshot {
                 s.gaps,
                 s.truncated,
                 s.reserved_types,
-                s.out_of_order
+                s.duplicates,
+                s.behind,
+                s.implausible
             )?;
+            if s.refused_total > 0 {
+                write!(f, "{:<14}   refused {}:", "", s.refused_total)?;
+                for (reason, n) in &s.refused {
+                    write!(f, " {reason} {n}")?;
+                }
+                writeln!(f)?;
+            }
+            if s.untracked > 0 {
+                writeln!(
+                    f,
+                    "{:<14}   records of untracked driver ids (beyond the bound of cursors) {}",
+                    "", s.untracked
+                )?;
+            }
             for (reason, n) in &s.malformed {
                 writeln!(f, "{:<14}   malformed {reason}: {n}", "")?;
             }

@@ -167,7 +167,7 @@ impl Drop for PrivateBus {
 /// `extra` TOML after it (monitors, `[ingest]`).
 pub fn daemon_config(bus: &PrivateBus, extra: &str) -> String {
     format!(
-        "bus = \"{}\"\n[sources.expdrv]\nnetlink_protocol = 2\nnetlink_group = 1\n{extra}",
+        "bus = \"{}\"\n[sources.expdrv]\naccept = \"root\"\nnetlink_protocol = 2\nnetlink_group = 1\n{extra}",
         bus.address()
     )
 }

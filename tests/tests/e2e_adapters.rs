@@ -45,6 +45,7 @@ fn expresscluster_and_pacemaker_adapters_run_their_default_commands() {
     let d = Daemon::start_with(
         r#"bus = "none"
 [sources.expdrv]
+accept = "root"
 netlink_protocol = 2
 netlink_group = 1
 [[monitor]]

@@ -16,6 +16,7 @@ fn config(dir: &TempDir, action: &std::path::Path) -> String {
     format!(
         r#"bus = "none"
 [sources.expdrv]
+accept = "root"
 netlink_protocol = 2
 netlink_group = 1
 recv_buffer = 33554432
@@ -255,7 +256,7 @@ fn retention_removes_rows_beyond_the_limits_while_writes_continue() {
     let dir = TempDir::new("retention");
     let db_path = dir.path().join("h.db");
     let text = format!(
-        "bus = \"none\"\n[sources.expdrv]\nnetlink_group = 1\nrecv_buffer = 33554432\n[history]\npath = \"{}\"\nmax_rows = 1000\n",
+        "bus = \"none\"\n[sources.expdrv]\naccept = \"root\"\nnetlink_group = 1\nrecv_buffer = 33554432\n[history]\npath = \"{}\"\nmax_rows = 1000\n",
         db_path.display()
     );
     let cfg = Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
@@ -317,7 +318,7 @@ fn the_history_command_reads_the_database_while_the_daemon_runs_and_after() {
     let dir = TempDir::new("histcmd");
     let db = dir.path().join("h.db");
     let cfg = format!(
-        "bus = \"none\"\n[sources.expdrv]\nnetlink_group = 1\n[history]\npath = \"{}\"\n",
+        "bus = \"none\"\n[sources.expdrv]\naccept = \"root\"\nnetlink_group = 1\n[history]\npath = \"{}\"\n",
         db.display()
     );
     let mut d = Daemon::start(&cfg);

@@ -15,7 +15,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const HEAD: &str = "bus = \"none\"\n[sources.expdrv]\nnetlink_protocol = 2\nnetlink_group = 1\n";
+const HEAD: &str = "bus = \"none\"\n[sources.expdrv]\naccept = \"root\"\nnetlink_protocol = 2\nnetlink_group = 1\n";
 
 fn start(dir: &TempDir, monitors: &str) -> Bridge {
     let text = format!("{HEAD}{monitors}");

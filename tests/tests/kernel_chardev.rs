@@ -96,7 +96,7 @@ fn start_up_learns_the_group_replays_active_faults_and_resyncs_after_a_gap() {
 
     // The configuration names the device only; netlink_group stays at 1.
     let mut d = Daemon::start(&format!(
-        "bus = \"none\"\n[sources.expdrv]\ndevice = \"{}\"\nresync_interval = \"50ms\"\n",
+        "bus = \"none\"\n[sources.expdrv]\naccept = \"root\"\ndevice = \"{}\"\nresync_interval = \"50ms\"\n",
         sim.device.display()
     ));
     let replay: Vec<Value> = (0..2).map(|_| d.next(T).unwrap()).collect();
@@ -224,16 +224,17 @@ fn play(sim_queue: &str, recv_buffer: usize) -> Run {
     let mut sim = SimDevice::start(&["--queue", sim_queue]);
     let cfg = Config::parse(
         &format!(
-            "bus = \"none\"\n[sources.expdrv]\ndevice = \"{}\"\nrecv_buffer = {recv_buffer}\nresync_interval = \"100ms\"\n{MONITORS}",
+            "bus = \"none\"\n[sources.expdrv]\naccept = \"root\"\ndevice = \"{}\"\nrecv_buffer = {recv_buffer}\nresync_interval = \"100ms\"\n{MONITORS}",
             sim.device.display()
         ),
         Path::new("kernel_chardev.toml"),
     )
     .unwrap();
-    let bridge = Bridge::start(&cfg).unwrap();
+    let mut bridge = Bridge::open(&cfg).unwrap();
     let sub = bridge
         .subscribe(SubscribeOptions::new("test").capacity(1 << 20))
         .unwrap();
+    bridge.run().unwrap();
     let flood = sim.send(FLOOD);
     assert_eq!(flood, "1 20000");
     assert_eq!(sim.send("fault HA/SS.marker"), "20001 20001");
@@ -375,7 +376,7 @@ fn an_ha_am_clear_arrives_as_a_clear_while_both_transports_carry_it() {
     // are CLEARs (an HA/AM CLEAR keeps its fault's event code).
     let mut sim = SimDevice::start(&[]);
     let mut d = Daemon::start(&format!(
-        "bus = \"none\"\n[sources.expdrv]\ndevice = \"{}\"\n",
+        "bus = \"none\"\n[sources.expdrv]\naccept = \"root\"\ndevice = \"{}\"\n",
         sim.device.display()
     ));
     // The start-up snapshot first (empty here), so that no replay mixes in.

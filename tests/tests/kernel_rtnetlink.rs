@@ -88,8 +88,9 @@ fn veth_carrier_loss_is_a_nic_fault_and_its_return_a_clear() {
     let cfg = config(&format!(
         "bus = \"none\"\n[sources.expdrv]\nenabled = false\n[sources.rtnetlink]\ninclude = [\"fbv0\"]\n{MONITORS}"
     ));
-    let bridge = Bridge::start(&cfg).unwrap();
+    let mut bridge = Bridge::open(&cfg).unwrap();
     let sub = bridge.subscribe(SubscribeOptions::new("test")).unwrap();
+    bridge.run().unwrap();
     let monitors = bridge.monitors();
     let state = |name: &str| monitors.find(name).unwrap().1.state();
 
@@ -151,8 +152,9 @@ fn a_flapping_link_is_reported_without_losing_its_final_state() {
     let cfg = config(&format!(
         "bus = \"none\"\n[sources.expdrv]\nenabled = false\n[sources.rtnetlink]\ninclude = [\"fbv*\"]\nexclude = [\"fbv1\"]\n{MONITORS}"
     ));
-    let bridge = Bridge::start(&cfg).unwrap();
+    let mut bridge = Bridge::open(&cfg).unwrap();
     let sub = bridge.subscribe(SubscribeOptions::new("test")).unwrap();
+    bridge.run().unwrap();
     let monitors = bridge.monitors();
     let state = |name: &str| monitors.find(name).unwrap().1.state();
 

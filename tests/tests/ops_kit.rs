@@ -26,7 +26,7 @@ fn run_speaks_the_systemd_notify_protocol() {
         .unwrap();
     let cfg = dir.write(
         "f.toml",
-        "bus = \"none\"\n[sources.expdrv]\nnetlink_group = 1\n",
+        "bus = \"none\"\n[sources.expdrv]\naccept = \"root\"\nnetlink_group = 1\n",
     );
     let mut child = Command::new(binary())
         .args(["run", "--config"])

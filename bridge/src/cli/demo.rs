@@ -33,6 +33,7 @@ pub const DEMO_CONFIG: &str = r#"
 # faultbridge demo: the driver simulator on NETLINK_USERSOCK, group 1.
 bus = "none"
 [sources.expdrv]
+accept = "root"
 netlink_protocol = 2
 netlink_group = 1
 
@@ -77,7 +78,15 @@ fn needs_privilege(e: &BridgeError) -> bool {
 }
 
 pub fn run(args: DemoArgs) -> CliResult {
-    let config = Config::parse(DEMO_CONFIG, std::path::Path::new("<demo>"))?;
+    // The simulator is this process: as root (or root of the namespace the
+    // demo re-runs itself in) `accept = "root"` hears it; another user's
+    // records need "any", with its warning.
+    let text = if nix::unistd::geteuid().is_root() {
+        DEMO_CONFIG.to_string()
+    } else {
+        DEMO_CONFIG.replace("accept = \"root\"", "accept = \"any\"")
+    };
+    let config = Config::parse(&text, std::path::Path::new("<demo>"))?;
     let bridge = match Bridge::start(&config) {
         Ok(b) => b,
         Err(e) if needs_privilege(&e) && !args.in_namespace => {

@@ -46,7 +46,9 @@ pub fn run(args: RunArgs) -> CliResult {
         }
     };
     let signals = block_stop_signals()?;
-    let bridge = Bridge::start(&config)?;
+    // Opened paused: D-Bus and the printer subscribe before the sources'
+    // start-up reports are published.
+    let mut bridge = Bridge::open(&config)?;
     let dbus = start_dbus(&bridge, &config)?;
     // Live self-upgrade, driven over D-Bus beside the bridge's service.
     let config_path = args
@@ -74,6 +76,7 @@ pub fn run(args: RunArgs) -> CliResult {
             serde_json::json!({"type": "ready", "pid": std::process::id()})
         );
     }
+    bridge.run()?;
     let mode = args.print;
     let printer = match sub {
         None => None,

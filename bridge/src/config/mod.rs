@@ -163,6 +163,8 @@ impl Config {
             bus: None,
             expdrv: ExpdrvConfig {
                 netlink_group: group,
+                // The simulator is a user-space process, run as root.
+                accept: Accept::Root,
                 ..ExpdrvConfig::default()
             },
             rtnetlink: RtnetlinkConfig::default(),

@@ -37,6 +37,7 @@ use super::{FaultSpec, MAX_DATAGRAM, SimError, Simulator};
 use faultbridge_bus::FaultKind;
 use faultbridge_ffi::sys::ioctl::{EXPDRV_IOC_ACK, EXPDRV_IOC_GET_INFO, EXPDRV_IOC_SNAPSHOT};
 use faultbridge_ffi::sys::monotonic_ns;
+use faultbridge_ffi::wire::device::record_align;
 use faultbridge_ffi::wire::info::ExpdrvInfoRaw;
 use faultbridge_ffi::wire::nlmsg::push_nlmsg;
 use faultbridge_ffi::wire::record::{ABI_VERSION, F_SNAPSHOT, RECORD_MAX};
@@ -113,7 +114,7 @@ impl Handle {
                 None => self.queue.front().map(|r| (false, r.len())),
             };
             let Some((snap, len)) = next else { break };
-            let padded = (len + 3) & !3;
+            let padded = record_align(len);
             if out.len() + padded > size {
                 if out.is_empty() {
                     return Err(Errno::EMSGSIZE);

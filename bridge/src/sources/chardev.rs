@@ -36,41 +36,49 @@
 //! file that answers the ioctls and `poll()` (the simulator serves a FUSE
 //! file): it is not required to be a character device.
 
-use super::Dispatch;
-use super::synth::{StartupGate, report_lost};
+use super::expdrv::record_kind;
+use super::seq::{Seen, SeqTracker};
+use super::synth::report_seen;
+use super::{Dispatch, Got, Listener, SourceTokens};
 use crate::config::ExpdrvConfig;
+use crate::error::thinned;
 use crate::stats::SourceCounters;
-use faultbridge_bus::{FaultKind, LostReason, Source};
+use faultbridge_bus::{FaultKind, Source};
 use faultbridge_ffi::sys::ioctl;
 use faultbridge_ffi::sys::monotonic_ns;
-use faultbridge_ffi::sys::netlink::{NetlinkError, NetlinkSocket, Recv, group_mask};
+use faultbridge_ffi::sys::netlink::Membership;
+use faultbridge_ffi::wire::device::DeviceRecords;
 use faultbridge_ffi::wire::info::ExpdrvInfoRaw;
 use faultbridge_ffi::wire::nlmsg::NlMsgIter;
 use faultbridge_ffi::wire::record::{
-    ABI_VERSION, Category, EXPDRV_MSG_CLEAR, EXPDRV_MSG_FAULT, F_SNAPSHOT, RECORD_HDR_LEN,
-    RECORD_MAX, Record, RecordSpec, Severity, event,
+    ABI_VERSION, Category, F_SNAPSHOT, RECORD_MAX, Record, RecordSpec, Severity, event,
 };
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Interest, Registry};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
-const DEVICE: Token = Token(0);
-const NETLINK: Token = Token(1);
-const TIMER: Token = Token(2);
-const GATE: Token = Token(3);
+/// The source's descriptors in the ingest loop.
+const DEVICE: usize = 0;
+const NETLINK: usize = 1;
+const TIMER: usize = 2;
 /// Room for many records per `read()`, and always for the largest one.
 const READ_BUF: usize = 2 * (RECORD_MAX + 1);
 const NETLINK_BUF: usize = 256 * 1024;
+/// The most (category, keyword) faults held active; beyond it a fault is
+/// still published, but not reconciled by a resync (counted as untracked).
+pub const MAX_ACTIVE: usize = 65_536;
+/// The cursor's key: one device is one driver instance.
+const DRIVER: u32 = 0;
 
 /// Why the char device source could not start.
 #[derive(Debug, Error)]
@@ -90,11 +98,11 @@ pub enum DeviceError {
     },
     #[error("{path}: the driver speaks ABI version {got}, this bridge version {ABI_VERSION}")]
     AbiVersion { path: PathBuf, got: u32 },
-    #[error("{path}: cannot poll it")]
-    Poll {
+    #[error("{path}: cannot create the resync timer")]
+    Timer {
         path: PathBuf,
         #[source]
-        source: io::Error,
+        source: nix::Error,
     },
 }
 
@@ -108,7 +116,9 @@ struct Active {
 }
 
 /// The fault conditions held active, by keyword then category: looked up
-/// and updated without allocating once a keyword has been seen.
+/// and updated without allocating while a keyword is active. A keyword
+/// none of whose categories is active any more is forgotten, and at most
+/// [`MAX_ACTIVE`] keywords are held.
 #[derive(Clone, Debug, Default)]
 struct ActiveSet {
     by_keyword: HashMap<Box<str>, [Option<Active>; 6]>,
@@ -123,21 +133,33 @@ impl ActiveSet {
         self.by_keyword.get(keyword)?[slot(c)].as_ref()
     }
 
-    fn set(&mut self, c: Category, keyword: &str, a: Active) {
-        match self.by_keyword.get_mut(keyword) {
-            Some(slots) => slots[slot(c)] = Some(a),
-            None => {
-                let mut slots = [None; 6];
-                slots[slot(c)] = Some(a);
-                self.by_keyword.insert(keyword.into(), slots);
-            }
+    /// Holds `a` active; false when the set is full (not held).
+    fn set(&mut self, c: Category, keyword: &str, a: Active) -> bool {
+        if let Some(slots) = self.by_keyword.get_mut(keyword) {
+            slots[slot(c)] = Some(a);
+            return true;
         }
+        if self.by_keyword.len() >= MAX_ACTIVE {
+            return false;
+        }
+        let mut slots = [None; 6];
+        slots[slot(c)] = Some(a);
+        self.by_keyword.insert(keyword.into(), slots);
+        true
     }
 
     fn remove(&mut self, c: Category, keyword: &str) {
         if let Some(slots) = self.by_keyword.get_mut(keyword) {
             slots[slot(c)] = None;
+            if slots.iter().all(Option::is_none) {
+                self.by_keyword.remove(keyword);
+            }
         }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_keyword.len()
     }
 
     fn iter(&self) -> impl Iterator<Item = (Category, &str, &Active)> {
@@ -222,30 +244,37 @@ pub struct ExpdrvDevice {
     dev: File,
     dev_ok: bool,
     info: ExpdrvInfoRaw,
-    netlink: Option<NetlinkSocket>,
-    poll: Poll,
-    events: Events,
+    netlink: Option<Listener>,
     timer: TimerFd,
     timer_armed: bool,
-    gate: StartupGate,
+    /// The ingest loop's registry, to stop polling a device that failed.
+    registry: Option<Registry>,
     dev_batch: Batch,
+    /// Records of the netlink datagram in hand (its bytes are the
+    /// listener's: `Listener::last`).
     nl_batch: Batch,
-    /// The newest live sequence handled.
-    cursor: u64,
+    st: DeviceState,
+}
+
+/// What the source knows of the driver between reads.
+#[derive(Debug)]
+struct DeviceState {
+    /// The cursor of live sequences (one driver: key [`DRIVER`]).
+    seq: SeqTracker,
     acked: u64,
     active: ActiveSet,
     resync_interval: Duration,
     last_resync: Option<Instant>,
     resync_pending: bool,
-    overrun_pending: bool,
     resyncs: u64,
     synth: Vec<u8>,
 }
 
 impl ExpdrvDevice {
     /// Opens the device, learns the driver's netlink protocol and group with
-    /// `EXPDRV_IOC_GET_INFO` and joins it. A netlink socket that cannot be
-    /// opened is reported and the device alone is read.
+    /// `EXPDRV_IOC_GET_INFO` and joins it (senders accepted as
+    /// `cfg.accept` says). A netlink socket that cannot be opened is
+    /// reported and the device alone is read.
     pub fn open(path: &Path, cfg: &ExpdrvConfig) -> Result<Self, DeviceError> {
         let dev = File::options()
             .read(true)
@@ -265,7 +294,13 @@ impl ExpdrvDevice {
                 got: info.abi_version,
             });
         }
-        let netlink = match open_netlink(&info, cfg) {
+        let m = Membership {
+            protocol: info.netlink_protocol as i32,
+            group: info.netlink_group,
+            recv_buffer: cfg.recv_buffer,
+            pass_credentials: false,
+        };
+        let netlink = match Listener::open(m, cfg.accept, NETLINK_BUF) {
             Ok(s) => Some(s),
             Err(e) => {
                 eprintln!(
@@ -281,36 +316,14 @@ impl ExpdrvDevice {
                 None
             }
         };
-        let poll_err = |source: io::Error| DeviceError::Poll {
-            path: path.to_path_buf(),
-            source,
-        };
-        let poll = Poll::new().map_err(poll_err)?;
         let timer = TimerFd::new(
             ClockId::CLOCK_MONOTONIC,
             TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
         )
-        .map_err(|e| poll_err(e.into()))?;
-        let gate = StartupGate::new().map_err(poll_err)?;
-        poll.registry()
-            .register(&mut SourceFd(&gate.raw_fd()), GATE, Interest::READABLE)
-            .map_err(poll_err)?;
-        // A file without poll support (a plain file) is refused here.
-        poll.registry()
-            .register(&mut SourceFd(&dev.as_raw_fd()), DEVICE, Interest::READABLE)
-            .map_err(poll_err)?;
-        if let Some(s) = &netlink {
-            poll.registry()
-                .register(&mut SourceFd(&s.as_raw_fd()), NETLINK, Interest::READABLE)
-                .map_err(poll_err)?;
-        }
-        poll.registry()
-            .register(
-                &mut SourceFd(&timer.as_fd().as_raw_fd()),
-                TIMER,
-                Interest::READABLE,
-            )
-            .map_err(poll_err)?;
+        .map_err(|source| DeviceError::Timer {
+            path: path.to_path_buf(),
+            source,
+        })?;
         eprintln!(
             "faultbridge: expdrv-device: {}: driver {:?}, ABI {}, last sequence {}, netlink protocol {} group {}",
             path.display(),
@@ -320,29 +333,30 @@ impl ExpdrvDevice {
             info.netlink_protocol,
             info.netlink_group
         );
+        let mut seq = SeqTracker::default();
+        seq.set(DRIVER, info.last_sequence);
         Ok(ExpdrvDevice {
             path: path.to_path_buf(),
             dev,
             dev_ok: true,
             info,
             netlink,
-            poll,
-            events: Events::with_capacity(8),
             timer,
             timer_armed: false,
-            gate,
+            registry: None,
             dev_batch: Batch::new(READ_BUF),
-            nl_batch: Batch::new(NETLINK_BUF),
-            cursor: info.last_sequence,
-            acked: 0,
-            active: ActiveSet::default(),
-            resync_interval: cfg.resync_interval,
-            last_resync: None,
-            // The start-up snapshot.
-            resync_pending: true,
-            overrun_pending: false,
-            resyncs: 0,
-            synth: Vec::with_capacity(256),
+            nl_batch: Batch::new(0),
+            st: DeviceState {
+                seq,
+                acked: 0,
+                active: ActiveSet::default(),
+                resync_interval: cfg.resync_interval,
+                last_resync: None,
+                // The start-up snapshot.
+                resync_pending: true,
+                resyncs: 0,
+                synth: Vec::with_capacity(256),
+            },
         })
     }
 
@@ -353,34 +367,26 @@ impl ExpdrvDevice {
 
     /// Resyncs done (the start-up snapshot included).
     pub fn resyncs(&self) -> u64 {
-        self.resyncs
+        self.st.resyncs
     }
 
+    /// Reads the next accepted netlink datagram's records into `nl_batch`.
     fn refill_netlink(&mut self, c: &SourceCounters) -> io::Result<()> {
-        let Some(sock) = &self.netlink else {
-            self.nl_batch.live = false;
-            return Ok(());
-        };
         let b = &mut self.nl_batch;
         b.clear();
+        let Some(listener) = &mut self.netlink else {
+            b.live = false;
+            return Ok(());
+        };
         loop {
-            match sock.recv(&mut b.buf)? {
-                Recv::Datagram { len, stored } => {
-                    c.datagrams.fetch_add(1, Relaxed);
-                    if len > stored {
-                        c.truncated.fetch_add(1, Relaxed);
-                    }
-                    let base = b.buf.as_ptr() as usize;
-                    let mut msgs = NlMsgIter::new(&b.buf[..stored]);
+            match listener.recv_one(Source::ExpdrvDevice, c)? {
+                Got::Datagram => {
+                    let dg = listener.last();
+                    let base = dg.as_ptr() as usize;
+                    let mut msgs = NlMsgIter::new(dg);
                     for m in &mut msgs {
-                        let kind = match m.header.nlmsg_type {
-                            EXPDRV_MSG_FAULT => FaultKind::Fault,
-                            EXPDRV_MSG_CLEAR => FaultKind::Clear,
-                            t if t > EXPDRV_MSG_CLEAR => {
-                                c.reserved_types.fetch_add(1, Relaxed);
-                                continue;
-                            }
-                            _ => continue,
+                        let Some(kind) = record_kind(m.header.nlmsg_type, c) else {
+                            continue;
                         };
                         match Record::parse(m.payload) {
                             Ok(r) => b.items.push(Item {
@@ -390,7 +396,7 @@ impl ExpdrvDevice {
                                 kind,
                                 snapshot: r.is_snapshot(),
                             }),
-                            Err(e) => malformed(c, &e),
+                            Err(e) => super::malformed(Source::ExpdrvDevice, &e, c),
                         }
                     }
                     if msgs.trailing_bytes() > 0 {
@@ -398,12 +404,11 @@ impl ExpdrvDevice {
                     }
                     return Ok(());
                 }
-                Recv::Overrun => {
-                    c.overruns.fetch_add(1, Relaxed);
-                    self.overrun_pending = true;
-                    self.resync_pending = true;
+                Got::Overrun => {
+                    self.st.seq.overrun();
+                    self.st.resync_pending = true;
                 }
-                Recv::WouldBlock => {
+                Got::Nothing => {
                     b.live = false;
                     return Ok(());
                 }
@@ -436,10 +441,9 @@ impl ExpdrvDevice {
                         "faultbridge: expdrv-device: {}: read failed, no longer reading it: {e}",
                         self.path.display()
                     );
-                    let _ = self
-                        .poll
-                        .registry()
-                        .deregister(&mut SourceFd(&self.dev.as_raw_fd()));
+                    if let Some(r) = &self.registry {
+                        let _ = r.deregister(&mut SourceFd(&self.dev.as_raw_fd()));
+                    }
                     return Ok(());
                 }
             }
@@ -449,35 +453,20 @@ impl ExpdrvDevice {
             return Ok(());
         }
         c.datagrams.fetch_add(1, Relaxed);
-        let mut off = 0;
-        while off + RECORD_HDR_LEN <= n {
-            match Record::parse(&b.buf[off..n]) {
-                Ok(r) => {
-                    let len = r.as_bytes().len();
-                    b.items.push(Item {
-                        off,
-                        len,
-                        seq: r.sequence(),
-                        kind: device_record_kind(&r),
-                        snapshot: r.is_snapshot(),
-                    });
-                    off += (len + 3) & !3;
-                }
-                Err(e) => {
-                    malformed(c, &e);
-                    // Skip it by its total_len when that is usable.
-                    let total = b.buf[off + 8..off + 12]
-                        .first_chunk::<4>()
-                        .map_or(0, |t| u32::from_ne_bytes(*t) as usize);
-                    if total < RECORD_HDR_LEN || off + total > n {
-                        off = n;
-                        break;
-                    }
-                    off += (total + 3) & !3;
-                }
+        let mut records = DeviceRecords::new(&b.buf[..n]);
+        for f in &mut records {
+            match f.record {
+                Ok(r) => b.items.push(Item {
+                    off: f.offset,
+                    len: r.as_bytes().len(),
+                    seq: r.sequence(),
+                    kind: device_record_kind(&r),
+                    snapshot: r.is_snapshot(),
+                }),
+                Err(e) => super::malformed(Source::ExpdrvDevice, &e, c),
             }
         }
-        if off < n {
+        if records.trailing_bytes() > 0 {
             c.truncated.fetch_add(1, Relaxed);
         }
         Ok(())
@@ -512,41 +501,101 @@ impl ExpdrvDevice {
                 (None, Some(_)) => true,
                 (Some(n), Some(d)) => d.snapshot || (!n.snapshot && d.seq < n.seq),
             };
-            let (batch, item) = if from_device {
-                let b = &mut self.dev_batch;
-                b.next += 1;
-                (Which::Device, b.items[b.next - 1])
+            let batch = if from_device {
+                &mut self.dev_batch
             } else {
-                let b = &mut self.nl_batch;
-                b.next += 1;
-                (Which::Netlink, b.items[b.next - 1])
+                &mut self.nl_batch
             };
-            self.handle(batch, item, out, c);
-        }
-    }
-
-    fn handle(&mut self, which: Which, item: Item, out: &mut Dispatch<'_>, c: &SourceCounters) {
-        let buf = match which {
-            Which::Device => std::mem::take(&mut self.dev_batch.buf),
-            Which::Netlink => std::mem::take(&mut self.nl_batch.buf),
-        };
-        if let Ok(r) = Record::parse(&buf[item.off..item.off + item.len]) {
+            let item = batch.items[batch.next];
+            batch.next += 1;
+            let bytes = if from_device {
+                &self.dev_batch.buf[..]
+            } else {
+                self.netlink.as_ref().map_or(&[][..], Listener::last)
+            };
+            let Some(Ok(r)) = bytes.get(item.off..item.off + item.len).map(Record::parse) else {
+                continue;
+            };
             if item.snapshot {
                 // Outside a resync: still the driver's word on an active fault.
-                self.publish_snapshot(&r, out, c, None);
+                self.st.publish_snapshot(&r, out, c, None);
             } else {
-                if which == Which::Device && !kind_is_certain(r.category()) {
+                if from_device && !kind_is_certain(r.category()) {
                     c.untyped.fetch_add(1, Relaxed);
                 }
-                self.live(&r, item.kind, out, c);
+                self.st.live(&r, item.kind, out, c);
             }
-        }
-        match which {
-            Which::Device => self.dev_batch.buf = buf,
-            Which::Netlink => self.nl_batch.buf = buf,
         }
     }
 
+    /// `EXPDRV_IOC_SNAPSHOT(0)`: the driver's whole active set, reconciled
+    /// with what the source holds. Called with both batches empty.
+    fn resync(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) {
+        self.st.resync_pending = false;
+        self.st.last_resync = Some(Instant::now());
+        if !self.dev_ok {
+            return;
+        }
+        if let Err(e) = ioctl::snapshot(&self.dev, 0) {
+            c.errors.fetch_add(1, Relaxed);
+            eprintln!(
+                "faultbridge: expdrv-device: {}: EXPDRV_IOC_SNAPSHOT failed: {e}",
+                self.path.display()
+            );
+            return;
+        }
+        self.st.resyncs += 1;
+        let mut fresh = ActiveSet::default();
+        self.dev_batch.live = true;
+        'read: loop {
+            if let Err(e) = self.refill_device(c) {
+                c.errors.fetch_add(1, Relaxed);
+                eprintln!("faultbridge: expdrv-device: reading the snapshot failed: {e}");
+                break;
+            }
+            if self.dev_batch.is_empty() {
+                break;
+            }
+            while let Some(item) = self.dev_batch.peek() {
+                if !item.snapshot {
+                    // Normal records resume: the snapshot is complete; they
+                    // stay in the batch for `pump`.
+                    break 'read;
+                }
+                self.dev_batch.next += 1;
+                let bytes = &self.dev_batch.buf[item.off..item.off + item.len];
+                if let Ok(r) = Record::parse(bytes) {
+                    self.st.publish_snapshot(&r, out, c, Some(&mut fresh));
+                }
+            }
+        }
+        self.st.reconcile(fresh, out, c);
+    }
+
+    /// Resyncs now if one is due and allowed, else arms the timer for when
+    /// it is allowed. Returns true if it resynced.
+    fn maybe_resync(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) -> bool {
+        if !self.st.resync_pending {
+            return false;
+        }
+        let wait = self.st.last_resync.map_or(Duration::ZERO, |t| {
+            self.st.resync_interval.saturating_sub(t.elapsed())
+        });
+        if wait.is_zero() {
+            self.resync(out, c);
+            return true;
+        }
+        if !self.timer_armed {
+            let when = Expiration::OneShot(TimeSpec::from_duration(wait));
+            if self.timer.set(when, TimerSetTimeFlags::empty()).is_ok() {
+                self.timer_armed = true;
+            }
+        }
+        false
+    }
+}
+
+impl DeviceState {
     fn live(
         &mut self,
         r: &Record<'_>,
@@ -555,26 +604,15 @@ impl ExpdrvDevice {
         c: &SourceCounters,
     ) {
         let seq = r.sequence();
-        let cursor = self.cursor;
-        if seq == cursor.wrapping_add(1) {
-            // In order.
-        } else if seq > cursor {
-            let reason = if std::mem::take(&mut self.overrun_pending) {
-                LostReason::Overrun
-            } else {
-                LostReason::SequenceGap
-            };
-            report_lost(Source::ExpdrvDevice, cursor + 1, seq - 1, reason, out, c);
+        let seen = self.seq.observe(DRIVER, seq);
+        if matches!(
+            seen,
+            Seen::Gap { .. } | Seen::Restart { .. } | Seen::Jumped { .. }
+        ) {
+            // What was lost may have changed the active set.
             self.resync_pending = true;
-        } else if seq == 1 && cursor > 1 {
-            c.restarts.fetch_add(1, Relaxed);
-            eprintln!("faultbridge: expdrv-device: sequence restarted at 1 (driver reloaded)");
-            self.resync_pending = true;
-        } else {
-            // Already handled: delivered by the other transport.
-            return;
         }
-        self.cursor = seq;
+        report_seen(seen, Source::ExpdrvDevice, out, c);
         c.received.fetch_add(1, Relaxed);
         let (cat, kw) = (r.category(), r.keyword());
         match kind {
@@ -583,16 +621,15 @@ impl ExpdrvDevice {
                     // Already replayed by the snapshot.
                     return;
                 }
-                self.active.set(
-                    cat,
-                    kw,
-                    Active {
-                        sequence: seq,
-                        event_code: r.event_code(),
-                        device_index: r.device_index(),
-                        driver_id: r.driver_id(),
-                    },
-                );
+                let a = Active {
+                    sequence: seq,
+                    event_code: r.event_code(),
+                    device_index: r.device_index(),
+                    driver_id: r.driver_id(),
+                };
+                if !self.active.set(cat, kw, a) {
+                    full(c);
+                }
             }
             FaultKind::Clear => {
                 self.active.remove(cat, kw);
@@ -624,55 +661,18 @@ impl ExpdrvDevice {
             fresh.set(cat, kw, a);
         }
         if !known {
-            self.active.set(cat, kw, a);
+            if !self.active.set(cat, kw, a) {
+                full(c);
+            }
             out.fault(Source::ExpdrvDevice, FaultKind::Fault, r);
             c.delivered.fetch_add(1, Relaxed);
         }
     }
 
-    /// `EXPDRV_IOC_SNAPSHOT(0)`: the driver's whole active set, reconciled
-    /// with what the source holds. Called with both batches empty.
-    fn resync(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) {
-        self.resync_pending = false;
-        self.last_resync = Some(Instant::now());
-        if !self.dev_ok {
-            return;
-        }
-        if let Err(e) = ioctl::snapshot(&self.dev, 0) {
-            c.errors.fetch_add(1, Relaxed);
-            eprintln!(
-                "faultbridge: expdrv-device: {}: EXPDRV_IOC_SNAPSHOT failed: {e}",
-                self.path.display()
-            );
-            return;
-        }
-        self.resyncs += 1;
-        let mut fresh = ActiveSet::default();
-        self.dev_batch.live = true;
-        'read: loop {
-            if let Err(e) = self.refill_device(c) {
-                c.errors.fetch_add(1, Relaxed);
-                eprintln!("faultbridge: expdrv-device: reading the snapshot failed: {e}");
-                break;
-            }
-            if self.dev_batch.is_empty() {
-                break;
-            }
-            while let Some(item) = self.dev_batch.peek() {
-                if !item.snapshot {
-                    // Normal records resume: the snapshot is complete; they
-                    // stay in the batch for `pump`.
-                    break 'read;
-                }
-                self.dev_batch.next += 1;
-                let buf = std::mem::take(&mut self.dev_batch.buf);
-                if let Ok(r) = Record::parse(&buf[item.off..item.off + item.len]) {
-                    self.publish_snapshot(&r, out, c, Some(&mut fresh));
-                }
-                self.dev_batch.buf = buf;
-            }
-        }
-        // Held active, but not by the driver: their CLEAR was lost.
+    /// After a snapshot: faults held active that the driver no longer has
+    /// (their CLEAR was lost) get a CLEAR flagged SNAPSHOT; `fresh` becomes
+    /// the active set.
+    fn reconcile(&mut self, fresh: ActiveSet, out: &mut Dispatch<'_>, c: &SourceCounters) {
         let mut gone: Vec<(Category, Box<str>, Active)> = self
             .active
             .iter()
@@ -680,11 +680,12 @@ impl ExpdrvDevice {
             .map(|(c, k, a)| (c, k.into(), *a))
             .collect();
         gone.sort_by_key(|(_, _, a)| a.sequence);
+        let cursor = self.seq.last(DRIVER).unwrap_or(0);
         for (category, keyword, a) in gone {
             self.synth.clear();
             RecordSpec {
                 flags: F_SNAPSHOT,
-                sequence: self.cursor.max(a.sequence),
+                sequence: cursor.max(a.sequence),
                 timestamp_ns: monotonic_ns(),
                 category: category.code(),
                 severity: Severity::Info.code(),
@@ -702,58 +703,16 @@ impl ExpdrvDevice {
         }
         self.active = fresh;
     }
-
-    /// Resyncs now if one is due and allowed, else arms the timer for when
-    /// it is allowed. Returns true if it resynced.
-    fn maybe_resync(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) -> bool {
-        if !self.resync_pending {
-            return false;
-        }
-        // The start-up snapshot waits for the first subscribers.
-        if self.last_resync.is_none() && !self.gate.is_open(out) {
-            return false;
-        }
-        let wait = self.last_resync.map_or(Duration::ZERO, |t| {
-            self.resync_interval.saturating_sub(t.elapsed())
-        });
-        if wait.is_zero() {
-            self.resync(out, c);
-            return true;
-        }
-        if !self.timer_armed {
-            let when = Expiration::OneShot(TimeSpec::from_duration(wait));
-            if self.timer.set(when, TimerSetTimeFlags::empty()).is_ok() {
-                self.timer_armed = true;
-            }
-        }
-        false
-    }
 }
 
-fn open_netlink(info: &ExpdrvInfoRaw, cfg: &ExpdrvConfig) -> Result<NetlinkSocket, NetlinkError> {
-    let sock = NetlinkSocket::open(info.netlink_protocol as i32)?;
-    sock.set_recv_buffer(cfg.recv_buffer)?;
-    let mask = group_mask(info.netlink_group);
-    sock.bind(0, mask)?;
-    if mask == 0 {
-        sock.join_group(info.netlink_group)?;
-    }
-    Ok(sock)
-}
-
-fn malformed(c: &SourceCounters, e: &faultbridge_ffi::ParseError) {
-    let n = c.malformed[e.reason().index()].fetch_add(1, Relaxed) + 1;
-    if n <= 5 || n % 10_000 == 0 {
+/// A fault not held because the active set is full: counted, thinly logged.
+fn full(c: &SourceCounters) {
+    let n = c.untracked.fetch_add(1, Relaxed) + 1;
+    if thinned(n) {
         eprintln!(
-            "faultbridge: expdrv-device: malformed record dropped ({n} so far for this reason): {e}"
+            "faultbridge: expdrv-device: {MAX_ACTIVE} faults are held active: a further one is published but not reconciled by resyncs ({n} so far)"
         );
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Which {
-    Device,
-    Netlink,
 }
 
 impl super::IngestSource for ExpdrvDevice {
@@ -761,17 +720,34 @@ impl super::IngestSource for ExpdrvDevice {
         Source::ExpdrvDevice
     }
 
-    fn raw_fd(&self) -> RawFd {
-        self.poll.as_raw_fd()
+    /// The device (a file without poll support is refused here), the
+    /// netlink socket, and the resync timer.
+    fn register(&mut self, registry: &Registry, tokens: SourceTokens) -> io::Result<()> {
+        registry.register(
+            &mut SourceFd(&self.dev.as_raw_fd()),
+            tokens.token(DEVICE),
+            Interest::READABLE,
+        )?;
+        if let Some(n) = &self.netlink {
+            n.register(registry, tokens.token(NETLINK))?;
+        }
+        registry.register(
+            &mut SourceFd(&self.timer.as_fd().as_raw_fd()),
+            tokens.token(TIMER),
+            Interest::READABLE,
+        )?;
+        self.registry = Some(registry.try_clone()?);
+        Ok(())
     }
 
-    fn on_readable(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) -> io::Result<u64> {
+    fn on_event(
+        &mut self,
+        slot: usize,
+        out: &mut Dispatch<'_>,
+        c: &SourceCounters,
+    ) -> io::Result<u64> {
         let before = c.delivered.load(Relaxed);
-        // Empty the inner ready list; every transport is drained below.
-        let _ = self.poll.poll(&mut self.events, Some(Duration::ZERO));
-        if (self.timer_armed || self.events.iter().any(|e| e.token() == TIMER))
-            && self.timer.wait().is_ok()
-        {
+        if (self.timer_armed || slot == TIMER) && self.timer.wait().is_ok() {
             self.timer_armed = false;
         }
         self.maybe_resync(out, c);
@@ -783,13 +759,14 @@ impl super::IngestSource for ExpdrvDevice {
             self.nl_batch.live = true;
             self.pump(out, c)?;
         }
-        if self.dev_ok && self.cursor > self.acked {
-            match ioctl::ack(&self.dev, self.cursor) {
-                Ok(()) => self.acked = self.cursor,
+        let cursor = self.st.seq.last(DRIVER).unwrap_or(0);
+        if self.dev_ok && cursor > self.st.acked {
+            match ioctl::ack(&self.dev, cursor) {
+                Ok(()) => self.st.acked = cursor,
                 Err(e) => {
-                    c.errors.fetch_add(1, Relaxed);
+                    let n = c.errors.fetch_add(1, Relaxed) + 1;
                     // Acknowledge again with the next batch.
-                    if c.errors.load(Relaxed) <= 5 {
+                    if thinned(n) {
                         eprintln!("faultbridge: expdrv-device: EXPDRV_IOC_ACK failed: {e}");
                     }
                 }
@@ -803,82 +780,130 @@ impl super::IngestSource for ExpdrvDevice {
 mod tests {
     use super::*;
     use crate::monitor::Monitors;
+    use crate::sources::auth::Accept;
     use faultbridge_bus::{Event, SubscribeOptions, bus};
-    use faultbridge_ffi::sys::netlink::NETLINK_USERSOCK;
+    use faultbridge_ffi::sys::netlink::{NETLINK_USERSOCK, NetlinkSocket};
+    use faultbridge_ffi::wire::device::push_record;
+    use faultbridge_ffi::wire::nlmsg::push_nlmsg;
+    use faultbridge_ffi::wire::record::{EXPDRV_MSG_CLEAR, EXPDRV_MSG_FAULT};
 
-    /// A source whose transports are fed by the test: nothing is read from
-    /// the (null) device or the socket.
-    fn source(netlink: bool) -> ExpdrvDevice {
-        let netlink = netlink.then(|| NetlinkSocket::open(NETLINK_USERSOCK).unwrap());
+    /// A source whose device batch is fed by the test (nothing is read from
+    /// the null device) and whose netlink socket (bound to a port, taking
+    /// datagrams from anyone) is fed through a second socket, returned too.
+    fn source(netlink: bool, cursor: u64) -> (ExpdrvDevice, Option<NetlinkSocket>) {
+        let (listener, tx) = if netlink {
+            let rx = NetlinkSocket::open(NETLINK_USERSOCK).unwrap();
+            rx.bind(0, 0).unwrap();
+            let tx = NetlinkSocket::open(NETLINK_USERSOCK).unwrap();
+            tx.bind(0, 0).unwrap();
+            (
+                Some(Listener::from_socket(rx, Accept::Any, NETLINK_BUF)),
+                Some(tx),
+            )
+        } else {
+            (None, None)
+        };
         let mut dev_batch = Batch::new(0);
         dev_batch.live = false;
         let mut nl_batch = Batch::new(0);
         nl_batch.live = false;
-        ExpdrvDevice {
+        let mut seq = SeqTracker::default();
+        seq.set(DRIVER, cursor);
+        let src = ExpdrvDevice {
             path: PathBuf::from("/dev/null"),
             dev: File::open("/dev/null").unwrap(),
             dev_ok: false,
             info: ExpdrvInfoRaw::default(),
-            netlink,
-            poll: Poll::new().unwrap(),
-            events: Events::with_capacity(1),
+            netlink: listener,
             timer: TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK).unwrap(),
             timer_armed: false,
-            gate: StartupGate::new().unwrap(),
+            registry: None,
             dev_batch,
             nl_batch,
-            cursor: 0,
-            acked: 0,
-            active: ActiveSet::default(),
-            resync_interval: Duration::from_secs(1),
-            last_resync: None,
-            resync_pending: false,
-            overrun_pending: false,
-            resyncs: 0,
-            synth: Vec::new(),
+            st: DeviceState {
+                seq,
+                acked: 0,
+                active: ActiveSet::default(),
+                resync_interval: Duration::from_secs(1),
+                last_resync: None,
+                resync_pending: false,
+                resyncs: 0,
+                synth: Vec::new(),
+            },
+        };
+        (src, tx)
+    }
+
+    fn encode(seq: u64, category: Category, event_code: u32) -> Vec<u8> {
+        let mut v = Vec::new();
+        RecordSpec {
+            flags: 0,
+            sequence: seq,
+            timestamp_ns: 1,
+            category: category.code(),
+            severity: Severity::Error.code(),
+            event_code,
+            device_index: 0,
+            keyword: b"am0",
+            detail: b"",
+            driver_id: 1,
+        }
+        .encode_into(&mut v);
+        v
+    }
+
+    /// Queues live device records (sequence, category, event code) as a
+    /// `read()` would return them, typed by `device_record_kind`.
+    fn load_device(b: &mut Batch, records: &[(u64, Category, u32)]) {
+        b.buf.clear();
+        b.clear();
+        for &(seq, category, event_code) in records {
+            let off = b.buf.len();
+            push_record(&mut b.buf, &encode(seq, category, event_code));
+            let r = Record::parse(&b.buf[off..]).unwrap();
+            b.items.push(Item {
+                off,
+                len: r.as_bytes().len(),
+                seq,
+                kind: device_record_kind(&r),
+                snapshot: false,
+            });
         }
     }
 
-    /// Queues live records (sequence, category, event code, kind) on a
-    /// batch as its transport would: a netlink record with its message
-    /// type, a device record typed by `device_record_kind`.
-    fn load(b: &mut Batch, device: bool, records: &[(u64, Category, u32, FaultKind)]) {
-        b.buf.clear();
-        b.clear();
+    /// Sends live records (sequence, category, event code, kind) to the
+    /// source's netlink socket in one datagram, as the driver would.
+    fn send_netlink(
+        src: &mut ExpdrvDevice,
+        tx: &NetlinkSocket,
+        records: &[(u64, Category, u32, FaultKind)],
+    ) {
+        let mut dg = Vec::new();
         for &(seq, category, event_code, kind) in records {
-            let off = b.buf.len();
-            RecordSpec {
-                flags: 0,
-                sequence: seq,
-                timestamp_ns: 1,
-                category: category.code(),
-                severity: Severity::Error.code(),
-                event_code,
-                device_index: 0,
-                keyword: b"am0",
-                detail: b"",
-                driver_id: 1,
-            }
-            .encode_into(&mut b.buf);
-            let r = Record::parse(&b.buf[off..]).unwrap();
-            let len = r.as_bytes().len();
-            let kind = if device { device_record_kind(&r) } else { kind };
-            b.items.push(Item {
-                off,
-                len,
-                seq,
-                kind,
-                snapshot: false,
-            });
-            b.buf.resize((b.buf.len() + 3) & !3, 0);
+            let ty = match kind {
+                FaultKind::Fault => EXPDRV_MSG_FAULT,
+                FaultKind::Clear => EXPDRV_MSG_CLEAR,
+            };
+            push_nlmsg(
+                &mut dg,
+                ty,
+                0,
+                seq as u32,
+                0,
+                &encode(seq, category, event_code),
+            );
         }
+        let port = src.netlink.as_ref().unwrap().socket().port_id().unwrap();
+        tx.send_to(port, 0, &dg).unwrap();
+        src.nl_batch.live = true;
     }
 
     const AM_CODE: u32 = 0x0004_0010;
 
     #[test]
     fn with_netlink_joined_an_ha_am_clear_read_first_from_the_device_arrives_as_clear() {
-        let mut src = source(true);
+        let (mut src, tx) = source(true, 0);
+        let tx = tx.unwrap();
         let (mut publisher, handle) = bus();
         let sub = handle.subscribe(SubscribeOptions::new("t")).unwrap();
         let mut monitors = Monitors::new(&[]);
@@ -890,40 +915,29 @@ mod tests {
         use FaultKind::{Clear, Fault};
         // The device is ahead: it already has the CLEAR (2) netlink has
         // not delivered yet.
-        load(
+        load_device(
             &mut src.dev_batch,
-            true,
-            &[
-                (1, Category::HaAm, AM_CODE, Fault),
-                (2, Category::HaAm, AM_CODE, Clear),
-            ],
+            &[(1, Category::HaAm, AM_CODE), (2, Category::HaAm, AM_CODE)],
         );
-        load(
-            &mut src.nl_batch,
-            false,
-            &[(1, Category::HaAm, AM_CODE, Fault)],
-        );
+        send_netlink(&mut src, &tx, &[(1, Category::HaAm, AM_CODE, Fault)]);
         src.pump(&mut out, &c).unwrap();
         // Then netlink delivers the CLEAR.
-        load(
-            &mut src.nl_batch,
-            false,
-            &[(2, Category::HaAm, AM_CODE, Clear)],
-        );
+        send_netlink(&mut src, &tx, &[(2, Category::HaAm, AM_CODE, Clear)]);
         src.pump(&mut out, &c).unwrap();
         let mut got = Vec::new();
         while let Some(Event::Fault(f)) = sub.try_recv() {
             got.push((f.sequence(), f.cleared()));
         }
         assert_eq!(got, [(1, false), (2, true)]);
-        assert_eq!(src.active.get(Category::HaAm, "am0"), None);
+        assert_eq!(src.st.active.get(Category::HaAm, "am0"), None);
+        assert_eq!(src.st.active.len(), 0);
         assert_eq!(c.untyped.load(Relaxed), 0);
         assert_eq!(c.delivered.load(Relaxed), 2);
     }
 
     #[test]
     fn device_only_records_of_categories_without_a_clear_code_are_counted_untyped() {
-        let mut src = source(false);
+        let (mut src, _) = source(false, 0);
         let (mut publisher, handle) = bus();
         let sub = handle.subscribe(SubscribeOptions::new("t")).unwrap();
         let mut monitors = Monitors::new(&[]);
@@ -932,15 +946,13 @@ mod tests {
             publisher: &mut publisher,
             monitors: &mut monitors,
         };
-        use FaultKind::{Clear, Fault};
-        load(
+        load_device(
             &mut src.dev_batch,
-            true,
             &[
-                (1, Category::HaAm, AM_CODE, Fault),
-                (2, Category::HaAm, AM_CODE, Clear),
-                (3, Category::Nic, event::NIC_LINK_DOWN, Fault),
-                (4, Category::Nic, event::NIC_LINK_UP, Clear),
+                (1, Category::HaAm, AM_CODE),
+                (2, Category::HaAm, AM_CODE),
+                (3, Category::Nic, event::NIC_LINK_DOWN),
+                (4, Category::Nic, event::NIC_LINK_UP),
             ],
         );
         src.pump(&mut out, &c).unwrap();
@@ -951,5 +963,102 @@ mod tests {
         // The HA/AM CLEAR cannot be told from a fault here; the NIC one can.
         assert_eq!(got, [(1, false), (2, false), (3, false), (4, true)]);
         assert_eq!(c.untyped.load(Relaxed), 2);
+    }
+
+    /// Every event published so far: (sequence, cleared) of faults, and
+    /// the ranges of losses as (first, last).
+    type Seqs = Vec<(u64, bool)>;
+    type Ranges = Vec<(u64, u64)>;
+
+    fn events(sub: &faultbridge_bus::Subscription) -> (Seqs, Ranges) {
+        let (mut faults, mut lost) = (Vec::new(), Vec::new());
+        while let Some(ev) = sub.try_recv() {
+            match ev {
+                Event::Fault(f) => faults.push((f.sequence(), f.cleared())),
+                Event::Lost(l) => lost.push((l.first_sequence, l.last_sequence)),
+            }
+        }
+        (faults, lost)
+    }
+
+    #[test]
+    fn a_reload_whose_record_1_is_missed_reports_it_lost_and_drops_nothing() {
+        for netlink in [true, false] {
+            // The driver had sent 100 records; it is reloaded and its first
+            // record of the new load never arrives.
+            let (mut src, tx) = source(netlink, 100);
+            let (mut publisher, handle) = bus();
+            let sub = handle.subscribe(SubscribeOptions::new("t")).unwrap();
+            let mut monitors = Monitors::new(&[]);
+            let c = SourceCounters::default();
+            let mut out = Dispatch {
+                publisher: &mut publisher,
+                monitors: &mut monitors,
+            };
+            let nic = |s| (s, Category::Nic, event::NIC_LINK_DOWN, FaultKind::Fault);
+            match &tx {
+                Some(tx) => send_netlink(&mut src, tx, &[nic(2), nic(3), nic(4)]),
+                None => load_device(
+                    &mut src.dev_batch,
+                    &[2, 3, 4].map(|s| (s, Category::Nic, event::NIC_LINK_DOWN)),
+                ),
+            }
+            src.pump(&mut out, &c).unwrap();
+            let (faults, lost) = events(&sub);
+            assert_eq!(faults, [(2, false), (3, false), (4, false)], "{netlink}");
+            assert_eq!(lost, [(1, 1)], "netlink {netlink}");
+            assert_eq!(c.restarts.load(Relaxed), 1);
+            assert_eq!(c.delivered.load(Relaxed), 3);
+            assert_eq!(src.st.seq.last(DRIVER), Some(4));
+            assert!(src.st.resync_pending);
+        }
+    }
+
+    #[test]
+    fn a_forged_sequence_far_ahead_does_not_silence_the_driver() {
+        let (mut src, _) = source(false, 10);
+        let (mut publisher, handle) = bus();
+        let sub = handle.subscribe(SubscribeOptions::new("t")).unwrap();
+        let mut monitors = Monitors::new(&[]);
+        let c = SourceCounters::default();
+        let mut out = Dispatch {
+            publisher: &mut publisher,
+            monitors: &mut monitors,
+        };
+        load_device(
+            &mut src.dev_batch,
+            &[u64::MAX, 11, 12, 5].map(|s| (s, Category::Nic, event::NIC_LINK_DOWN)),
+        );
+        src.pump(&mut out, &c).unwrap();
+        let (faults, lost) = events(&sub);
+        // Every record is delivered and accounted for; nothing is lost.
+        let seqs: Vec<u64> = faults.iter().map(|f| f.0).collect();
+        assert_eq!(seqs, [u64::MAX, 11, 12, 5]);
+        assert_eq!(lost, []);
+        assert_eq!(c.implausible.load(Relaxed), 1);
+        assert_eq!(c.behind.load(Relaxed), 1);
+        assert_eq!(c.restarts.load(Relaxed), 0);
+        assert_eq!(src.st.seq.last(DRIVER), Some(12));
+    }
+
+    #[test]
+    fn cleared_keywords_leave_the_active_set() {
+        let (mut src, _) = source(false, 0);
+        let (mut publisher, _handle) = bus();
+        let mut monitors = Monitors::new(&[]);
+        let c = SourceCounters::default();
+        let mut out = Dispatch {
+            publisher: &mut publisher,
+            monitors: &mut monitors,
+        };
+        let mut records = Vec::new();
+        for i in 0..100u64 {
+            records.push((2 * i + 1, Category::Nic, event::NIC_LINK_DOWN));
+            records.push((2 * i + 2, Category::Nic, event::NIC_LINK_UP));
+        }
+        load_device(&mut src.dev_batch, &records);
+        src.pump(&mut out, &c).unwrap();
+        assert_eq!(c.delivered.load(Relaxed), 200);
+        assert_eq!(src.st.active.len(), 0);
     }
 }

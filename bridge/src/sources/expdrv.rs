@@ -2,13 +2,13 @@
 //! of the driver's protocol joined to its group; each datagram walked message
 //! by message, each record parsed in place and published.
 
-use super::Dispatch;
 use super::seq::SeqTracker;
 use super::synth::{report_lost, report_seen};
+use super::{Dispatch, Listener, SourceTokens};
 use crate::config::ExpdrvConfig;
 use crate::stats::SourceCounters;
 use faultbridge_bus::{FaultKind, LostReason, Source};
-use faultbridge_ffi::sys::netlink::{NetlinkError, NetlinkSocket, group_mask};
+use faultbridge_ffi::sys::netlink::{Membership, NetlinkError, NetlinkSocket};
 use faultbridge_ffi::wire::nlmsg::{NLMSG_DONE, NLMSG_NOOP, NlMsgIter};
 use faultbridge_ffi::wire::record::{EXPDRV_MSG_CLEAR, EXPDRV_MSG_FAULT, Record};
 use std::io;
@@ -16,84 +16,91 @@ use std::sync::atomic::Ordering::Relaxed;
 
 /// Room for the largest datagram we expect; larger ones are counted as truncated.
 const RECV_BUF: usize = 256 * 1024;
-/// Malformed records are logged at most this often per reason… in count:
-/// the first few, then every 10 000th, so a storm cannot flood the log.
-const LOG_FIRST: u64 = 5;
 
 /// The netlink source of the expanded driver.
 #[derive(Debug)]
 pub struct ExpdrvNetlink {
-    sock: NetlinkSocket,
-    buf: Vec<u8>,
+    listener: Listener,
+    state: ExpdrvState,
+}
+
+/// What the source knows between datagrams.
+#[derive(Debug)]
+struct ExpdrvState {
     seq: SeqTracker,
     source: Source,
 }
 
 impl ExpdrvNetlink {
-    /// Opens the socket, sets the receive buffer and joins the group.
+    /// Opens the socket, sets the receive buffer and joins the group; the
+    /// senders accepted are `cfg.accept`'s.
     pub fn open(cfg: &ExpdrvConfig) -> Result<Self, NetlinkError> {
-        let sock = NetlinkSocket::open(cfg.netlink_protocol)?;
-        sock.set_recv_buffer(cfg.recv_buffer)?;
-        sock.bind(0, group_mask(cfg.netlink_group))?;
-        if group_mask(cfg.netlink_group) == 0 {
-            sock.join_group(cfg.netlink_group)?;
-        }
-        Ok(Self::from_socket(sock))
+        let m = Membership {
+            protocol: cfg.netlink_protocol,
+            group: cfg.netlink_group,
+            recv_buffer: cfg.recv_buffer,
+            pass_credentials: false,
+        };
+        Ok(Self::from_listener(Listener::open(
+            m, cfg.accept, RECV_BUF,
+        )?))
     }
 
     /// Builds the source around an already-bound socket (handed over).
-    pub fn from_socket(sock: NetlinkSocket) -> Self {
+    pub fn from_socket(sock: NetlinkSocket, accept: super::auth::Accept) -> Self {
+        Self::from_listener(Listener::from_socket(sock, accept, RECV_BUF))
+    }
+
+    fn from_listener(listener: Listener) -> Self {
         ExpdrvNetlink {
-            sock,
-            buf: vec![0; RECV_BUF],
-            seq: SeqTracker::default(),
-            source: Source::Expdrv,
+            listener,
+            state: ExpdrvState {
+                seq: SeqTracker::default(),
+                source: Source::Expdrv,
+            },
         }
     }
 
     pub fn socket(&self) -> &NetlinkSocket {
-        &self.sock
+        self.listener.socket()
     }
 
     pub fn seq(&self) -> &SeqTracker {
-        &self.seq
+        &self.state.seq
     }
 }
 
 impl super::IngestSource for ExpdrvNetlink {
     fn source(&self) -> Source {
-        self.source
+        self.state.source
     }
 
-    fn raw_fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsRawFd;
-        self.sock.as_raw_fd()
+    fn register(&mut self, registry: &mio::Registry, tokens: SourceTokens) -> io::Result<()> {
+        self.listener.register(registry, tokens.token(0))
     }
 
     fn restore_cursor(&mut self, driver_id: u32, last: u64) {
-        self.seq.set(driver_id, last);
+        self.state.seq.set(driver_id, last);
     }
 
     /// Reads until the socket is empty. Returns the records published.
-    fn on_readable(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) -> io::Result<u64> {
-        super::drain(self, out, c)
+    fn on_event(
+        &mut self,
+        _slot: usize,
+        out: &mut Dispatch<'_>,
+        c: &SourceCounters,
+    ) -> io::Result<u64> {
+        super::drain(&mut self.listener, &mut self.state, out, c)
     }
 }
 
-impl super::DatagramSource for ExpdrvNetlink {
+impl super::DatagramSource for ExpdrvState {
     fn name(&self) -> Source {
         self.source
     }
 
-    fn socket_and_buffer(&mut self) -> (&NetlinkSocket, &mut [u8]) {
-        (&self.sock, &mut self.buf)
-    }
-
-    fn datagram(&mut self, len: usize, out: &mut Dispatch<'_>, c: &SourceCounters) {
-        let Self {
-            buf, seq, source, ..
-        } = self;
-        process_datagram(&buf[..len], *source, seq, out, c);
+    fn datagram(&mut self, dg: &[u8], out: &mut Dispatch<'_>, c: &SourceCounters) {
+        process_datagram(dg, self.source, &mut self.seq, out, c);
     }
 
     fn overrun(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) {
@@ -103,6 +110,22 @@ impl super::DatagramSource for ExpdrvNetlink {
         // it as a gap.
         let next = self.seq.next_expected();
         report_lost(self.source, next, next - 1, LostReason::Overrun, out, c);
+    }
+}
+
+/// The kind of record a message of the driver's protocol carries: `None`
+/// for control messages (`NLMSG_NOOP`, `NLMSG_DONE`, types below 0x0010)
+/// and for the reserved types (0x0012 and above), which are counted.
+pub(crate) fn record_kind(nlmsg_type: u16, c: &SourceCounters) -> Option<FaultKind> {
+    match nlmsg_type {
+        EXPDRV_MSG_FAULT => Some(FaultKind::Fault),
+        EXPDRV_MSG_CLEAR => Some(FaultKind::Clear),
+        NLMSG_NOOP | NLMSG_DONE => None,
+        t if t > EXPDRV_MSG_CLEAR => {
+            c.reserved_types.fetch_add(1, Relaxed);
+            None
+        }
+        _ => None,
     }
 }
 
@@ -119,15 +142,8 @@ pub fn process_datagram(
     let mut published = 0;
     let mut msgs = NlMsgIter::new(dg);
     for msg in &mut msgs {
-        let kind = match msg.header.nlmsg_type {
-            EXPDRV_MSG_FAULT => FaultKind::Fault,
-            EXPDRV_MSG_CLEAR => FaultKind::Clear,
-            NLMSG_NOOP | NLMSG_DONE => continue,
-            t if t >= EXPDRV_MSG_FAULT => {
-                c.reserved_types.fetch_add(1, Relaxed);
-                continue;
-            }
-            _ => continue,
+        let Some(kind) = record_kind(msg.header.nlmsg_type, c) else {
+            continue;
         };
         match Record::parse(msg.payload) {
             Ok(r) => {
@@ -138,14 +154,7 @@ pub fn process_datagram(
                 out.fault(source, kind, &r);
                 published += 1;
             }
-            Err(e) => {
-                let n = c.malformed[e.reason().index()].fetch_add(1, Relaxed) + 1;
-                if n <= LOG_FIRST || n % 10_000 == 0 {
-                    eprintln!(
-                        "faultbridge: {source}: malformed record dropped ({n} so far for this reason): {e}"
-                    );
-                }
-            }
+            Err(e) => super::malformed(source, &e, c),
         }
     }
     if msgs.trailing_bytes() > 0 {

@@ -15,22 +15,24 @@
 //! `fc_nl_event` and the `event_datalen` data bytes that follow it, never
 //! the padding (or an older kernel's uninitialised tail) after them.
 //! The protocol number is configurable so tests can feed the source over
-//! `NETLINK_USERSOCK`.
+//! `NETLINK_USERSOCK`. On `NETLINK_SCSITRANSPORT` only the kernel (sender
+//! port id 0) is heard; on any other protocol, where the kernel sends no FC
+//! event, the kernel and root-owned senders (a test feed).
 
-use super::Dispatch;
+use super::auth::Accept;
 use super::seq::SeqTracker;
 use super::synth::{Synth, Synthesized, report_lost, report_seen};
+use super::{Dispatch, Listener, SourceTokens};
 use crate::config::FcConfig;
 use crate::stats::SourceCounters;
 use faultbridge_bus::{FaultKind, LostReason, Source};
 use faultbridge_ffi::MalformedReason;
-use faultbridge_ffi::sys::netlink::{NetlinkError, NetlinkSocket, group_mask};
+use faultbridge_ffi::sys::netlink::{Membership, NETLINK_SCSITRANSPORT, NetlinkError};
 use faultbridge_ffi::wire::fc::{FcError, FcEvent, SCSI_TRANSPORT_MSG, fch};
 use faultbridge_ffi::wire::nlmsg::{NLMSG_DONE, NLMSG_NOOP, NlMsgIter};
 use faultbridge_ffi::wire::record::{Category, Severity, event};
 use std::fmt::Write as _;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering::Relaxed;
 
 const RECV_BUF: usize = 64 * 1024;
@@ -60,8 +62,12 @@ pub fn map_event(code: u32) -> (FaultKind, Severity, u32) {
 /// The FC transport source.
 #[derive(Debug)]
 pub struct FcSource {
-    sock: NetlinkSocket,
-    buf: Vec<u8>,
+    listener: Listener,
+    state: FcState,
+}
+
+#[derive(Debug)]
+struct FcState {
     seq: SeqTracker,
     synth: Synth,
     keyword: String,
@@ -71,24 +77,31 @@ impl FcSource {
     /// Opens the socket of `cfg.netlink_protocol` and joins `cfg.netlink_group`
     /// (4 for the kernel: bind-mask bit 3).
     pub fn open(cfg: &FcConfig) -> Result<Self, NetlinkError> {
-        let sock = NetlinkSocket::open(cfg.netlink_protocol)?;
-        sock.set_recv_buffer(cfg.recv_buffer)?;
-        sock.bind(0, group_mask(cfg.netlink_group))?;
-        if group_mask(cfg.netlink_group) == 0 {
-            sock.join_group(cfg.netlink_group)?;
-        }
+        let accept = if cfg.netlink_protocol == NETLINK_SCSITRANSPORT {
+            Accept::Kernel
+        } else {
+            Accept::Root
+        };
+        let m = Membership {
+            protocol: cfg.netlink_protocol,
+            group: cfg.netlink_group,
+            recv_buffer: cfg.recv_buffer,
+            pass_credentials: false,
+        };
         Ok(FcSource {
-            sock,
-            buf: vec![0; RECV_BUF],
-            seq: SeqTracker::default(),
-            synth: Synth::new(Source::FcTransport),
-            keyword: String::with_capacity(16),
+            listener: Listener::open(m, accept, RECV_BUF)?,
+            state: FcState {
+                seq: SeqTracker::default(),
+                synth: Synth::new(Source::FcTransport),
+                keyword: String::with_capacity(16),
+            },
         })
     }
+}
 
-    fn process(&mut self, len: usize, out: &mut Dispatch<'_>, c: &SourceCounters) {
-        let buf = std::mem::take(&mut self.buf);
-        let mut msgs = NlMsgIter::new(&buf[..len]);
+impl FcState {
+    fn process(&mut self, dg: &[u8], out: &mut Dispatch<'_>, c: &SourceCounters) {
+        let mut msgs = NlMsgIter::new(dg);
         for m in &mut msgs {
             match m.header.nlmsg_type {
                 SCSI_TRANSPORT_MSG => {}
@@ -113,7 +126,7 @@ impl FcSource {
                         _ => MalformedReason::Short,
                     };
                     let n = c.malformed[reason.index()].fetch_add(1, Relaxed) + 1;
-                    if n <= 5 || n % 10_000 == 0 {
+                    if crate::error::thinned(n) {
                         eprintln!("faultbridge: fc-transport: event dropped ({n} so far): {e}");
                     }
                     continue;
@@ -124,7 +137,6 @@ impl FcSource {
             let (kind, severity, event_code) = map_event(e.event_code());
             self.keyword.clear();
             let _ = write!(self.keyword, "host{}", e.host_no());
-            let keyword = std::mem::take(&mut self.keyword);
             self.synth.emit_as(
                 out,
                 c,
@@ -134,18 +146,16 @@ impl FcSource {
                     severity,
                     event_code,
                     device_index: u32::from(e.host_no()),
-                    keyword: &keyword,
+                    keyword: &self.keyword,
                     detail: &m.payload[..e.bytes_used()],
                     flags: 0,
                 },
                 seq,
             );
-            self.keyword = keyword;
         }
         if msgs.trailing_bytes() > 0 {
             c.truncated.fetch_add(1, Relaxed);
         }
-        self.buf = buf;
     }
 }
 
@@ -154,26 +164,27 @@ impl super::IngestSource for FcSource {
         Source::FcTransport
     }
 
-    fn raw_fd(&self) -> RawFd {
-        self.sock.as_raw_fd()
+    fn register(&mut self, registry: &mio::Registry, tokens: SourceTokens) -> io::Result<()> {
+        self.listener.register(registry, tokens.token(0))
     }
 
-    fn on_readable(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) -> io::Result<u64> {
-        super::drain(self, out, c)
+    fn on_event(
+        &mut self,
+        _slot: usize,
+        out: &mut Dispatch<'_>,
+        c: &SourceCounters,
+    ) -> io::Result<u64> {
+        super::drain(&mut self.listener, &mut self.state, out, c)
     }
 }
 
-impl super::DatagramSource for FcSource {
+impl super::DatagramSource for FcState {
     fn name(&self) -> Source {
         Source::FcTransport
     }
 
-    fn socket_and_buffer(&mut self) -> (&NetlinkSocket, &mut [u8]) {
-        (&self.sock, &mut self.buf)
-    }
-
-    fn datagram(&mut self, len: usize, out: &mut Dispatch<'_>, c: &SourceCounters) {
-        self.process(len, out, c);
+    fn datagram(&mut self, dg: &[u8], out: &mut Dispatch<'_>, c: &SourceCounters) {
+        self.process(dg, out, c);
     }
 
     fn overrun(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) {

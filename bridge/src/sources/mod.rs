@@ -1,6 +1,7 @@
 //! Fault sources. Each has its own name (`Fault(source, …)`), its own
 //! counters and its own configuration section; the ingest loop polls them.
 
+pub mod auth;
 pub mod chardev;
 pub mod expdrv;
 pub mod fc;
@@ -9,66 +10,202 @@ pub mod seq;
 pub mod synth;
 pub mod uevent;
 
+use crate::error::thinned;
 use crate::monitor::Monitors;
 use crate::stats::SourceCounters;
+use auth::Accept;
 use faultbridge_bus::{FaultKind, Lost, Publisher, Source};
-use faultbridge_ffi::sys::netlink::{NetlinkSocket, Recv};
+use faultbridge_ffi::sys::netlink::{
+    Membership, NetlinkError, NetlinkReceiver, NetlinkSocket, Received,
+};
 use faultbridge_ffi::wire::record::Record;
+use mio::{Registry, Token};
 use std::io;
-use std::os::fd::RawFd;
 use std::sync::atomic::Ordering::Relaxed;
 
-/// A source read from a netlink socket, datagram by datagram: [`drain`]
-/// reads and counts, the source says what a datagram or an overrun means.
+/// What a source does with the datagrams its [`Listener`] accepted.
 pub(crate) trait DatagramSource {
     /// The source's name, for the log.
     fn name(&self) -> Source;
-    /// The socket, and the buffer datagrams are received into.
-    fn socket_and_buffer(&mut self) -> (&NetlinkSocket, &mut [u8]);
-    /// The first `len` bytes of the buffer hold a datagram.
-    fn datagram(&mut self, len: usize, out: &mut Dispatch<'_>, c: &SourceCounters);
+    /// One datagram from an accepted sender (as much as fit the buffer).
+    fn datagram(&mut self, dg: &[u8], out: &mut Dispatch<'_>, c: &SourceCounters);
     /// The socket overflowed (`ENOBUFS`, already counted): messages were lost.
     fn overrun(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters);
 }
 
-/// Truncated datagrams logged before logging thins out.
-const TRUNCATION_LOG_FIRST: u64 = 5;
+/// A netlink socket joined to a source's group, its receive buffer, and
+/// who the source takes datagrams from.
+#[derive(Debug)]
+pub struct Listener {
+    rx: NetlinkReceiver,
+    accept: Accept,
+}
 
-/// Reads `src`'s socket until it would block: counts datagrams, truncated
-/// datagrams (`MSG_TRUNC`), overruns and errors, and hands each datagram and
-/// each overrun to the source. Returns the records published meanwhile.
+impl Listener {
+    /// Opens, binds and joins `m` (with `SO_PASSCRED` when `accept` needs
+    /// credentials), with a receive buffer of `buf_size` bytes.
+    pub fn open(mut m: Membership, accept: Accept, buf_size: usize) -> Result<Self, NetlinkError> {
+        m.pass_credentials = accept.needs_credentials();
+        Ok(Listener::from_socket(
+            NetlinkSocket::open_joined(&m)?,
+            accept,
+            buf_size,
+        ))
+    }
+
+    /// Around an already-bound socket (handed over).
+    pub fn from_socket(sock: NetlinkSocket, accept: Accept, buf_size: usize) -> Self {
+        Listener {
+            rx: NetlinkReceiver::new(sock, buf_size, accept.needs_sender()),
+            accept,
+        }
+    }
+
+    pub fn socket(&self) -> &NetlinkSocket {
+        self.rx.socket()
+    }
+
+    /// Who the source takes datagrams from.
+    pub fn accept(&self) -> Accept {
+        self.accept
+    }
+
+    /// Registers the socket with the ingest loop under `token`.
+    pub fn register(&self, registry: &Registry, token: Token) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        registry.register(
+            &mut mio::unix::SourceFd(&self.socket().as_raw_fd()),
+            token,
+            mio::Interest::READABLE,
+        )
+    }
+
+    /// Receives one datagram: counted, its sender checked, a cut one
+    /// counted as truncated; its bytes are then [`Listener::last`]. A
+    /// refused datagram is counted and skipped: never handed out.
+    pub(crate) fn recv_one(&mut self, name: Source, c: &SourceCounters) -> io::Result<Got> {
+        loop {
+            let r = self.rx.recv().inspect_err(|_| {
+                c.errors.fetch_add(1, Relaxed);
+            })?;
+            return Ok(match r {
+                Received::WouldBlock => Got::Nothing,
+                Received::Overrun => {
+                    c.overruns.fetch_add(1, Relaxed);
+                    Got::Overrun
+                }
+                Received::Datagram { bytes, len, from } => {
+                    c.datagrams.fetch_add(1, Relaxed);
+                    if let Err(why) = self.accept.check(&from) {
+                        refused(name, why, &from, c);
+                        continue;
+                    }
+                    if len > bytes.len() {
+                        truncated(name, len, bytes.len(), c);
+                    }
+                    Got::Datagram
+                }
+            });
+        }
+    }
+
+    /// The datagram [`Listener::recv_one`] received last.
+    pub fn last(&self) -> &[u8] {
+        self.rx.last()
+    }
+}
+
+/// What [`Listener::recv_one`] got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Got {
+    /// An accepted datagram, in [`Listener::last`].
+    Datagram,
+    /// An overrun (counted).
+    Overrun,
+    /// Nothing more to read.
+    Nothing,
+}
+
+/// Reads the listener's socket until it would block: counts datagrams,
+/// refused ones (by reason, never parsed), truncated ones (`MSG_TRUNC`),
+/// overruns and errors, and hands each accepted datagram and each overrun
+/// to the source. Returns the records published meanwhile.
 pub(crate) fn drain(
+    listener: &mut Listener,
     src: &mut impl DatagramSource,
     out: &mut Dispatch<'_>,
     c: &SourceCounters,
 ) -> io::Result<u64> {
     let before = c.delivered.load(Relaxed);
+    let name = src.name();
     loop {
-        let (sock, buf) = src.socket_and_buffer();
-        match sock.recv(buf) {
-            Ok(Recv::Datagram { len, stored }) => {
-                c.datagrams.fetch_add(1, Relaxed);
-                if len > stored {
-                    let n = c.truncated.fetch_add(1, Relaxed) + 1;
-                    if n <= TRUNCATION_LOG_FIRST || n % 10_000 == 0 {
-                        eprintln!(
-                            "faultbridge: {}: datagram of {len} bytes truncated to {stored} ({n} so far)",
-                            src.name()
-                        );
-                    }
-                }
-                src.datagram(stored, out, c);
-            }
-            Ok(Recv::Overrun) => {
-                c.overruns.fetch_add(1, Relaxed);
-                src.overrun(out, c);
-            }
-            Ok(Recv::WouldBlock) => return Ok(c.delivered.load(Relaxed) - before),
-            Err(e) => {
-                c.errors.fetch_add(1, Relaxed);
-                return Err(e);
-            }
+        match listener.recv_one(name, c)? {
+            Got::Nothing => return Ok(c.delivered.load(Relaxed) - before),
+            Got::Overrun => src.overrun(out, c),
+            Got::Datagram => src.datagram(listener.last(), out, c),
         }
+    }
+}
+
+/// Counts and (thinly) logs a datagram refused by sender authentication.
+pub(crate) fn refused(
+    name: Source,
+    why: auth::Refusal,
+    from: &faultbridge_ffi::sys::netlink::Sender,
+    c: &SourceCounters,
+) {
+    let n = c.refused[why.index()].fetch_add(1, Relaxed) + 1;
+    if thinned(n) {
+        let creds = from
+            .credentials
+            .map(|k| format!(", pid {} uid {}", k.pid, k.uid))
+            .unwrap_or_default();
+        eprintln!(
+            "faultbridge: {name}: datagram from port id {}{creds} refused ({}; {n} so far for this reason)",
+            from.port,
+            why.name()
+        );
+    }
+}
+
+/// Counts and (thinly) logs a datagram cut to the receive buffer.
+pub(crate) fn truncated(name: Source, len: usize, stored: usize, c: &SourceCounters) {
+    let n = c.truncated.fetch_add(1, Relaxed) + 1;
+    if thinned(n) {
+        eprintln!(
+            "faultbridge: {name}: datagram of {len} bytes truncated to {stored} ({n} so far)"
+        );
+    }
+}
+
+/// Counts and (thinly) logs a malformed record.
+pub(crate) fn malformed(name: Source, e: &faultbridge_ffi::ParseError, c: &SourceCounters) {
+    let n = c.malformed[e.reason().index()].fetch_add(1, Relaxed) + 1;
+    if thinned(n) {
+        eprintln!(
+            "faultbridge: {name}: malformed record dropped ({n} so far for this reason): {e}"
+        );
+    }
+}
+
+/// The tokens of one source in the ingest loop's poll: one per descriptor
+/// it registers, `slot` 0..[`SourceTokens::SLOTS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceTokens {
+    base: usize,
+}
+
+impl SourceTokens {
+    /// Descriptors a source may register.
+    pub const SLOTS: usize = 4;
+
+    pub const fn new(base: usize) -> Self {
+        SourceTokens { base }
+    }
+
+    /// The token of the source's descriptor `slot`.
+    pub const fn token(self, slot: usize) -> Token {
+        Token(self.base + slot)
     }
 }
 
@@ -94,16 +231,28 @@ impl Dispatch<'_> {
     }
 }
 
-/// A source the ingest loop polls: a descriptor that becomes readable, and
-/// a handler that drains it, parses and publishes.
+/// A source of the ingest loop: it registers its descriptors with the
+/// loop's one poll, and reacts when one is ready. No source runs a loop of
+/// its own.
 pub trait IngestSource: Send + std::fmt::Debug {
     /// The name of the source (`Fault(source, …)`, counters).
     fn source(&self) -> Source;
-    /// The descriptor to poll for readability (edge-triggered: drain fully).
-    fn raw_fd(&self) -> RawFd;
-    /// Reads until the descriptor would block; returns the records published.
-    fn on_readable(&mut self, out: &mut Dispatch<'_>, counters: &SourceCounters)
-    -> io::Result<u64>;
+    /// Registers its descriptors (readable, edge-triggered) under
+    /// `tokens.token(slot)`, slots 0..[`SourceTokens::SLOTS`].
+    fn register(&mut self, registry: &Registry, tokens: SourceTokens) -> io::Result<()>;
+    /// The descriptor of `slot` is ready: reads until it would block (and
+    /// whatever else is due). Returns the records published.
+    fn on_event(
+        &mut self,
+        slot: usize,
+        out: &mut Dispatch<'_>,
+        counters: &SourceCounters,
+    ) -> io::Result<u64>;
+    /// Ingest starts, with the first subscribers in place: publishes what
+    /// the source found when it opened, then reads what arrived since.
+    fn start(&mut self, out: &mut Dispatch<'_>, counters: &SourceCounters) -> io::Result<u64> {
+        self.on_event(0, out, counters)
+    }
     /// Restores the last sequence seen from `driver_id` (recorded before a
     /// restart), so a gap across the restart is reported as lost.
     fn restore_cursor(&mut self, driver_id: u32, last: u64) {

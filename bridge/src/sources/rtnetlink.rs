@@ -29,25 +29,24 @@
 //!   `NLMSG_DONE`. Only that `NLMSG_DONE` ends a dump; interfaces it did not
 //!   list are reported removed only when it completed without error.
 
-use super::Dispatch;
-use super::synth::{StartupGate, Synth, Synthesized, report_lost};
+use super::auth::Accept;
+use super::synth::{Synth, Synthesized, report_lost};
+use super::{Dispatch, Listener, SourceTokens};
 use crate::config::{NamePatterns, RtnetlinkConfig};
 use crate::stats::SourceCounters;
 use faultbridge_bus::{FaultKind, LostReason, Source};
 use faultbridge_ffi::sys::ifreq::IfQuery;
-use faultbridge_ffi::sys::netlink::{NETLINK_ROUTE, NetlinkError, NetlinkSocket, Recv, group_mask};
+use faultbridge_ffi::sys::netlink::{Membership, NETLINK_ROUTE, NetlinkError, NetlinkSocket, Recv};
 use faultbridge_ffi::wire::nlmsg::{NLMSG_DONE, NLMSG_ERROR, NlMsgIter};
 use faultbridge_ffi::wire::record::{Category, F_SNAPSHOT, Severity, event};
 use faultbridge_ffi::wire::rtnl::{
     IFF_LOOPBACK, IFF_RUNNING, IFF_UP, LinkMsg, RTM_DELLINK, RTM_NEWLINK, RTNLGRP_LINK, oper,
     push_getlink_dump,
 };
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::AsFd;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -71,8 +70,8 @@ pub enum RtnetlinkError {
     DumpRefused(i32),
     #[error("the link dump did not finish within {0:?}")]
     DumpTimeout(Duration),
-    #[error("cannot set up polling of the socket and the start-up timer")]
-    Poll(#[source] io::Error),
+    #[error("cannot duplicate the socket for requests")]
+    Dup(#[source] io::Error),
 }
 
 /// What the source knows of one interface.
@@ -108,19 +107,21 @@ fn is_watched(patterns: &NamePatterns, name: &str, loopback: bool) -> bool {
 /// The rtnetlink NIC source.
 #[derive(Debug)]
 pub struct RtnetlinkSource {
+    listener: Listener,
+    state: RtnlState,
+}
+
+/// What the source knows between datagrams.
+#[derive(Debug)]
+struct RtnlState {
+    /// The socket again (a duplicate descriptor), to request dumps on.
     sock: NetlinkSocket,
-    /// Polls the socket and the start-up gate's timer; its descriptor is
-    /// the one the ingest loop polls.
-    poll: Option<Poll>,
-    events: Events,
-    gate: Option<StartupGate>,
     port: u32,
-    buf: Vec<u8>,
     links: HashMap<u32, Link>,
     patterns: NamePatterns,
     synth: Synth,
     detail: String,
-    /// Report the start-up state on the first `on_readable`.
+    /// Report the start-up state when ingest starts.
     initial_pending: bool,
     /// A resync dump is running with this `nlmsg_seq`.
     dump: Option<u32>,
@@ -130,38 +131,25 @@ pub struct RtnetlinkSource {
     generation: u32,
     next_dump_seq: u32,
     /// Start-up states the ioctls corrected (the link changed during the dump).
-    pub corrected_at_start: u32,
+    corrected_at_start: u32,
 }
 
 impl RtnetlinkSource {
     /// Opens the socket, joins `RTNLGRP_LINK`, and reads every interface's
-    /// state with an `RTM_GETLINK` dump checked by the ioctls.
+    /// state with an `RTM_GETLINK` dump checked by the ioctls. Only the
+    /// kernel (port id 0) is heard.
     pub fn open(cfg: &RtnetlinkConfig) -> Result<Self, RtnetlinkError> {
-        let sock = NetlinkSocket::open(NETLINK_ROUTE).map_err(RtnetlinkError::Socket)?;
-        sock.set_recv_buffer(cfg.recv_buffer)
-            .map_err(RtnetlinkError::Socket)?;
-        sock.bind(0, group_mask(RTNLGRP_LINK))
-            .map_err(RtnetlinkError::Socket)?;
+        let sock = NetlinkSocket::open_joined(&Membership {
+            protocol: NETLINK_ROUTE,
+            group: RTNLGRP_LINK,
+            recv_buffer: cfg.recv_buffer,
+            pass_credentials: false,
+        })
+        .map_err(RtnetlinkError::Socket)?;
         let port = sock.port_id().map_err(RtnetlinkError::Socket)?;
-        let poll = Poll::new().map_err(RtnetlinkError::Poll)?;
-        let gate = StartupGate::new().map_err(RtnetlinkError::Poll)?;
-        poll.registry()
-            .register(
-                &mut SourceFd(&sock.as_raw_fd()),
-                Token(0),
-                Interest::READABLE,
-            )
-            .map_err(RtnetlinkError::Poll)?;
-        poll.registry()
-            .register(&mut SourceFd(&gate.raw_fd()), Token(1), Interest::READABLE)
-            .map_err(RtnetlinkError::Poll)?;
-        let mut src = RtnetlinkSource {
-            sock,
-            poll: Some(poll),
-            events: Events::with_capacity(4),
-            gate: Some(gate),
+        let mut state = RtnlState {
+            sock: sock.try_clone().map_err(RtnetlinkError::Dup)?,
             port,
-            buf: vec![0; RECV_BUF],
             links: HashMap::new(),
             patterns: cfg.interfaces.clone(),
             synth: Synth::new(Source::Rtnetlink),
@@ -173,11 +161,26 @@ impl RtnetlinkSource {
             next_dump_seq: 1,
             corrected_at_start: 0,
         };
-        src.initial_dump()?;
-        src.check_with_ioctls();
-        Ok(src)
+        state.initial_dump()?;
+        state.check_with_ioctls();
+        Ok(RtnetlinkSource {
+            listener: Listener::from_socket(sock, Accept::Kernel, RECV_BUF),
+            state,
+        })
     }
 
+    /// The interfaces watched now: (ifindex, name, link up).
+    pub fn watched(&self) -> Vec<(u32, String, bool)> {
+        self.state.watched()
+    }
+
+    /// Start-up states the ioctls corrected (the link changed during the dump).
+    pub fn corrected_at_start(&self) -> u32 {
+        self.state.corrected_at_start
+    }
+}
+
+impl RtnlState {
     /// The interfaces watched now: (ifindex, name, link up).
     pub fn watched(&self) -> Vec<(u32, String, bool)> {
         let mut v: Vec<_> = self
@@ -200,17 +203,20 @@ impl RtnetlinkSource {
         Ok(seq)
     }
 
+    /// The start-up dump, read before the source joins the ingest loop:
+    /// answers from the kernel only are taken.
     fn initial_dump(&mut self) -> Result<(), RtnetlinkError> {
         let seq = self.send_dump().map_err(RtnetlinkError::DumpSend)?;
         let deadline = Instant::now() + DUMP_TIMEOUT;
-        let mut buf = std::mem::take(&mut self.buf);
-        let result = loop {
+        let mut buf = vec![0; RECV_BUF];
+        loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break Err(RtnetlinkError::DumpTimeout(DUMP_TIMEOUT));
             }
-            match self.sock.recv(&mut buf) {
-                Ok(Recv::Datagram { stored, .. }) => {
+            match self.sock.recv_from(&mut buf) {
+                Ok((_, from)) if !from.is_kernel() => {}
+                Ok((Recv::Datagram { stored, .. }, _)) => {
                     match self.apply_dump_datagram(&buf[..stored], seq) {
                         Some(Ok(())) => break Ok(()),
                         Some(Err(e)) => break Err(RtnetlinkError::DumpRefused(e)),
@@ -219,8 +225,8 @@ impl RtnetlinkSource {
                 }
                 // Notifications lost while dumping: the dump itself is
                 // still answered; the state it gives is what counts.
-                Ok(Recv::Overrun) => {}
-                Ok(Recv::WouldBlock) => {
+                Ok((Recv::Overrun, _)) => {}
+                Ok((Recv::WouldBlock, _)) => {
                     let ms = left.as_millis().min(u128::from(u16::MAX)) as u16;
                     let mut fds = [nix::poll::PollFd::new(
                         self.sock.as_fd(),
@@ -233,9 +239,7 @@ impl RtnetlinkSource {
                 }
                 Err(e) => break Err(RtnetlinkError::DumpRecv(e)),
             }
-        };
-        self.buf = buf;
-        result
+        }
     }
 
     /// Applies a start-up datagram silently. `Some` once the dump `seq` is
@@ -378,7 +382,6 @@ impl RtnetlinkSource {
                 event::generic_fatal(Category::Nic.code()),
             ),
         };
-        let detail = std::mem::take(&mut self.detail);
         self.synth.emit(
             out,
             c,
@@ -389,11 +392,10 @@ impl RtnetlinkSource {
                 event_code,
                 device_index: index,
                 keyword: name,
-                detail: detail.as_bytes(),
+                detail: self.detail.as_bytes(),
                 flags,
             },
         );
-        self.detail = detail;
     }
 
     /// Applies one link message and reports what changed.
@@ -477,9 +479,8 @@ impl RtnetlinkSource {
         }
     }
 
-    fn process(&mut self, dg_len: usize, out: &mut Dispatch<'_>, c: &SourceCounters) {
-        let buf = std::mem::take(&mut self.buf);
-        let mut msgs = NlMsgIter::new(&buf[..dg_len]);
+    fn process(&mut self, dg: &[u8], out: &mut Dispatch<'_>, c: &SourceCounters) {
+        let mut msgs = NlMsgIter::new(dg);
         for m in &mut msgs {
             let from_dump = self
                 .dump
@@ -490,9 +491,14 @@ impl RtnetlinkSource {
                     Ok(l) if m.header.nlmsg_type == RTM_NEWLINK => self.on_link(out, c, &l, flags),
                     Ok(l) => self.on_dellink(out, c, l.index(), flags),
                     Err(e) => {
-                        c.malformed[faultbridge_ffi::MalformedReason::Short.index()]
-                            .fetch_add(1, Relaxed);
-                        eprintln!("faultbridge: rtnetlink: link message dropped: {e}");
+                        let n = c.malformed[faultbridge_ffi::MalformedReason::Short.index()]
+                            .fetch_add(1, Relaxed)
+                            + 1;
+                        if crate::error::thinned(n) {
+                            eprintln!(
+                                "faultbridge: rtnetlink: link message dropped ({n} so far): {e}"
+                            );
+                        }
                     }
                 },
                 NLMSG_DONE if from_dump => match nl_errno(m.payload) {
@@ -513,7 +519,6 @@ impl RtnetlinkSource {
         if msgs.trailing_bytes() > 0 {
             c.truncated.fetch_add(1, Relaxed);
         }
-        self.buf = buf;
     }
 
     /// Requests a resync dump, or, while one is running, marks that another
@@ -613,45 +618,41 @@ impl super::IngestSource for RtnetlinkSource {
         Source::Rtnetlink
     }
 
-    fn raw_fd(&self) -> RawFd {
-        match &self.poll {
-            Some(p) => p.as_raw_fd(),
-            None => self.sock.as_raw_fd(),
-        }
+    fn register(&mut self, registry: &mio::Registry, tokens: SourceTokens) -> io::Result<()> {
+        self.listener.register(registry, tokens.token(0))
     }
 
-    fn on_readable(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) -> io::Result<u64> {
+    /// The start-up state, then what arrived since.
+    fn start(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) -> io::Result<u64> {
         let before = c.delivered.load(Relaxed);
-        if let Some(p) = &mut self.poll {
-            // Empty the inner ready list; the socket is drained below.
-            let _ = p.poll(&mut self.events, Some(Duration::ZERO));
+        if self.state.initial_pending {
+            self.state.report_initial(out, c);
         }
-        if self.initial_pending && self.gate.as_mut().is_none_or(|g| g.is_open(out)) {
-            self.report_initial(out, c);
-        }
-        super::drain(self, out, c)?;
+        super::drain(&mut self.listener, &mut self.state, out, c)?;
         Ok(c.delivered.load(Relaxed) - before)
+    }
+
+    fn on_event(
+        &mut self,
+        _slot: usize,
+        out: &mut Dispatch<'_>,
+        c: &SourceCounters,
+    ) -> io::Result<u64> {
+        self.start(out, c)
     }
 }
 
-impl super::DatagramSource for RtnetlinkSource {
+impl super::DatagramSource for RtnlState {
     fn name(&self) -> Source {
         Source::Rtnetlink
     }
 
-    fn socket_and_buffer(&mut self) -> (&NetlinkSocket, &mut [u8]) {
-        (&self.sock, &mut self.buf)
-    }
-
-    fn datagram(&mut self, len: usize, out: &mut Dispatch<'_>, c: &SourceCounters) {
+    fn datagram(&mut self, dg: &[u8], out: &mut Dispatch<'_>, c: &SourceCounters) {
         if self.initial_pending {
-            // Live news opens the gate: the start-up state first.
-            if let Some(g) = &mut self.gate {
-                g.force_open();
-            }
+            // The start-up state comes before any live news.
             self.report_initial(out, c);
         }
-        self.process(len, out, c);
+        self.process(dg, out, c);
     }
 
     fn overrun(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) {
@@ -684,15 +685,11 @@ mod tests {
         v
     }
 
-    fn source(port: u32) -> RtnetlinkSource {
+    fn source(port: u32) -> RtnlState {
         let sock = NetlinkSocket::open(NETLINK_ROUTE).unwrap();
-        RtnetlinkSource {
+        RtnlState {
             sock,
-            poll: None,
-            events: Events::with_capacity(1),
-            gate: None,
             port,
-            buf: Vec::new(),
             links: HashMap::new(),
             patterns: NamePatterns {
                 include: vec!["eth*".into()],
@@ -804,10 +801,8 @@ mod tests {
         v
     }
 
-    fn feed(src: &mut RtnetlinkSource, out: &mut Dispatch<'_>, c: &SourceCounters, dg: Vec<u8>) {
-        src.buf = dg;
-        let n = src.buf.len();
-        src.process(n, out, c);
+    fn feed(src: &mut RtnlState, out: &mut Dispatch<'_>, c: &SourceCounters, dg: Vec<u8>) {
+        src.process(&dg, out, c);
     }
 
     /// Every event published so far: ("lost", 0) or (kind, event code).

@@ -4,7 +4,8 @@
 //! consumer downstream sees one format.
 
 use super::Dispatch;
-use super::seq::Seen;
+use super::seq::{MAX_DRIVERS, MAX_JUMP, Seen};
+use crate::error::thinned;
 use crate::stats::SourceCounters;
 use faultbridge_bus::{FaultKind, Lost, LostReason, Source};
 use faultbridge_ffi::sys::monotonic_ns;
@@ -99,11 +100,11 @@ impl Synth {
     }
 }
 
-/// Loss lines logged before logging thins out.
-const LOG_FIRST: u64 = 5;
-
 /// Reports what a sequence check saw: a gap becomes a [`Lost`] event with
-/// its range; duplicates and restarts are counted.
+/// its range, a confirmed reload a [`Lost`] for the part of the new load
+/// that was missed; duplicates, records behind the cursor, implausible
+/// jumps and untracked driver ids are counted (and thinly logged). The
+/// record itself is published by the caller in every case.
 pub fn report_seen(seen: Seen, source: Source, out: &mut Dispatch<'_>, c: &SourceCounters) {
     match seen {
         Seen::InOrder => {}
@@ -112,14 +113,48 @@ pub fn report_seen(seen: Seen, source: Source, out: &mut Dispatch<'_>, c: &Sourc
             last,
             reason,
         } => report_lost(source, first, last, reason, out, c),
-        Seen::Backwards => {
-            c.out_of_order.fetch_add(1, Relaxed);
+        Seen::Duplicate => {
+            let n = c.duplicates.fetch_add(1, Relaxed) + 1;
+            if thinned(n) {
+                eprintln!(
+                    "faultbridge: {source}: a record repeated the last sequence ({n} so far)"
+                );
+            }
+        }
+        Seen::Behind { cursor } => {
+            let n = c.behind.fetch_add(1, Relaxed) + 1;
+            if thinned(n) {
+                eprintln!(
+                    "faultbridge: {source}: a record behind the cursor {cursor}: a replay, or a driver reload if the next record continues it ({n} so far)"
+                );
+            }
+        }
+        Seen::Implausible { cursor } => {
+            let n = c.implausible.fetch_add(1, Relaxed) + 1;
+            if thinned(n) {
+                eprintln!(
+                    "faultbridge: {source}: a record more than {MAX_JUMP} ahead of the cursor {cursor}: implausible, the cursor stays ({n} so far)"
+                );
+            }
+        }
+        Seen::Jumped { from } => {
+            eprintln!(
+                "faultbridge: {source}: the sequence jumped from {from} by more than {MAX_JUMP}, confirmed by two records in a row"
+            );
         }
         Seen::Restart { missed } => {
             c.restarts.fetch_add(1, Relaxed);
             eprintln!("faultbridge: {source}: sequence went back: the driver was reloaded");
             if let Some((first, last)) = missed {
                 report_lost(source, first, last, LostReason::SequenceGap, out, c);
+            }
+        }
+        Seen::Untracked => {
+            let n = c.untracked.fetch_add(1, Relaxed) + 1;
+            if thinned(n) {
+                eprintln!(
+                    "faultbridge: {source}: a record of a driver id beyond the {MAX_DRIVERS} tracked: its sequence is not checked ({n} so far)"
+                );
             }
         }
     }
@@ -139,9 +174,8 @@ pub fn report_lost(
     let n = c.gaps.fetch_add(u64::from(count > 0), Relaxed) + 1;
     c.lost.fetch_add(count, Relaxed);
     // The ingest thread must not stall on a slow log reader during an
-    // overrun storm: the first few, then every 1000th (the counters and the
-    // Lost events carry every one).
-    if n <= LOG_FIRST || n % 1000 == 0 {
+    // overrun storm (the counters and the Lost events carry every one).
+    if thinned(n) {
         if count > 0 {
             eprintln!(
                 "faultbridge: {source}: lost {count} record(s), sequence {first}..={last} ({}; {n} losses so far)",
@@ -161,72 +195,4 @@ pub fn report_lost(
         count,
         reason,
     });
-}
-
-/// Holds back a source's start-up report (the state it found when it
-/// opened) until the bus has a subscriber to hear it, or until
-/// [`StartupGate::GRACE`] has passed with none: `Bridge::start` returns
-/// before its caller can subscribe, and the ingest thread would otherwise
-/// publish the report to nobody. Monitors get it all the same, at most
-/// `GRACE` later. A live message opens the gate at once, so the report
-/// always comes before what followed it. Subscribers that arrive within
-/// [`StartupGate::SETTLE`] of each other all get it.
-#[derive(Debug)]
-pub struct StartupGate {
-    timer: nix::sys::timerfd::TimerFd,
-    opened: std::time::Instant,
-    open: bool,
-}
-
-impl StartupGate {
-    /// The longest a start-up report waits for a subscriber.
-    pub const GRACE: std::time::Duration = std::time::Duration::from_secs(1);
-    /// Subscribers that arrive together (D-Bus, a printer) all get it.
-    const SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
-    const CHECK: std::time::Duration = std::time::Duration::from_millis(5);
-
-    pub fn new() -> std::io::Result<StartupGate> {
-        use nix::sys::timerfd::{ClockId, TimerFd, TimerFlags};
-        let timer = TimerFd::new(
-            ClockId::CLOCK_MONOTONIC,
-            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
-        )?;
-        Ok(StartupGate {
-            timer,
-            opened: std::time::Instant::now(),
-            open: false,
-        })
-    }
-
-    /// The timer to poll: readable when the gate should be checked again.
-    pub fn raw_fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::{AsFd, AsRawFd};
-        self.timer.as_fd().as_raw_fd()
-    }
-
-    /// Opens the gate now.
-    pub fn force_open(&mut self) {
-        self.open = true;
-        let _ = self.timer.unset();
-    }
-
-    /// Whether the start-up report may go out now; if not, the timer is
-    /// armed to ask again shortly.
-    pub fn is_open(&mut self, out: &mut Dispatch<'_>) -> bool {
-        use nix::sys::timerfd::{Expiration, TimerSetTimeFlags};
-        if self.open {
-            return true;
-        }
-        // Clear an expiry (non-blocking: EAGAIN when none).
-        let _ = self.timer.wait();
-        out.publisher.adopt();
-        let age = self.opened.elapsed();
-        if (out.publisher.stats().subscribers > 0 && age >= Self::SETTLE) || age >= Self::GRACE {
-            self.force_open();
-            return true;
-        }
-        let when = Expiration::OneShot(nix::sys::time::TimeSpec::from_duration(Self::CHECK));
-        let _ = self.timer.set(when, TimerSetTimeFlags::empty());
-        false
-    }
 }

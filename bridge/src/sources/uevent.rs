@@ -16,18 +16,16 @@
 //! every namespace owned by the initial user namespace. Messages that do
 //! not come from the kernel (libudev's) are counted and skipped.
 
-use super::Dispatch;
+use super::auth::Accept;
 use super::synth::{Synth, Synthesized, report_lost};
+use super::{Dispatch, Listener, SourceTokens};
 use crate::config::{NamePatterns, UeventConfig};
 use crate::stats::SourceCounters;
 use faultbridge_bus::{FaultKind, LostReason, Source};
-use faultbridge_ffi::sys::netlink::{
-    NETLINK_KOBJECT_UEVENT, NetlinkError, NetlinkSocket, group_mask,
-};
+use faultbridge_ffi::sys::netlink::{Membership, NETLINK_KOBJECT_UEVENT, NetlinkError};
 use faultbridge_ffi::wire::record::{Category, Severity, event};
 use faultbridge_ffi::wire::uevent::{UEVENT_BUFFER_SIZE, UEVENT_KERNEL_GROUP, Uevent};
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering::Relaxed;
 
 /// What a removal of `u` is reported as: (category, keyword, device index),
@@ -55,8 +53,12 @@ pub fn classify(u: &Uevent<'_>) -> Option<(Category, String, u32)> {
 /// The uevent source.
 #[derive(Debug)]
 pub struct UeventSource {
-    sock: NetlinkSocket,
-    buf: Vec<u8>,
+    listener: Listener,
+    state: UeventState,
+}
+
+#[derive(Debug)]
+struct UeventState {
     subsystems: Vec<String>,
     devices: NamePatterns,
     synth: Synth,
@@ -64,24 +66,32 @@ pub struct UeventSource {
 }
 
 impl UeventSource {
+    /// Joins the kernel's uevent group; only the kernel is heard (udev's
+    /// own re-broadcasts come from user space).
     pub fn open(cfg: &UeventConfig) -> Result<Self, NetlinkError> {
-        let sock = NetlinkSocket::open(NETLINK_KOBJECT_UEVENT)?;
-        sock.set_recv_buffer(cfg.recv_buffer)?;
-        sock.bind(0, group_mask(UEVENT_KERNEL_GROUP))?;
+        let m = Membership {
+            protocol: NETLINK_KOBJECT_UEVENT,
+            group: UEVENT_KERNEL_GROUP,
+            recv_buffer: cfg.recv_buffer,
+            pass_credentials: false,
+        };
         Ok(UeventSource {
-            sock,
             // Kernel uevents are at most UEVENT_BUFFER_SIZE; room for more
             // so an oversize message is seen as truncated, not cut silently.
-            buf: vec![0; 4 * UEVENT_BUFFER_SIZE],
-            subsystems: cfg.subsystems.clone(),
-            devices: cfg.devices.clone(),
-            synth: Synth::new(Source::Uevent),
-            detail: String::with_capacity(256),
+            listener: Listener::open(m, Accept::Kernel, 4 * UEVENT_BUFFER_SIZE)?,
+            state: UeventState {
+                subsystems: cfg.subsystems.clone(),
+                devices: cfg.devices.clone(),
+                synth: Synth::new(Source::Uevent),
+                detail: String::with_capacity(256),
+            },
         })
     }
+}
 
-    fn process(&mut self, len: usize, out: &mut Dispatch<'_>, c: &SourceCounters) {
-        let u = match Uevent::parse(&self.buf[..len]) {
+impl UeventState {
+    fn process(&mut self, dg: &[u8], out: &mut Dispatch<'_>, c: &SourceCounters) {
+        let u = match Uevent::parse(dg) {
             Ok(u) => u,
             Err(_) => {
                 c.reserved_types.fetch_add(1, Relaxed);
@@ -108,7 +118,6 @@ impl UeventSource {
         self.detail.push_str(u.action);
         self.detail.push('@');
         self.detail.push_str(u.devpath);
-        let detail = std::mem::take(&mut self.detail);
         self.synth.emit(
             out,
             c,
@@ -119,11 +128,10 @@ impl UeventSource {
                 event_code: event::generic_fatal(category.code()),
                 device_index: index,
                 keyword: &keyword,
-                detail: detail.as_bytes(),
+                detail: self.detail.as_bytes(),
                 flags: 0,
             },
         );
-        self.detail = detail;
     }
 }
 
@@ -132,26 +140,27 @@ impl super::IngestSource for UeventSource {
         Source::Uevent
     }
 
-    fn raw_fd(&self) -> RawFd {
-        self.sock.as_raw_fd()
+    fn register(&mut self, registry: &mio::Registry, tokens: SourceTokens) -> io::Result<()> {
+        self.listener.register(registry, tokens.token(0))
     }
 
-    fn on_readable(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) -> io::Result<u64> {
-        super::drain(self, out, c)
+    fn on_event(
+        &mut self,
+        _slot: usize,
+        out: &mut Dispatch<'_>,
+        c: &SourceCounters,
+    ) -> io::Result<u64> {
+        super::drain(&mut self.listener, &mut self.state, out, c)
     }
 }
 
-impl super::DatagramSource for UeventSource {
+impl super::DatagramSource for UeventState {
     fn name(&self) -> Source {
         Source::Uevent
     }
 
-    fn socket_and_buffer(&mut self) -> (&NetlinkSocket, &mut [u8]) {
-        (&self.sock, &mut self.buf)
-    }
-
-    fn datagram(&mut self, len: usize, out: &mut Dispatch<'_>, c: &SourceCounters) {
-        self.process(len, out, c);
+    fn datagram(&mut self, dg: &[u8], out: &mut Dispatch<'_>, c: &SourceCounters) {
+        self.process(dg, out, c);
     }
 
     fn overrun(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) {
