@@ -94,6 +94,7 @@ fn the_exit_program_example_of_the_docs_runs_failover_then_start() {
     let d = Daemon::start(&format!(
         r#"bus = "none"
 [sources.expdrv]
+accept = "root"
 netlink_protocol = 2
 netlink_group = 1
 [[monitor]]

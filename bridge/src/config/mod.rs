@@ -384,8 +384,8 @@ timeout = "10s"
         assert_eq!(parse("").unwrap().expdrv.accept, Accept::Kernel);
         assert_eq!(
             Config::simulator(3).expdrv.accept,
-            Accept::Kernel,
-            "the simulator's sender is refused unless a caller says otherwise"
+            Accept::Root,
+            "the simulator is a user-space process run as root"
         );
         for (word, want) in [
             ("kernel", Accept::Kernel),

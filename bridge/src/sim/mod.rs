@@ -148,7 +148,7 @@ impl Simulator {
 
     fn take_seq(&mut self) -> u64 {
         let s = self.next_seq;
-        self.next_seq += 1;
+        self.next_seq = self.next_seq.wrapping_add(1);
         s
     }
 
@@ -211,7 +211,7 @@ impl Simulator {
             );
         }
         self.flush()?;
-        Ok((first, self.next_seq - 1))
+        Ok((first, self.next_seq.wrapping_sub(1)))
     }
 
     /// Sends a message of a raw netlink type with an arbitrary payload (for
