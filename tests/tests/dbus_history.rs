@@ -14,6 +14,7 @@ fn config(bus: &str, dir: &TempDir) -> String {
     format!(
         r#"bus = "{bus}"
 [sources.expdrv]
+accept = "root"
 netlink_protocol = 2
 netlink_group = 1
 recv_buffer = 67108864

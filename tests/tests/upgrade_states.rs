@@ -441,14 +441,14 @@ fn only_root_drives_an_upgrade_anyone_reads_its_status() {
     let a = bus.address().to_string();
     let _daemon = Daemon::start(&daemon_config(&bus, ""));
     let fb = binary();
-    let o = as_nobody(&fb, &["--bus", &a, "upgrade", "status", "--json"]);
+    let o = as_nobody(&fb, &["upgrade", "status", "--json", "--bus", &a]);
     assert!(o.status.success(), "{}", text(&o));
     let s: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(at(&s), pair("Idle", "Ready"));
     for verb in [
         "check", "split", "merge", "commit", "abort", "finish", "retry",
     ] {
-        let o = as_nobody(&fb, &["--bus", &a, "upgrade", verb]);
+        let o = as_nobody(&fb, &["upgrade", verb, "--bus", &a]);
         assert_eq!(o.status.code(), Some(1), "{verb}: {}", text(&o));
         assert!(
             String::from_utf8_lossy(&o.stderr).contains("AccessDenied"),
