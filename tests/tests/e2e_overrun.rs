@@ -94,7 +94,7 @@ fn every_loss_is_reported_and_delivered_plus_lost_equals_sent() {
         .subscribe(SubscribeOptions::new("fast").capacity(1 << 20))
         .unwrap();
     let slow = bridge
-        .subscribe(SubscribeOptions::new("slow").capacity(256))
+        .subscribe(SubscribeOptions::new("slow").capacity(16))
         .unwrap();
 
     let mut sim = Simulator::new(2, 1).unwrap();
