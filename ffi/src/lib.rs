@@ -5,8 +5,8 @@
 //!   record view is what `expdrv.h` describes; the datagram walker is the
 //!   `NLMSG_OK`/`NLMSG_NEXT` loop of every netlink reader.
 //! - [`sys`]: the netlink socket (like `ip monitor`'s), the char-device ioctls,
-//!   and the process-wide counting allocator used to prove the hot path
-//!   allocation-free. All of the project's `unsafe` lives there.
+//!   and, with the `testing` feature, the counting allocator that tests use to
+//!   prove the hot path allocation-free. All of the project's `unsafe` lives there.
 //!
 //! The C header the driver is built against is `ffi/include/expdrv.h`
 //! ([`EXPDRV_H`]).

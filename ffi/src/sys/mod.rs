@@ -1,7 +1,8 @@
-//! Syscalls: the netlink socket, the char-device ioctls, and the counting
-//! allocator. Every `unsafe` block of the project is in this module, each
+//! Syscalls: the netlink socket, the char-device ioctls, and (with the
+//! `testing` feature) the counting allocator of the allocation tests. Every `unsafe` block of the project is in this module, each
 //! with a `// SAFETY:` comment naming the precondition it relies on.
 
+#[cfg(feature = "testing")]
 pub mod alloc;
 pub mod caps;
 pub mod ifreq;

@@ -258,6 +258,7 @@ pub const NLM_F_ACK: u16 = 0x4;
 /// `NLM_F_DUMP` (`NLM_F_ROOT | NLM_F_MATCH`).
 pub const NLM_F_DUMP: u16 = 0x300;
 
+#[cfg(any(test, feature = "testing"))]
 pub mod fixtures;
 
 #[cfg(test)]
