@@ -1,10 +1,11 @@
 //! The events subscribers receive: [`Fault`] (a fault or its CLEAR) and
 //! [`Lost`] (records that did not reach this subscriber, never silent).
 
-use crossbeam_channel::Sender;
+use crate::fanout::Pool;
 use faultbridge_ffi::wire::record::{Category, Record, Severity};
 use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 
 /// Where a fault came from; the `source` argument of the D-Bus `Fault` signal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -161,7 +162,7 @@ fn span((off, len): (u16, u16)) -> Range<usize> {
 pub struct Fault {
     pub(crate) meta: FaultMeta,
     pub(crate) buf: Vec<u8>,
-    pub(crate) home: Option<Sender<Vec<u8>>>,
+    pub(crate) home: Option<Arc<Pool>>,
 }
 
 impl Fault {
@@ -243,9 +244,9 @@ impl Clone for Fault {
 impl Drop for Fault {
     fn drop(&mut self) {
         if let Some(home) = self.home.take() {
-            // The pool has room for every buffer it lent; if the subscription
-            // is gone the buffer is simply freed.
-            let _ = home.try_send(std::mem::take(&mut self.buf));
+            // Kept for reuse, or freed when the pool has enough idle ones
+            // (after a storm) or the subscription is gone.
+            home.put(std::mem::take(&mut self.buf));
         }
     }
 }

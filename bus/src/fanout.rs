@@ -5,18 +5,49 @@
 //! Ordering of loss notices: a subscriber sees its [`Lost`] event exactly at
 //! the place in its stream where records went missing. While a loss is
 //! pending for a subscriber, nothing newer is queued before the notice.
+//!
+//! Memory follows the load, within the subscription's bound. A queue is a
+//! chain of segments of [`SEGMENT`] events: the publisher adds one when the
+//! last is full (and the bound allows), the subscriber frees each as it has
+//! read it through. Record buffers are made when the pool has none free (at
+//! most `capacity` in all), and a buffer coming back to a pool that already
+//! keeps [`POOL_KEEP`] idle ones is freed. At rest a subscription holds one
+//! segment and a few buffers however deep its bound; during a storm it grows
+//! to what the subscriber lags behind, and gives that back as it catches up.
+//! In a steady state (the subscriber keeping up, or lagging by a steady
+//! amount) nothing is allocated per record.
+//!
+//! A blocked [`Subscription::recv`] spins for a while before it sleeps, so a
+//! fault that arrives soon is taken without a second wake-up (the ingest
+//! thread woke for the datagram; waking the subscriber's thread from sleep
+//! costs as much again). How long it spins adapts as the CPU idle governor
+//! `haltpoll` does: the window grows while faults arrive within
+//! [`SubscribeOptions::spin_limit`] of each other and shrinks when they do
+//! not, so a subscriber at rest sleeps and costs no CPU.
 
 use crate::event::{Event, Fault, FaultKind, FaultMeta, Filter, Lost, LostReason, Source};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError, bounded};
 use crossbeam_utils::CachePadded;
 use faultbridge_ffi::wire::record::Record;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-/// Buffers a subscriber's pool starts with room for (records are grown on
-/// first use and keep their capacity).
+/// Capacity a new record buffer starts with (records are grown on first use
+/// and keep their capacity).
 const INITIAL_BUFFER_CAPACITY: usize = 256;
+
+/// Events one queue segment holds.
+pub const SEGMENT: usize = 512;
+
+/// Idle record buffers a subscription's pool keeps for reuse.
+pub const POOL_KEEP: usize = 512;
+
+/// Default [`SubscribeOptions::spin_limit`].
+pub const DEFAULT_SPIN_LIMIT: Duration = Duration::from_micros(500);
+
+/// First spin window after a wait that a spin would have caught.
+const SPIN_GROW_START: Duration = Duration::from_micros(20);
 
 /// How to subscribe.
 #[derive(Clone, Debug)]
@@ -26,6 +57,10 @@ pub struct SubscribeOptions {
     /// Queue depth: events the subscriber may have outstanding.
     pub capacity: usize,
     pub filter: Filter,
+    /// The longest a blocked receive spins before it sleeps; zero: it sleeps
+    /// at once. While faults come closer together than this, a blocked
+    /// receiver keeps a core busy between them; at rest it sleeps.
+    pub spin_limit: Duration,
 }
 
 impl SubscribeOptions {
@@ -34,6 +69,7 @@ impl SubscribeOptions {
             name: name.into(),
             capacity: 4096,
             filter: Filter::all(),
+            spin_limit: DEFAULT_SPIN_LIMIT,
         }
     }
     pub fn capacity(mut self, capacity: usize) -> Self {
@@ -42,6 +78,12 @@ impl SubscribeOptions {
     }
     pub fn filter(mut self, filter: Filter) -> Self {
         self.filter = filter;
+        self
+    }
+    /// See [`SubscribeOptions::spin_limit`]; `Duration::ZERO` never spins
+    /// (for a subscriber that batches and does not need the lowest latency).
+    pub fn spin_limit(mut self, limit: Duration) -> Self {
+        self.spin_limit = limit;
         self
     }
 }
@@ -68,6 +110,64 @@ impl PendingLoss {
     }
 }
 
+/// A subscription's record buffers: the idle ones, and how many exist.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    free: Sender<Vec<u8>>,
+    /// Buffers in existence (idle, queued or held by the subscriber). Only
+    /// the publisher adds to it; a buffer freed instead of kept subtracts.
+    allocated: AtomicUsize,
+}
+
+impl Pool {
+    /// Takes back a buffer of a dropped fault, or frees it when the pool
+    /// already keeps enough idle ones (or the subscription is gone).
+    pub(crate) fn put(&self, buf: Vec<u8>) {
+        if let Err(e) = self.free.try_send(buf) {
+            drop(e.into_inner());
+            self.allocated.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+/// The receiving side of the queue: the segment being read and the
+/// segments the publisher has added after it.
+#[derive(Debug)]
+struct Queue {
+    current: Receiver<Event>,
+    next: Receiver<Receiver<Event>>,
+}
+
+enum Take {
+    Event(Event),
+    Empty,
+    Closed,
+}
+
+impl Queue {
+    fn take(&mut self, shared: &Shared) -> Take {
+        loop {
+            match self.current.try_recv() {
+                Ok(ev) => return Take::Event(ev),
+                Err(TryRecvError::Empty) => return Take::Empty,
+                // The publisher moved on to a newer segment (announced
+                // before it let go of this one), or is gone.
+                Err(TryRecvError::Disconnected) => match self.next.try_recv() {
+                    Ok(seg) => {
+                        self.current = seg;
+                        shared.segments_done.fetch_add(1, Relaxed);
+                    }
+                    Err(_) => return Take::Closed,
+                },
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.current.is_empty() && self.next.is_empty()
+    }
+}
+
 /// State shared by the publisher and one subscriber.
 #[derive(Debug)]
 struct Shared {
@@ -77,6 +177,14 @@ struct Shared {
     pending: Mutex<[PendingLoss; Source::COUNT]>,
     delivered: CachePadded<AtomicU64>,
     dropped: CachePadded<AtomicU64>,
+    /// Loss notices the publisher queued.
+    notices: AtomicU64,
+    /// Events the subscriber took from its queue.
+    received: CachePadded<AtomicU64>,
+    /// Segments the publisher has made (the first included).
+    segments_made: AtomicUsize,
+    /// Segments the subscriber has read through and freed.
+    segments_done: AtomicUsize,
 }
 
 impl Shared {
@@ -84,12 +192,12 @@ impl Shared {
     /// queue is empty (checked under the lock): the subscriber takes a notice
     /// itself only once every older event has been received, so the notice
     /// is never ahead of faults queued before the loss.
-    fn take_one(&self, only_if_empty: Option<&Receiver<Event>>) -> Option<Lost> {
+    fn take_one(&self, only_if_empty: Option<&Queue>) -> Option<Lost> {
         if !self.has_pending.load(std::sync::atomic::Ordering::Acquire) {
             return None;
         }
         let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        if only_if_empty.is_some_and(|rx| !rx.is_empty()) {
+        if only_if_empty.is_some_and(|q| !q.is_empty()) {
             return None;
         }
         let mut found = None;
@@ -123,9 +231,16 @@ impl Shared {
 /// The publisher's side of one subscriber.
 #[derive(Debug)]
 struct Slot {
+    /// The newest segment of the queue.
     tx: Sender<Event>,
+    /// Where a new segment is announced to the subscriber.
+    segments: Sender<Receiver<Event>>,
+    /// Segments that may be in use at once: the bound of the queue.
+    max_segments: usize,
+    segment_len: usize,
+    capacity: usize,
     free_rx: Receiver<Vec<u8>>,
-    free_tx: Sender<Vec<u8>>,
+    pool: Arc<Pool>,
     filter: Filter,
     shared: Arc<Shared>,
     closed: bool,
@@ -138,12 +253,48 @@ enum Offer {
 }
 
 impl Slot {
+    /// Whether a new segment stays within the bound.
+    fn may_grow(&self) -> bool {
+        let live = self
+            .shared
+            .segments_made
+            .load(Relaxed)
+            .saturating_sub(self.shared.segments_done.load(Relaxed));
+        live < self.max_segments
+    }
+
+    /// Room for one more event now, or after adding a segment.
+    fn has_room(&self) -> bool {
+        !self.tx.is_full() || self.may_grow()
+    }
+
+    /// Queues `ev`, adding a segment when the newest is full and the bound
+    /// allows. `Full` and `Disconnected` hand the event back.
+    fn send(&mut self, ev: Event) -> Result<(), TrySendError<Event>> {
+        match self.tx.try_send(ev) {
+            Err(TrySendError::Full(ev)) if self.may_grow() => {
+                let (tx, rx) = bounded(self.segment_len);
+                self.shared.segments_made.fetch_add(1, Relaxed);
+                // Announced before the old segment is let go, so the
+                // subscriber, seeing that one closed, finds this one.
+                if self.segments.send(rx).is_err() {
+                    return Err(TrySendError::Disconnected(ev));
+                }
+                self.tx = tx;
+                self.tx.try_send(ev)
+            }
+            other => other,
+        }
+    }
+
     /// Moves pending loss notices into the queue. True when none is left
     /// pending (so newer events may follow).
-    fn flush_pending(&self) -> Result<bool, ()> {
+    fn flush_pending(&mut self) -> Result<bool, ()> {
         while let Some(lost) = self.shared.take_one(None) {
-            match self.tx.try_send(Event::Lost(lost)) {
-                Ok(()) => {}
+            match self.send(Event::Lost(lost)) {
+                Ok(()) => {
+                    self.shared.notices.fetch_add(1, Relaxed);
+                }
                 Err(TrySendError::Full(_)) => {
                     self.shared.add(&lost);
                     return Ok(false);
@@ -154,15 +305,29 @@ impl Slot {
         Ok(true)
     }
 
-    fn offer_fault(&self, meta: FaultMeta, bytes: &[u8]) -> Offer {
+    /// A buffer from the pool, or a new one while fewer than `capacity`
+    /// exist. None: every buffer is queued or held by the subscriber.
+    fn buffer(&self) -> Option<Vec<u8>> {
+        if let Ok(buf) = self.free_rx.try_recv() {
+            return Some(buf);
+        }
+        // Only this thread adds, so the count cannot pass the bound.
+        if self.pool.allocated.load(Relaxed) >= self.capacity {
+            return None;
+        }
+        self.pool.allocated.fetch_add(1, Relaxed);
+        Some(Vec::with_capacity(INITIAL_BUFFER_CAPACITY))
+    }
+
+    fn offer_fault(&mut self, meta: FaultMeta, bytes: &[u8]) -> Offer {
         match self.flush_pending() {
             Err(()) => return Offer::Closed,
             Ok(false) => return Offer::Dropped,
             Ok(true) => {}
         }
-        // No free buffer means every buffer is queued or still held by the
+        // No buffer means every buffer is queued or still held by the
         // subscriber: the queue is full.
-        let Ok(mut buf) = self.free_rx.try_recv() else {
+        let Some(mut buf) = self.buffer() else {
             return Offer::Dropped;
         };
         buf.clear();
@@ -170,9 +335,9 @@ impl Slot {
         let ev = Event::Fault(Fault {
             meta,
             buf,
-            home: Some(self.free_tx.clone()),
+            home: Some(self.pool.clone()),
         });
-        match self.tx.try_send(ev) {
+        match self.send(ev) {
             Ok(()) => Offer::Sent,
             // The event's buffer returns to the pool as it is dropped here.
             Err(TrySendError::Full(_)) => Offer::Dropped,
@@ -180,7 +345,7 @@ impl Slot {
         }
     }
 
-    fn offer_lost(&self, lost: Lost) -> Offer {
+    fn offer_lost(&mut self, lost: Lost) -> Offer {
         match self.flush_pending() {
             Err(()) => return Offer::Closed,
             Ok(false) => {
@@ -189,8 +354,11 @@ impl Slot {
             }
             Ok(true) => {}
         }
-        match self.tx.try_send(Event::Lost(lost)) {
-            Ok(()) => Offer::Sent,
+        match self.send(Event::Lost(lost)) {
+            Ok(()) => {
+                self.shared.notices.fetch_add(1, Relaxed);
+                Offer::Sent
+            }
             Err(TrySendError::Full(_)) => {
                 self.shared.add(&lost);
                 Offer::Dropped
@@ -246,28 +414,48 @@ impl BusHandle {
     /// Fails only when the publisher is gone.
     pub fn subscribe(&self, opts: SubscribeOptions) -> Option<Subscription> {
         let cap = opts.capacity.max(1);
-        let (tx, rx) = bounded(cap);
-        let (free_tx, free_rx) = bounded(cap);
-        for _ in 0..cap {
-            let _ = free_tx.try_send(Vec::with_capacity(INITIAL_BUFFER_CAPACITY));
-        }
+        let segment_len = cap.min(SEGMENT);
+        let (tx, rx) = bounded(segment_len);
+        let (segments, next) = crossbeam_channel::unbounded();
+        let (free_tx, free_rx) = bounded(cap.min(POOL_KEEP));
+        let pool = Arc::new(Pool {
+            free: free_tx,
+            allocated: AtomicUsize::new(0),
+        });
         let shared = Arc::new(Shared {
             name: opts.name,
             has_pending: AtomicBool::new(false),
             pending: Mutex::new([PendingLoss::default(); Source::COUNT]),
             delivered: CachePadded::new(AtomicU64::new(0)),
             dropped: CachePadded::new(AtomicU64::new(0)),
+            notices: AtomicU64::new(0),
+            received: CachePadded::new(AtomicU64::new(0)),
+            segments_made: AtomicUsize::new(1),
+            segments_done: AtomicUsize::new(0),
         });
         let slot = Slot {
             tx,
+            segments,
+            max_segments: cap.div_ceil(segment_len),
+            segment_len,
+            capacity: cap,
             free_rx,
-            free_tx,
+            pool: pool.clone(),
             filter: opts.filter,
             shared: shared.clone(),
             closed: false,
         };
         self.joins.send(slot).ok()?;
-        Some(Subscription { rx, shared })
+        let limit = opts.spin_limit.as_nanos().min(u64::MAX as u128) as u64;
+        Some(Subscription {
+            queue: Mutex::new(Queue { current: rx, next }),
+            shared,
+            pool,
+            spin: Spin {
+                limit,
+                window: AtomicU64::new(0),
+            },
+        })
     }
 }
 
@@ -311,7 +499,7 @@ impl Publisher {
                     // or holds every pooled buffer): the notice goes in at
                     // once, so a subscriber blocked in `recv` hears of the
                     // loss without waiting for another publish.
-                    if !slot.tx.is_full() && slot.flush_pending().is_err() {
+                    if slot.has_room() && slot.flush_pending().is_err() {
                         slot.closed = true;
                         any_closed = true;
                     }
@@ -372,12 +560,41 @@ fn stats_of(s: &Shared) -> SubscriptionStats {
     }
 }
 
+/// The adaptive spin of a blocked receive (see the module documentation).
+#[derive(Debug)]
+struct Spin {
+    /// Nanoseconds; zero: never spin.
+    limit: u64,
+    /// The current window, in nanoseconds.
+    window: AtomicU64,
+}
+
+impl Spin {
+    /// Learns from a wait that ended in sleep after `waited` nanoseconds:
+    /// a spin of that length would have caught the event (grow the window)
+    /// or the event came later than any spin may last (shrink it).
+    fn slept(&self, waited: u64) {
+        let w = self.window.load(Relaxed);
+        let next = if waited <= self.limit {
+            (w.saturating_mul(2))
+                .max(SPIN_GROW_START.as_nanos() as u64)
+                .min(self.limit)
+        } else {
+            w / 2
+        };
+        self.window.store(next, Relaxed);
+    }
+}
+
 /// A subscriber's end. Events arrive in publish order; missed records are
 /// announced by a [`Lost`] event where they went missing.
 #[derive(Debug)]
 pub struct Subscription {
-    rx: Receiver<Event>,
+    /// Locked by the receiving thread (one at a time; a second waits).
+    queue: Mutex<Queue>,
     shared: Arc<Shared>,
+    pool: Arc<Pool>,
+    spin: Spin,
 }
 
 /// Why a receive returned no event.
@@ -400,52 +617,125 @@ impl Subscription {
         self.recv_deadline(Some(Instant::now() + timeout))
     }
 
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn taken(&self, ev: Event) -> Event {
+        self.shared.received.fetch_add(1, Relaxed);
+        ev
+    }
+
     /// The next event if one is ready.
     pub fn try_recv(&self) -> Option<Event> {
-        match self.rx.try_recv() {
-            Ok(ev) => Some(ev),
-            Err(_) => self.shared.take_one(Some(&self.rx)).map(Event::Lost),
+        let mut q = self.queue();
+        match q.take(&self.shared) {
+            Take::Event(ev) => Some(self.taken(ev)),
+            Take::Empty => self.shared.take_one(Some(&q)).map(Event::Lost),
+            Take::Closed => self.shared.take_one(None).map(Event::Lost),
         }
     }
 
     fn recv_deadline(&self, deadline: Option<Instant>) -> Result<Event, RecvError> {
-        match self.rx.try_recv() {
-            Ok(ev) => return Ok(ev),
-            Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => {}
-        }
-        // The queue is empty: a loss recorded while it was full comes now.
-        if let Some(lost) = self.shared.take_one(Some(&self.rx)) {
-            return Ok(Event::Lost(lost));
-        }
-        // Nothing pending (or events arrived meanwhile): a loss recorded from
-        // now on is put in the queue by the publisher as soon as there is
-        // room, which wakes this receive.
-        let got = match deadline {
-            None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            Some(d) => self.rx.recv_deadline(d),
-        };
-        match got {
-            Ok(ev) => Ok(ev),
-            Err(RecvTimeoutError::Timeout) => Err(RecvError::Timeout),
-            Err(RecvTimeoutError::Disconnected) => match self.shared.take_one(None) {
-                Some(lost) => Ok(Event::Lost(lost)),
-                None => Err(RecvError::Closed),
-            },
+        let mut q = self.queue();
+        let mut waiting_since: Option<Instant> = None;
+        let mut spun = false;
+        loop {
+            match q.take(&self.shared) {
+                Take::Event(ev) => return Ok(self.taken(ev)),
+                Take::Closed => {
+                    return match self.shared.take_one(None) {
+                        Some(lost) => Ok(Event::Lost(lost)),
+                        None => Err(RecvError::Closed),
+                    };
+                }
+                Take::Empty => {}
+            }
+            // The queue is empty: a loss recorded while it was full comes now.
+            if let Some(lost) = self.shared.take_one(Some(&q)) {
+                return Ok(Event::Lost(lost));
+            }
+            let since = *waiting_since.get_or_insert_with(Instant::now);
+            if !spun {
+                spun = true;
+                if let Some(ev) = self.spin(&mut q, since, deadline) {
+                    return Ok(self.taken(ev));
+                }
+            }
+            // Nothing pending (or events arrived meanwhile): a loss recorded
+            // from now on is put in the queue by the publisher as soon as
+            // there is room, which wakes this receive.
+            let got = match deadline {
+                None => q.current.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(d) => q.current.recv_deadline(d),
+            };
+            match got {
+                Ok(ev) => {
+                    self.spin.slept(since.elapsed().as_nanos() as u64);
+                    return Ok(self.taken(ev));
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.spin.slept(u64::MAX);
+                    return Err(RecvError::Timeout);
+                }
+                // A newer segment, or the publisher is gone: `take` tells.
+                Err(RecvTimeoutError::Disconnected) => {}
+            }
         }
     }
 
-    /// Events queued now.
+    /// Polls the queue for up to the current spin window. An event that
+    /// turns up is returned; a pending loss ends the spin and is left to
+    /// the caller. (A segment is closed only once it is full, and the
+    /// publisher's end only at shutdown: neither happens to an empty
+    /// queue a spin watches, or costs more than the window.)
+    fn spin(&self, q: &mut Queue, since: Instant, deadline: Option<Instant>) -> Option<Event> {
+        let window = self.spin.window.load(Relaxed);
+        if window == 0 {
+            return None;
+        }
+        let until = since + Duration::from_nanos(window);
+        let until = deadline.map_or(until, |d| d.min(until));
+        loop {
+            if !q.current.is_empty() {
+                return q.current.try_recv().ok();
+            }
+            if self.shared.has_pending.load(Relaxed) || Instant::now() >= until {
+                return None;
+            }
+            // Gives the CPU to any other thread that is ready to run on it
+            // (the ingest thread, on a busy machine), and comes straight
+            // back when there is none.
+            std::thread::yield_now();
+        }
+    }
+
+    /// Events queued now (approximate while the publisher is sending).
     pub fn len(&self) -> usize {
-        self.rx.len()
+        let sent = self.shared.delivered.load(Relaxed) + self.shared.notices.load(Relaxed);
+        sent.saturating_sub(self.shared.received.load(Relaxed)) as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rx.is_empty()
+        self.len() == 0
     }
 
     /// This subscription's counters.
     pub fn stats(&self) -> SubscriptionStats {
         stats_of(&self.shared)
+    }
+
+    /// Record buffers this subscription has in existence now (idle in its
+    /// pool, queued, or held by the subscriber): the memory it holds for
+    /// records, which grows during a storm and shrinks after it.
+    pub fn buffers(&self) -> usize {
+        self.pool.allocated.load(Relaxed)
+    }
+
+    /// Queue segments in use now (each holds up to [`SEGMENT`] events).
+    pub fn segments(&self) -> usize {
+        let done = self.shared.segments_done.load(Relaxed);
+        self.shared.segments_made.load(Relaxed).saturating_sub(done)
     }
 
     /// An iterator of events until the publisher is gone.
@@ -678,5 +968,123 @@ mod tests {
             matches!(a.recv_timeout(Duration::from_secs(5)), Ok(Event::Fault(f)) if f.sequence() == 7)
         );
         drop(t.join());
+    }
+
+    #[test]
+    fn a_queue_grows_by_segments_during_a_storm_and_shrinks_as_it_is_read() {
+        let (mut p, h) = bus();
+        let n = 5 * SEGMENT as u64 + 7;
+        let sub = h
+            .subscribe(SubscribeOptions::new("deep").capacity(1 << 16))
+            .unwrap();
+        p.adopt();
+        // At rest: one segment, no record buffer yet.
+        assert_eq!((sub.segments(), sub.buffers()), (1, 0));
+        for s in 1..=n {
+            publish(&mut p, s, Category::Nic, "eth0");
+        }
+        assert_eq!(sub.segments(), 6);
+        assert_eq!(sub.buffers(), n as usize);
+        assert_eq!(sub.len(), n as usize);
+        // Read through the segments in order; every buffer returned beyond
+        // what the pool keeps is freed.
+        for s in 1..=n {
+            match sub.try_recv() {
+                Some(Event::Fault(f)) => assert_eq!(f.sequence(), s),
+                other => panic!("expected fault {s}, got {other:?}"),
+            }
+        }
+        assert!(sub.try_recv().is_none());
+        assert!(sub.is_empty());
+        assert_eq!(sub.segments(), 1);
+        assert_eq!(sub.buffers(), POOL_KEEP);
+        assert_eq!(sub.stats().dropped, 0);
+        // It grows again for the next storm.
+        for s in n + 1..=3 * n {
+            publish(&mut p, s, Category::Nic, "eth0");
+        }
+        assert_eq!(sub.buffers(), 2 * n as usize);
+        assert_eq!(sub.iter().take(2 * n as usize).count(), 2 * n as usize);
+    }
+
+    #[test]
+    fn the_bound_holds_across_segments() {
+        let (mut p, h) = bus();
+        let cap = 2 * SEGMENT + 3;
+        let sub = h
+            .subscribe(SubscribeOptions::new("bounded").capacity(cap))
+            .unwrap();
+        let n = cap as u64 + 10;
+        for s in 1..=n {
+            publish(&mut p, s, Category::Nic, "eth0");
+        }
+        assert_eq!(sub.buffers(), cap);
+        assert_eq!(sub.stats().dropped, 10);
+        for s in 1..=cap as u64 {
+            assert!(matches!(sub.try_recv(), Some(Event::Fault(f)) if f.sequence() == s));
+        }
+        match sub.try_recv() {
+            Some(Event::Lost(l)) => {
+                assert_eq!(
+                    (l.first_sequence, l.last_sequence, l.count),
+                    (cap as u64 + 1, n, 10)
+                )
+            }
+            other => panic!("expected the loss after the last fault, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_blocked_receive_follows_the_queue_into_a_new_segment() {
+        let (mut p, h) = bus();
+        let sub = h
+            .subscribe(SubscribeOptions::new("s").capacity(4 * SEGMENT))
+            .unwrap();
+        let n = 3 * SEGMENT as u64;
+        for s in 1..=n {
+            publish(&mut p, s, Category::Nic, "eth0");
+        }
+        let t = std::thread::spawn(move || {
+            let mut seqs = Vec::new();
+            while let Ok(Event::Fault(f)) = sub.recv_timeout(Duration::from_secs(5)) {
+                seqs.push(f.sequence());
+                if seqs.len() as u64 == n + 1 {
+                    break;
+                }
+            }
+            seqs
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        publish(&mut p, n + 1, Category::Nic, "eth0");
+        let seqs = t.join().unwrap();
+        assert_eq!(seqs, (1..=n + 1).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_spin_window_grows_with_close_waits_and_shrinks_with_far_ones() {
+        let us = |n: u64| n * 1000;
+        let spin = Spin {
+            limit: us(500),
+            window: AtomicU64::new(0),
+        };
+        spin.slept(us(200));
+        assert_eq!(spin.window.load(Relaxed), SPIN_GROW_START.as_nanos() as u64);
+        for _ in 0..10 {
+            spin.slept(us(200));
+        }
+        assert_eq!(spin.window.load(Relaxed), us(500), "capped at the limit");
+        spin.slept(u64::MAX);
+        assert_eq!(spin.window.load(Relaxed), us(250));
+        for _ in 0..40 {
+            spin.slept(us(10_000));
+        }
+        assert_eq!(spin.window.load(Relaxed), 0, "at rest it sleeps at once");
+        let never = Spin {
+            limit: 0,
+            window: AtomicU64::new(0),
+        };
+        never.slept(us(1));
+        never.slept(0);
+        assert_eq!(never.window.load(Relaxed), 0);
     }
 }
