@@ -8,7 +8,7 @@
 //! holds at most [`MESSAGE_MAX`] bytes, each output stream [`OUTPUT_MAX`],
 //! and the ring at most its entry count and [`RING_BYTES_MAX`] bytes.
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -111,7 +111,8 @@ pub struct ActivityLog {
     ring: Mutex<Ring>,
     capacity: usize,
     next_id: AtomicU64,
-    listeners: Mutex<Vec<Sender<ActivityEntry>>>,
+    /// Each listener's queue and its bound (the queue grows on demand).
+    listeners: Mutex<Vec<(Sender<ActivityEntry>, usize)>>,
     /// Lines for stderr, written by a thread of their own: the ingest
     /// thread adds entries and must never wait for a slow log reader.
     log: Option<Sender<String>>,
@@ -205,7 +206,7 @@ impl ActivityLog {
             .listeners
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        ls.retain(|l| !matches!(l.try_send(e.clone()), Err(TrySendError::Disconnected(_))));
+        ls.retain(|(l, bound)| l.len() >= *bound || l.send(e.clone()).is_ok());
         e
     }
 
@@ -232,11 +233,13 @@ impl ActivityLog {
     /// Listens to new entries (bounded; a full listener misses entries but
     /// the ring keeps them).
     pub fn listen(&self, capacity: usize) -> Receiver<ActivityEntry> {
-        let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+        // Unbounded in memory (blocks made as entries come, freed as they
+        // are read), bounded in entries by the check in `add`.
+        let (tx, rx) = crossbeam_channel::unbounded();
         self.listeners
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(tx);
+            .push((tx, capacity.max(1)));
         rx
     }
 }

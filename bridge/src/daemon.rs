@@ -340,7 +340,12 @@ impl Bridge {
                 }
                 let inputs = WriterInputs {
                     events: handle
-                        .subscribe(SubscribeOptions::new("history").capacity(config.ingest.queue))
+                        .subscribe(
+                            SubscribeOptions::new("history")
+                                .capacity(config.ingest.queue)
+                                // Batched writes: no spinning for latency.
+                                .spin_limit(std::time::Duration::ZERO),
+                        )
                         .ok_or(BridgeError::Stopped)?,
                     changes: monitor_view.listen(65536),
                     activity: activity.listen(65536),

@@ -67,7 +67,12 @@ pub fn start(
     queue: usize,
 ) -> Result<Service, DbusStartError> {
     let sub = bridge
-        .subscribe(SubscribeOptions::new("dbus").capacity(queue.clamp(1, DBUS_QUEUE)))
+        .subscribe(
+            SubscribeOptions::new("dbus")
+                .capacity(queue.clamp(1, DBUS_QUEUE))
+                // Paced signals: no spinning for the last microseconds.
+                .spin_limit(std::time::Duration::ZERO),
+        )
         .map_err(DbusStartError::Subscribe)?;
     let view = bridge.monitors();
     let changes = view.listen(1024);

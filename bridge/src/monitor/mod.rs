@@ -11,7 +11,7 @@
 use crate::action::{RunnerMsg, Trip};
 use crate::activity::{ActivityLog, ActivitySeverity};
 use crate::config::MonitorConfig;
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 use faultbridge_bus::{FaultKind, Source};
 use faultbridge_ffi::sys::monotonic_ns;
 use faultbridge_ffi::wire::record::{Category, Record};
@@ -83,7 +83,8 @@ impl MonitorShared {
 #[derive(Debug)]
 pub struct MonitorView {
     pub monitors: Vec<MonitorShared>,
-    listeners: Mutex<Vec<Sender<MonitorChange>>>,
+    /// Each listener's queue and its bound (the queue grows on demand).
+    listeners: Mutex<Vec<(Sender<MonitorChange>, usize)>>,
     /// Changes a listener missed because its queue was full.
     pub listener_drops: AtomicU64,
 }
@@ -100,11 +101,13 @@ impl MonitorView {
     /// Listens to state changes (bounded; a full queue counts a drop, and
     /// the current state stays readable through the atomics).
     pub fn listen(&self, capacity: usize) -> Receiver<MonitorChange> {
-        let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+        // Unbounded in memory (blocks made as changes come, freed as they
+        // are read), bounded in changes by the check in `tell`.
+        let (tx, rx) = crossbeam_channel::unbounded();
         self.listeners
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(tx);
+            .push((tx, capacity.max(1)));
         rx
     }
 
@@ -113,13 +116,12 @@ impl MonitorView {
             .listeners
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        ls.retain(|l| match l.try_send(change.clone()) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
+        ls.retain(|(l, bound)| {
+            if l.len() >= *bound {
                 self.listener_drops.fetch_add(1, Relaxed);
-                true
+                return true;
             }
-            Err(TrySendError::Disconnected(_)) => false,
+            l.send(change.clone()).is_ok()
         });
     }
 }
@@ -277,6 +279,10 @@ impl Monitors {
                 }
                 let m = &self.view.monitors[i];
                 m.state.store(MonitorState::Error as u8, Relaxed);
+                // The recovery action is handed over first: the runner's
+                // thread is woken before any listener's, so the cluster
+                // hears of the fault without waiting behind them.
+                self.recover(i, source, r, now);
                 self.view.tell(MonitorChange {
                     index: i,
                     state: MonitorState::Error,
@@ -286,7 +292,6 @@ impl Monitors {
                     timestamp_ns: r.timestamp_ns(),
                     error_count: n,
                 });
-                self.recover(i, source, r, now);
                 let m = &self.view.monitors[i];
                 self.activity.add(
                     ActivitySeverity::Error,
