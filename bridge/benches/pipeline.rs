@@ -3,8 +3,16 @@
 //!
 //! 1. the floor: a bare netlink multicast receiver (no parse, no bus);
 //! 2. simulator → faultbridge → in-process subscriber latency, one record per
-//!    datagram, p50/p99/p99.9 from the record's CLOCK_MONOTONIC timestamp;
-//! 3. sustained records/s with zero loss, flooding 32 records per datagram at
+//!    datagram, p50/p99/p99.9 from the record's CLOCK_MONOTONIC timestamp: a
+//!    subscriber blocked in `recv` (adaptive spin, the default), one blocked
+//!    in `recv` that sleeps at once (`spin_limit(ZERO)`), and one polling
+//!    `try_recv`; with the CPU the subscriber's thread used meanwhile;
+//! 3. the process's CPU at rest, a subscriber blocked in `recv` right after
+//!    traffic, with and without the spin;
+//!
+//! The paths of 2. take turns in five rounds, so a change in the machine's
+//! load falls on all of them alike.
+//! 4. sustained records/s with zero loss, flooding 32 records per datagram at
 //!    rising rates.
 //!
 //! Run as root (netlink multicast receive needs CAP_NET_ADMIN):
@@ -90,18 +98,60 @@ fn floor(count: u64, rate: u64) -> Vec<u64> {
     lat
 }
 
-fn pipeline(count: u64, rate: u64, spin: bool) -> Vec<u64> {
+/// How the latency subscriber waits.
+#[derive(Clone, Copy, PartialEq)]
+enum Wait {
+    /// `recv`, with the default adaptive spin.
+    Blocking,
+    /// `recv` with `spin_limit(ZERO)`: sleeps at once.
+    Sleeping,
+    /// `try_recv` in a loop.
+    Polling,
+}
+
+fn thread_cpu_ns() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID) {
+        Ok(ts) => ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64,
+        Err(_) => 0,
+    }
+}
+
+/// CPU time of every thread of this process so far (`/proc/self/task/*/schedstat`).
+fn process_cpu_ns() -> u64 {
+    let mut total = 0;
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
+            total += s
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    total
+}
+
+fn subscription(bridge: &Bridge, wait: Wait) -> faultbridge::Subscription {
+    let opts = SubscribeOptions::new("bench").capacity(1 << 16);
+    let opts = match wait {
+        Wait::Sleeping => opts.spin_limit(Duration::ZERO),
+        _ => opts,
+    };
+    bridge.subscribe(opts).unwrap()
+}
+
+/// Latencies, and the CPU share of the subscriber's thread meanwhile.
+fn pipeline(count: u64, rate: u64, wait: Wait) -> (Vec<u64>, f64) {
     let group = 4;
     let mut cfg = Config::simulator(group);
     cfg.expdrv.recv_buffer = 32 << 20;
     let bridge = Bridge::start(&cfg).unwrap();
-    let sub = bridge
-        .subscribe(SubscribeOptions::new("bench").capacity(1 << 16))
-        .unwrap();
+    let sub = subscription(&bridge, wait);
     let sender = paced_sender(group, count, rate);
     let mut lat = Vec::with_capacity(count as usize);
+    let (t0, cpu0) = (Instant::now(), thread_cpu_ns());
     while (lat.len() as u64) < count {
-        let ev = if spin {
+        let ev = if wait == Wait::Polling {
             match sub.try_recv() {
                 Some(ev) => ev,
                 None => {
@@ -118,9 +168,36 @@ fn pipeline(count: u64, rate: u64, spin: bool) -> Vec<u64> {
             Event::Lost(l) => panic!("lost {} records in a paced run", l.count),
         }
     }
+    let cpu = (thread_cpu_ns() - cpu0) as f64 / t0.elapsed().as_nanos() as f64;
     sender.join().unwrap();
     bridge.shutdown();
-    lat
+    (lat, cpu)
+}
+
+/// CPU of the whole process (the bridge's threads and a subscriber blocked
+/// in `recv`) over `secs` seconds at rest, right after 2000 records at
+/// 5000/s taught the subscriber's spin that faults come close together.
+/// Returns CPU milliseconds per second.
+fn idle_cpu(wait: Wait, secs: u64) -> f64 {
+    let group = 7;
+    let bridge = Bridge::start(&Config::simulator(group)).unwrap();
+    let sub = subscription(&bridge, wait);
+    let reader = std::thread::spawn(move || {
+        let mut n = 0u64;
+        while sub.recv().is_ok() {
+            n += 1;
+        }
+        n
+    });
+    let burst = 2000;
+    paced_sender(group, burst, 5000).join().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (t0, cpu0) = (Instant::now(), process_cpu_ns());
+    std::thread::sleep(Duration::from_secs(secs));
+    let cpu = (process_cpu_ns() - cpu0) as f64 / 1e6 / t0.elapsed().as_secs_f64();
+    bridge.shutdown();
+    assert_eq!(reader.join().unwrap(), burst);
+    cpu
 }
 
 /// Floods `count` records at `rate`; returns (achieved send rate, received, lost).
@@ -198,24 +275,59 @@ fn main() {
     }
     let parse_ns = t.elapsed().as_nanos() as f64 / 1e6;
 
-    println!("pipeline benchmark ({n} records at {rate}/s, one per datagram)");
+    println!(
+        "pipeline benchmark ({n} records at {rate}/s per path, one per datagram, in 5 rounds)"
+    );
     println!("  parse + validate alone: {parse_ns:.1} ns/record");
-    let (p50, p99, p999, max) = percentiles(floor(n, rate));
+    // The four in turn, in rounds, so a change in the machine's load falls
+    // on all of them alike.
+    let rounds = 5;
+    let per = n / rounds;
+    let (mut fl, mut bl, mut zl, mut pl) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut b_cpu, mut z_cpu, mut s_cpu) = (0.0, 0.0, 0.0);
+    for _ in 0..rounds {
+        fl.extend(floor(per, rate));
+        let (l, c) = pipeline(per, rate, Wait::Blocking);
+        bl.extend(l);
+        b_cpu += c / rounds as f64;
+        let (l, c) = pipeline(per, rate, Wait::Sleeping);
+        zl.extend(l);
+        z_cpu += c / rounds as f64;
+        let (l, c) = pipeline(per, rate, Wait::Polling);
+        pl.extend(l);
+        s_cpu += c / rounds as f64;
+    }
+    let (p50, p99, p999, max) = percentiles(fl);
     println!(
         "  netlink floor (bare receiver)         p50 {p50:7.1} µs  p99 {p99:7.1} µs  p99.9 {p999:7.1} µs  max {max:8.1} µs"
     );
-    let (b50, b99, b999, bmax) = percentiles(pipeline(n, rate, false));
+    let (b50, b99, b999, bmax) = percentiles(bl);
     println!(
-        "  faultbridge → blocking subscriber     p50 {b50:7.1} µs  p99 {b99:7.1} µs  p99.9 {b999:7.1} µs  max {bmax:8.1} µs"
+        "  faultbridge → blocking subscriber     p50 {b50:7.1} µs  p99 {b99:7.1} µs  p99.9 {b999:7.1} µs  max {bmax:8.1} µs  (its thread: {:.0} % CPU)",
+        b_cpu * 100.0
     );
-    let (s50, s99, s999, smax) = percentiles(pipeline(n, rate, true));
+    let (z50, z99, z999, zmax) = percentiles(zl);
     println!(
-        "  faultbridge → spinning subscriber     p50 {s50:7.1} µs  p99 {s99:7.1} µs  p99.9 {s999:7.1} µs  max {smax:8.1} µs"
+        "  … blocking, spin_limit(ZERO)          p50 {z50:7.1} µs  p99 {z99:7.1} µs  p99.9 {z999:7.1} µs  max {zmax:8.1} µs  (its thread: {:.0} % CPU)",
+        z_cpu * 100.0
+    );
+    let (s50, s99, s999, smax) = percentiles(pl);
+    println!(
+        "  faultbridge → polling subscriber      p50 {s50:7.1} µs  p99 {s99:7.1} µs  p99.9 {s999:7.1} µs  max {smax:8.1} µs  (its thread: {:.0} % CPU)",
+        s_cpu * 100.0
     );
     println!(
-        "  added over the floor (blocking): p50 {:+.1} µs, p99 {:+.1} µs",
-        b50 - p50,
-        b99 - p99
+        "  blocking / floor: p50 {:.2}, p99 {:.2}   (without the spin: p50 {:.2}, p99 {:.2})",
+        b50 / p50,
+        b99 / p99,
+        z50 / p50,
+        z99 / p99
+    );
+    let secs = if quick { 3 } else { 10 };
+    let idle_spin = idle_cpu(Wait::Blocking, secs);
+    let idle_sleep = idle_cpu(Wait::Sleeping, secs);
+    println!(
+        "  at rest, one subscriber blocked in recv ({secs} s, whole process): {idle_spin:.2} ms CPU/s with the spin, {idle_sleep:.2} ms CPU/s without"
     );
     println!("sustained throughput (32 records per datagram, 32 MiB receive buffer)");
     let total = if quick { 200_000 } else { 2_000_000 };

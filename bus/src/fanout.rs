@@ -263,9 +263,13 @@ impl Slot {
         live < self.max_segments
     }
 
-    /// Room for one more event now, or after adding a segment.
+    /// Fewer than `capacity` events queued (the subscriber drained some,
+    /// or holds every record buffer): a loss notice may go in at once.
     fn has_room(&self) -> bool {
-        !self.tx.is_full() || self.may_grow()
+        let s = &self.shared;
+        let queued = (s.delivered.load(Relaxed) + s.notices.load(Relaxed))
+            .saturating_sub(s.received.load(Relaxed));
+        queued < self.capacity as u64 && (!self.tx.is_full() || self.may_grow())
     }
 
     /// Queues `ev`, adding a segment when the newest is full and the bound
@@ -290,7 +294,14 @@ impl Slot {
     /// Moves pending loss notices into the queue. True when none is left
     /// pending (so newer events may follow).
     fn flush_pending(&mut self) -> Result<bool, ()> {
+        if !self.shared.has_pending.load(Relaxed) {
+            return Ok(true);
+        }
         while let Some(lost) = self.shared.take_one(None) {
+            if !self.has_room() {
+                self.shared.add(&lost);
+                return Ok(false);
+            }
             match self.send(Event::Lost(lost)) {
                 Ok(()) => {
                     self.shared.notices.fetch_add(1, Relaxed);
@@ -353,6 +364,10 @@ impl Slot {
                 return Offer::Dropped;
             }
             Ok(true) => {}
+        }
+        if !self.has_room() {
+            self.shared.add(&lost);
+            return Offer::Dropped;
         }
         match self.send(Event::Lost(lost)) {
             Ok(()) => {
