@@ -7,8 +7,10 @@
 //! subscriber receives a [`Lost`] event with the count and sequence range at
 //! the place in its stream where the records went missing.
 //!
-//! Publishing allocates nothing: each subscriber owns a pool of record
-//! buffers that travel with the events and come back when an event is dropped.
+//! Publishing allocates nothing once a subscriber's pool has grown to the
+//! load: each subscriber owns a pool of record buffers that travel with the
+//! events and come back when an event is dropped; the pool and the queue grow
+//! on demand within the subscription's bound and shrink after a storm.
 //!
 //! [`dbus`] (feature `dbus`, on by default) is the D-Bus service
 //! (`org.faultbridge.Bridge1`), one such subscriber, and the client side of
