@@ -18,13 +18,37 @@ pub fn builder(bus: &BusAddress) -> Builder<'_> {
     }
 }
 
-/// Connects to `bus`; method calls fail with a timeout after `timeout`.
+/// How long a bus may take to authenticate a new connection and answer its
+/// `Hello`.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Builds the connection `b` describes, failing after `limit` when the bus
+/// has not finished the handshake. zbus puts no time limit on the
+/// authentication and `Hello`, so a bus that accepts the socket and never
+/// answers (a busy or broken dbus-daemon, a policy that drops the `Hello`
+/// reply) would otherwise hang the caller for good: the daemon at start-up
+/// or reconnection, a client command for ever. The connection being built
+/// is dropped (its socket closed) on timeout. Runs on zbus's runtime (in
+/// [`zbus::block_on`] or a task of it).
+pub async fn build_within(b: Builder<'_>, limit: Duration) -> zbus::Result<Connection> {
+    let rt = zruntime::SharedRuntime::current().map_err(|e| zbus::Error::InputOutput(e.into()))?;
+    match rt.timeout(limit, b.build()).await {
+        Ok(built) => built,
+        Err(_) => Err(zbus::Error::Handshake(format!(
+            "the bus did not answer the connection's authentication and Hello within {} s",
+            limit.as_secs_f32()
+        ))),
+    }
+}
+
+/// Connects to `bus`; method calls fail with a timeout after `timeout`,
+/// the handshake after [`HANDSHAKE_TIMEOUT`].
 pub async fn connect(bus: &BusAddress, timeout: Option<Duration>) -> zbus::Result<Connection> {
     let mut b = builder(bus);
     if let Some(t) = timeout {
         b = b.method_timeout(t);
     }
-    b.build().await
+    build_within(b, HANDSHAKE_TIMEOUT).await
 }
 
 /// The `Fault` signals of the daemon, filtered by the bus on category
@@ -196,7 +220,7 @@ pub async fn subscribe(
     if let Some(q) = std::num::NonZeroUsize::new(max_queued) {
         b = b.max_queued(q);
     }
-    let conn = b.build().await?;
+    let conn = build_within(b, HANDSHAKE_TIMEOUT).await?;
     // The stream first, so nothing routed after AddMatch can slip by it.
     let stream = MessageStream::from(conn.clone());
     add_match(&conn, &fault_rule(category, keyword)?).await?;

@@ -256,12 +256,12 @@ impl Objects {
     /// owns `org.faultbridge.Bridge1`.
     fn connect(&self) -> Result<Connection, ServiceError> {
         zbus::block_on(async {
-            let conn = connect_builder(&self.bus).build().await.map_err(|source| {
-                ServiceError::Connect {
+            let conn = super::client::build_within(connect_builder(&self.bus), START_TIMEOUT)
+                .await
+                .map_err(|source| ServiceError::Connect {
                     bus: self.bus.to_string(),
                     source,
-                }
-            })?;
+                })?;
             let server = conn.object_server();
             server
                 .at(
