@@ -11,7 +11,8 @@
 //! last is full (and the bound allows), the subscriber frees each as it has
 //! read it through. Record buffers are made when the pool has none free (at
 //! most `capacity` in all), and a buffer coming back to a pool that already
-//! keeps [`POOL_KEEP`] idle ones is freed. At rest a subscription holds one
+//! keeps [`POOL_KEEP`] idle ones, or grown past [`POOL_KEEP_BYTES`], is
+//! freed. At rest a subscription holds one
 //! segment and a few buffers however deep its bound; during a storm it grows
 //! to what the subscriber lags behind, and gives that back as it catches up.
 //! In a steady state (the subscriber keeping up, or lagging by a steady
@@ -42,6 +43,11 @@ pub const SEGMENT: usize = 512;
 
 /// Idle record buffers a subscription's pool keeps for reuse.
 pub const POOL_KEEP: usize = 512;
+
+/// The largest record buffer a pool keeps for reuse; a larger one is freed
+/// as it comes back (records are at most 64 KiB + 72 bytes, most are a few
+/// hundred bytes).
+pub const POOL_KEEP_BYTES: usize = 4096;
 
 /// Default [`SubscribeOptions::spin_limit`].
 pub const DEFAULT_SPIN_LIMIT: Duration = Duration::from_micros(500);
@@ -123,6 +129,13 @@ impl Pool {
     /// Takes back a buffer of a dropped fault, or frees it when the pool
     /// already keeps enough idle ones (or the subscription is gone).
     pub(crate) fn put(&self, buf: Vec<u8>) {
+        // A buffer a large record grew (a detail of tens of KiB) is not
+        // kept: 512 of them would hold tens of MiB after one such storm.
+        if buf.capacity() > POOL_KEEP_BYTES {
+            drop(buf);
+            self.allocated.fetch_sub(1, Relaxed);
+            return;
+        }
         if let Err(e) = self.free.try_send(buf) {
             drop(e.into_inner());
             self.allocated.fetch_sub(1, Relaxed);
@@ -1020,6 +1033,42 @@ mod tests {
         }
         assert_eq!(sub.buffers(), 2 * n as usize);
         assert_eq!(sub.iter().take(2 * n as usize).count(), 2 * n as usize);
+    }
+
+    #[test]
+    fn buffers_grown_by_large_records_are_freed_not_kept() {
+        let (mut p, h) = bus();
+        let sub = h.subscribe(SubscribeOptions::new("big")).unwrap();
+        let detail = vec![b'd'; 65_000];
+        let mut b = Vec::new();
+        for s in 1..=40u64 {
+            b.clear();
+            RecordSpec {
+                flags: 0,
+                sequence: s,
+                timestamp_ns: s,
+                category: Category::Fc.code(),
+                severity: 2,
+                event_code: 0x0001_0001,
+                device_index: 1,
+                keyword: b"host1",
+                detail: &detail,
+                driver_id: 1,
+            }
+            .encode_into(&mut b);
+            p.publish(
+                Source::Expdrv,
+                FaultKind::Fault,
+                &Record::parse(&b).unwrap(),
+            );
+        }
+        assert_eq!(sub.buffers(), 40);
+        // Then small ones: their buffers are kept for the next storm.
+        for s in 41..=50 {
+            publish(&mut p, s, Category::Nic, "eth0");
+        }
+        assert_eq!(sub.iter().take(50).count(), 50);
+        assert_eq!(sub.buffers(), 10, "only the small records' buffers stay");
     }
 
     #[test]
