@@ -80,6 +80,10 @@ device = "$dir/mnt/expdrv0"
 enabled = true
 [sources.fc]
 enabled = true
+# This kernel may have no SCSI transport netlink (no FC HBA driver loaded):
+# the FC source reads a NETLINK_USERSOCK group instead, at the same cost.
+netlink_protocol = 2
+netlink_group = 4
 [sources.uevent]
 enabled = true
 [history]
@@ -96,10 +100,11 @@ EOF
 daemon=$!
 pids+=("$daemon")
 for _ in $(seq 200); do
-  "$bin" --bus "$bus" status >/dev/null 2>&1 && break
+  kill -0 "$daemon" 2>/dev/null || break
+  "$bin" status --bus "$bus" >/dev/null 2>&1 && break
   sleep 0.05
 done
-"$bin" --bus "$bus" status >/dev/null 2>&1 || { echo "rss.sh: the daemon did not come up" >&2; cat "$dir/daemon.err" >&2; exit 1; }
+"$bin" status --bus "$bus" >/dev/null 2>&1 || { echo "rss.sh: the daemon did not come up" >&2; cat "$dir/daemon.err" >&2; exit 1; }
 
 mem() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$daemon/status"; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
