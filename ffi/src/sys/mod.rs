@@ -1,10 +1,11 @@
-//! Syscalls: the netlink socket, the char-device ioctls, and (with the
+//! Syscalls: the netlink socket, the char-device ioctls, the C heap, and (with the
 //! `testing` feature) the counting allocator of the allocation tests. Every `unsafe` block of the project is in this module, each
 //! with a `// SAFETY:` comment naming the precondition it relies on.
 
 #[cfg(feature = "testing")]
 pub mod alloc;
 pub mod caps;
+pub mod heap;
 pub mod ifreq;
 pub mod ioctl;
 pub mod netlink;
