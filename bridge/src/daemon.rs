@@ -21,6 +21,7 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
 use thiserror::Error;
 
 /// Why the bridge could not start.
@@ -202,7 +203,17 @@ struct Ingest {
     publisher: Publisher,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
+    /// Faults published when the C heap was last given back (see
+    /// [`Ingest::poll_timeout`]).
+    trimmed_at: u64,
 }
+
+/// Faults published since the heap was last given back that make a storm
+/// worth giving memory back after.
+const STORM: u64 = 4096;
+/// How long the sources must be quiet, and the subscribers' queues empty,
+/// before the memory of a storm is given back.
+const QUIET: Duration = Duration::from_secs(1);
 
 impl Bridge {
     /// Opens the configured sources (so a source that cannot start is
@@ -376,6 +387,7 @@ impl Bridge {
             publisher,
             stats: stats.clone(),
             stop: stop.clone(),
+            trimmed_at: 0,
         };
         Ok(Bridge {
             handle,
@@ -511,12 +523,16 @@ impl Ingest {
             self.on_source(i, None);
         }
         while !self.stop.load(Ordering::Acquire) {
-            if let Err(e) = self.poll.poll(&mut events, None) {
+            if let Err(e) = self.poll.poll(&mut events, self.poll_timeout()) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 eprintln!("faultbridge: event loop failed: {e}");
                 break;
+            }
+            if events.is_empty() {
+                self.after_storm();
+                continue;
             }
             for ev in events.iter() {
                 match Tok::of(ev.token()) {
@@ -525,6 +541,26 @@ impl Ingest {
                 }
             }
         }
+    }
+
+    /// No timeout at rest; [`QUIET`] while a storm's memory may be given
+    /// back, so the loop wakes once the sources have been quiet that long.
+    fn poll_timeout(&self) -> Option<Duration> {
+        let published = self.publisher.stats().published;
+        (published.saturating_sub(self.trimmed_at) >= STORM).then_some(QUIET)
+    }
+
+    /// The sources have been quiet for [`QUIET`] after a storm: once every
+    /// subscriber has caught up (their queues' segments and the record
+    /// buffers beyond what the pools keep are freed by then), the C heap's
+    /// free pages go back to the kernel, so the daemon's resident memory
+    /// returns to its size at rest. Until then the loop keeps waking.
+    fn after_storm(&mut self) {
+        if self.poll_timeout().is_none() || self.publisher.queued() > 0 {
+            return;
+        }
+        self.trimmed_at = self.publisher.stats().published;
+        faultbridge_ffi::sys::heap::release_free_heap();
     }
 
     /// Source `i`'s descriptor `slot` is ready; `None`: the source starts.

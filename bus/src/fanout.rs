@@ -566,6 +566,19 @@ impl Publisher {
         }
     }
 
+    /// Events queued for all subscribers together, not yet received
+    /// (approximate while they receive).
+    pub fn queued(&self) -> u64 {
+        self.slots
+            .iter()
+            .map(|slot| {
+                let s = &slot.shared;
+                (s.delivered.load(Relaxed) + s.notices.load(Relaxed))
+                    .saturating_sub(s.received.load(Relaxed))
+            })
+            .sum()
+    }
+
     /// Per-subscriber counters.
     pub fn subscriptions(&self) -> Vec<SubscriptionStats> {
         self.slots.iter().map(|s| stats_of(&s.shared)).collect()
