@@ -5,6 +5,7 @@
 #[cfg(feature = "testing")]
 pub mod alloc;
 pub mod caps;
+pub mod doorbell;
 pub mod heap;
 pub mod ifreq;
 pub mod ioctl;
