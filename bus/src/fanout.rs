@@ -27,10 +27,13 @@
 //! not, so a subscriber at rest sleeps and costs no CPU.
 
 use crate::event::{Event, Fault, FaultKind, FaultMeta, Filter, Lost, LostReason, Source};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError, bounded};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError, bounded};
 use crossbeam_utils::CachePadded;
+use faultbridge_ffi::sys::doorbell::{Bell, Door, Waited, doorbell};
 use faultbridge_ffi::wire::record::Record;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst, fence,
+};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -198,6 +201,9 @@ struct Shared {
     segments_made: AtomicUsize,
     /// Segments the subscriber has read through and freed.
     segments_done: AtomicUsize,
+    /// The subscriber sleeps (or is about to) on its door: the publisher
+    /// rings after queuing an event.
+    parked: AtomicBool,
 }
 
 impl Shared {
@@ -257,6 +263,8 @@ struct Slot {
     filter: Filter,
     shared: Arc<Shared>,
     closed: bool,
+    /// Rings the subscriber's door.
+    bell: Bell,
 }
 
 enum Offer {
@@ -288,7 +296,7 @@ impl Slot {
     /// Queues `ev`, adding a segment when the newest is full and the bound
     /// allows. `Full` and `Disconnected` hand the event back.
     fn send(&mut self, ev: Event) -> Result<(), TrySendError<Event>> {
-        match self.tx.try_send(ev) {
+        let sent = match self.tx.try_send(ev) {
             Err(TrySendError::Full(ev)) if self.may_grow() => {
                 let (tx, rx) = bounded(self.segment_len);
                 self.shared.segments_made.fetch_add(1, Relaxed);
@@ -301,6 +309,20 @@ impl Slot {
                 self.tx.try_send(ev)
             }
             other => other,
+        };
+        if sent.is_ok() {
+            self.wake();
+        }
+        sent
+    }
+
+    /// Rings the subscriber's door if it sleeps there. The fence pairs with
+    /// the subscriber's (see [`Subscription::park`]): either it sees the
+    /// event just queued before it sleeps, or this sees it parked.
+    fn wake(&self) {
+        fence(SeqCst);
+        if self.shared.parked.load(Relaxed) && self.shared.parked.swap(false, Relaxed) {
+            self.bell.ring();
         }
     }
 
@@ -460,7 +482,9 @@ impl BusHandle {
             received: CachePadded::new(AtomicU64::new(0)),
             segments_made: AtomicUsize::new(1),
             segments_done: AtomicUsize::new(0),
+            parked: AtomicBool::new(false),
         });
+        let (bell, door) = doorbell().ok()?;
         let slot = Slot {
             tx,
             segments,
@@ -472,6 +496,7 @@ impl BusHandle {
             filter: opts.filter,
             shared: shared.clone(),
             closed: false,
+            bell,
         };
         self.joins.send(slot).ok()?;
         let limit = opts.spin_limit.as_nanos().min(u64::MAX as u128) as u64;
@@ -479,6 +504,7 @@ impl BusHandle {
             queue: Mutex::new(Queue { current: rx, next }),
             shared,
             pool,
+            door,
             spin: Spin {
                 limit,
                 window: AtomicU64::new(0),
@@ -627,6 +653,17 @@ impl Spin {
     }
 }
 
+/// How a [`Subscription::park`] ended.
+enum Parked {
+    /// An event turned up before sleeping.
+    Event(Event),
+    /// The publisher rang.
+    Woken,
+    Timeout,
+    /// The publisher is gone or a loss is pending: look again.
+    Look,
+}
+
 /// A subscriber's end. Events arrive in publish order; missed records are
 /// announced by a [`Lost`] event where they went missing.
 #[derive(Debug)]
@@ -636,6 +673,8 @@ pub struct Subscription {
     shared: Arc<Shared>,
     pool: Arc<Pool>,
     spin: Spin,
+    /// Where a blocked receive sleeps (see [`faultbridge_ffi::sys::doorbell`]).
+    door: Door,
 }
 
 /// Why a receive returned no event.
@@ -706,22 +745,48 @@ impl Subscription {
             // Nothing pending (or events arrived meanwhile): a loss recorded
             // from now on is put in the queue by the publisher as soon as
             // there is room, which wakes this receive.
-            let got = match deadline {
-                None => q.current.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                Some(d) => q.current.recv_deadline(d),
-            };
-            match got {
-                Ok(ev) => {
-                    self.spin.slept(since.elapsed().as_nanos() as u64);
-                    return Ok(self.taken(ev));
-                }
-                Err(RecvTimeoutError::Timeout) => {
+            match self.park(&mut q, deadline) {
+                Parked::Event(ev) => return Ok(self.taken(ev)),
+                Parked::Woken => self.spin.slept(since.elapsed().as_nanos() as u64),
+                Parked::Timeout => {
                     self.spin.slept(u64::MAX);
                     return Err(RecvError::Timeout);
                 }
-                // A newer segment, or the publisher is gone: `take` tells.
-                Err(RecvTimeoutError::Disconnected) => {}
+                // Gone, or a loss to take: the top of the loop tells.
+                Parked::Look => {}
             }
+        }
+    }
+
+    /// Sleeps on the door until the publisher rings (it has queued an
+    /// event), `deadline` passes, or the publisher is gone. The fence pairs
+    /// with the publisher's in `Slot::wake`: either the publisher sees
+    /// `parked` and rings, or this sees its event before sleeping.
+    fn park(&self, q: &mut Queue, deadline: Option<Instant>) -> Parked {
+        let parked = &self.shared.parked;
+        parked.store(true, Relaxed);
+        fence(SeqCst);
+        match q.take(&self.shared) {
+            Take::Event(ev) => {
+                parked.store(false, Relaxed);
+                return Parked::Event(ev);
+            }
+            Take::Closed => {
+                parked.store(false, Relaxed);
+                return Parked::Look;
+            }
+            Take::Empty => {}
+        }
+        if self.shared.has_pending.load(SeqCst) {
+            parked.store(false, Relaxed);
+            return Parked::Look;
+        }
+        let waited = self.door.wait(deadline);
+        parked.store(false, Relaxed);
+        match waited {
+            Waited::Rang => Parked::Woken,
+            Waited::Timeout => Parked::Timeout,
+            Waited::Closed => Parked::Look,
         }
     }
 
