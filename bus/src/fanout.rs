@@ -627,6 +627,26 @@ fn stats_of(s: &Shared) -> SubscriptionStats {
     }
 }
 
+/// A subscription's backlog seen from another thread (a daemon handing
+/// over waits until its D-Bus side has taken everything published).
+#[derive(Clone, Debug)]
+pub struct BacklogProbe(Arc<Shared>);
+
+impl BacklogProbe {
+    /// Events queued and not yet taken, a pending loss notice counting one.
+    pub fn backlog(&self) -> u64 {
+        let s = &self.0;
+        let sent = s.delivered.load(Relaxed) + s.notices.load(Relaxed);
+        sent.saturating_sub(s.received.load(Relaxed))
+            + u64::from(s.has_pending.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    /// Events the subscriber has taken so far.
+    pub fn taken(&self) -> u64 {
+        self.0.received.load(Relaxed)
+    }
+}
+
 /// The adaptive spin of a blocked receive (see the module documentation).
 #[derive(Debug)]
 struct Spin {
@@ -824,6 +844,11 @@ impl Subscription {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// A view of this subscription's backlog for another thread.
+    pub fn probe(&self) -> BacklogProbe {
+        BacklogProbe(self.shared.clone())
     }
 
     /// This subscription's counters.

@@ -26,6 +26,7 @@ pub mod monitor;
 
 pub use event::{Event, Fault, FaultKind, Filter, Lost, LostReason, Source};
 pub use fanout::{
-    BusHandle, Publisher, PublisherStats, SubscribeOptions, Subscription, SubscriptionStats, bus,
+    BacklogProbe, BusHandle, Publisher, PublisherStats, SubscribeOptions, Subscription,
+    SubscriptionStats, bus,
 };
 pub use monitor::MonitorState;

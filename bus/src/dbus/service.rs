@@ -41,6 +41,11 @@ pub struct ServiceOptions {
     pub max_signals_per_second: u32,
     /// Signals that may go out at once above that pace.
     pub signal_burst: u32,
+    /// Take `org.faultbridge.Bridge1` from its owner (a live upgrade's new
+    /// side): the owner allows replacement and waits in the name's queue,
+    /// so the name is never missing. Without it, a name owned already
+    /// fails the start.
+    pub take_name: bool,
 }
 
 impl ServiceOptions {
@@ -58,6 +63,7 @@ impl ServiceOptions {
             bus,
             max_signals_per_second: Self::DEFAULT_MAX_SIGNALS_PER_SECOND,
             signal_burst: Self::DEFAULT_SIGNAL_BURST,
+            take_name: false,
         }
     }
 }
@@ -85,6 +91,14 @@ pub(crate) struct Counters {
     pub(crate) disconnects: AtomicU64,
     pub(crate) reconnects: AtomicU64,
     pub(crate) has_missed: AtomicBool,
+    /// Events the pump has finished with (queued as a signal, dropped or
+    /// kept as a pending loss).
+    pub(crate) events_done: AtomicU64,
+    /// Signals handed to the sender, and those it has finished writing.
+    pub(crate) signals_queued: AtomicU64,
+    pub(crate) signals_done: AtomicU64,
+    /// The pump holds losses it has yet to tell.
+    pub(crate) pump_pending: AtomicBool,
 }
 
 impl Counters {
@@ -207,6 +221,7 @@ impl DbusStats {
 /// has stopped, so the last faults go out first.
 #[derive(Debug)]
 pub struct Service {
+    probe: crate::fanout::BacklogProbe,
     link: Arc<Link>,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
@@ -221,6 +236,39 @@ pub struct Service {
 /// How long the bus may take to answer while the service starts (`Hello`,
 /// `RequestName`) before starting fails.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Waits for a service's signals to go out (a live upgrade: the side that
+/// stops acting lets its last signals leave before the other side takes
+/// the name).
+#[derive(Clone, Debug)]
+pub struct Settler {
+    probe: crate::fanout::BacklogProbe,
+    counters: Arc<Counters>,
+}
+
+impl Settler {
+    /// Waits until every fault and loss notice published to the service so
+    /// far has gone out as a signal (or been counted as dropped and told as
+    /// `Lost`), at most `timeout`; false if it had not by then.
+    pub fn settle(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let c = &self.counters;
+            let done = self.probe.backlog() == 0
+                && self.probe.taken() == c.events_done.load(Ordering::Acquire)
+                && !c.pump_pending.load(Ordering::Acquire)
+                && c.signals_queued.load(Ordering::Acquire)
+                    == c.signals_done.load(Ordering::Acquire);
+            if done {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
 
 /// The first wait before reconnecting, and the longest.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -244,6 +292,7 @@ fn is_access_denied(e: &zbus::Error) -> bool {
 #[derive(Clone)]
 struct Objects {
     bus: BusAddress,
+    take_name: bool,
     backend: Arc<dyn Backend>,
     counters: Arc<Counters>,
     gates: Arc<Gates>,
@@ -291,11 +340,19 @@ impl Objects {
                     .await
                     .map_err(ServiceError::Export)?;
             }
-            match conn
-                .request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
-                .await
-            {
+            // Replacement allowed, and queued when replaced: a live
+            // upgrade's new side takes the name at once, and gives it back
+            // to this connection at once if it ends (abort).
+            let mut flags = RequestNameFlags::ALLOW_REPLACEMENT;
+            if self.take_name {
+                flags |= RequestNameFlags::REPLACE_EXISTING;
+            }
+            match conn.request_name_with_flags(BUS_NAME, flags).await {
                 Ok(RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner) => Ok(conn),
+                Ok(RequestNameReply::InQueue) => {
+                    let _ = conn.release_name(BUS_NAME).await;
+                    Err(ServiceError::NameTaken)
+                }
                 Ok(_) | Err(zbus::Error::NameTaken) => Err(ServiceError::NameTaken),
                 Err(e) if is_access_denied(&e) => Err(ServiceError::NameDenied(e)),
                 Err(e) => Err(ServiceError::NameRequest(e)),
@@ -396,8 +453,10 @@ impl Service {
             .map(|m| OwnedObjectPath::try_from(monitor_path(&m.name)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(ServiceError::Export)?;
+        let probe = faults.probe();
         let objects = Objects {
             bus: opts.bus.clone(),
+            take_name: opts.take_name,
             backend: backend.clone(),
             counters: counters.clone(),
             gates: Arc::new(Gates::default()),
@@ -454,6 +513,7 @@ impl Service {
             .spawn(move || supervisor.run())
             .map_err(ServiceError::Thread)?;
         Ok(Service {
+            probe,
             link,
             counters,
             stop,
@@ -464,6 +524,20 @@ impl Service {
             watcher: Some(watcher),
             supervisor: Some(supervisor),
         })
+    }
+
+    /// Waits until every fault and loss notice published to the service so
+    /// far has gone out as a signal (see [`Settler::settle`]).
+    pub fn settle(&self, timeout: Duration) -> bool {
+        self.settler().settle(timeout)
+    }
+
+    /// A handle to [`Settler::settle`] from elsewhere.
+    pub fn settler(&self) -> Settler {
+        Settler {
+            probe: self.probe.clone(),
+            counters: self.counters.clone(),
+        }
     }
 
     /// The counters now.

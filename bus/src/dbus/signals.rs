@@ -237,6 +237,9 @@ impl Pump {
                 self.on_event(ev);
             }
             self.flush_losses(false);
+            self.counters
+                .pump_pending
+                .store(self.any_pending(), Ordering::Release);
             if self.stop.load(Ordering::Acquire) {
                 return;
             }
@@ -248,6 +251,10 @@ impl Pump {
             Event::Fault(f) => self.on_fault(&f),
             Event::Lost(l) => self.on_lost(&l),
         }
+        if self.any_pending() {
+            self.counters.pump_pending.store(true, Ordering::Release);
+        }
+        Counters::add(&self.counters.events_done, 1);
     }
 
     fn on_fault(&mut self, f: &Fault) {
@@ -289,7 +296,7 @@ impl Pump {
                     count: 1,
                 },
             }) {
-                Ok(()) => {}
+                Ok(()) => Counters::add(&self.counters.signals_queued, 1),
                 Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                     self.drop_fault(f, true);
                 }
@@ -333,6 +340,7 @@ impl Pump {
                 span: span(s, &p),
             }) {
                 Ok(()) => {
+                    Counters::add(&self.counters.signals_queued, 1);
                     self.pending[s.index()] = PendingLoss::default();
                     true
                 }
@@ -436,6 +444,7 @@ pub(crate) fn run_sender(link: &Link, rx: Receiver<Queued>, counters: Arc<Counte
                 }
             }
         }
+        Counters::add(&counters.signals_done, batch.len() as u64);
         batch.clear();
         spans.clear();
         lost = 0;
