@@ -98,6 +98,35 @@ pub enum Control {
     },
     /// Answered at once: proves the ingest loop is turning (watchdog).
     Ping { reply: Sender<()> },
+    /// The sources that could not be handed over now (a live upgrade's
+    /// PrepareMerge).
+    HandOverCheck { reply: Sender<Vec<Source>> },
+    /// Stop acting after the record in hand: every source leaves the loop
+    /// and is handed back with the monitors' states (a live upgrade). The
+    /// loop then acts on nothing until [`Control::TakeOver`].
+    Release {
+        reply: Sender<Result<Released, String>>,
+    },
+    /// Act from now on over sources handed over by the other side, with
+    /// its monitor states; this side's own sources are closed.
+    TakeOver { taken: Taken, reply: Sender<()> },
+}
+
+/// What a bridge gives up when it stops acting at a live upgrade.
+#[derive(Debug)]
+pub struct Released {
+    pub sources: Vec<crate::sources::HandedSource>,
+    pub monitors: Vec<crate::monitor::HandedMonitor>,
+    /// The sequence the next `Notify` would have been given.
+    pub notify_next: u64,
+}
+
+/// What a bridge takes over at a live upgrade.
+#[derive(Debug)]
+pub struct Taken {
+    pub sources: Vec<Box<dyn IngestSource>>,
+    pub monitors: Vec<crate::monitor::HandedMonitor>,
+    pub notify_next: u64,
 }
 
 /// A cloneable handle for sending requests to the ingest thread.
@@ -128,6 +157,30 @@ impl ControlHandle {
         let (reply, rx) = crossbeam_channel::bounded(1);
         self.send(Control::Ping { reply })?;
         rx.recv_timeout(timeout).map_err(|_| BridgeError::Stopped)
+    }
+
+    /// The sources that cannot be handed over to another process now.
+    pub fn hand_over_check(&self) -> Result<Vec<Source>, BridgeError> {
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        self.send(Control::HandOverCheck { reply })?;
+        rx.recv().map_err(|_| BridgeError::Stopped)
+    }
+
+    /// Stops acting after the record in hand and gives up the sources and
+    /// monitor states (see [`Control::Release`]).
+    pub fn release(&self) -> Result<Released, String> {
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        self.send(Control::Release { reply })
+            .map_err(|e| e.to_string())?;
+        rx.recv().map_err(|_| BridgeError::Stopped.to_string())?
+    }
+
+    /// Acts from now on over `taken` (see [`Control::TakeOver`]); returns
+    /// once the loop has the sources.
+    pub fn take_over(&self, taken: Taken) -> Result<(), BridgeError> {
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        self.send(Control::TakeOver { taken, reply })?;
+        rx.recv().map_err(|_| BridgeError::Stopped)
     }
 
     /// Clears monitor `name`'s Error state; `Ok(false)` if there is no such monitor.
@@ -206,6 +259,9 @@ struct Ingest {
     /// Faults published when the C heap was last given back (see
     /// [`Ingest::poll_timeout`]).
     trimmed_at: u64,
+    /// False on the passive side of a live upgrade: nothing is published
+    /// and no action is handed over.
+    acting: bool,
 }
 
 /// Faults published since the heap was last given back that make a storm
@@ -349,33 +405,17 @@ impl Bridge {
                         src.restore_cursor(driver_id, last);
                     }
                 }
-                let inputs = WriterInputs {
-                    events: handle
-                        .subscribe(
-                            SubscribeOptions::new("history")
-                                .capacity(config.ingest.queue)
-                                // Batched writes: no spinning for latency.
-                                .spin_limit(std::time::Duration::ZERO),
-                        )
-                        .ok_or(BridgeError::Stopped)?,
-                    changes: monitor_view.listen(65536),
-                    activity: activity.listen(65536),
-                    monitors: monitor_view.clone(),
-                };
                 for saved in db.monitor_states().map_err(BridgeError::History)? {
                     monitors.restore(&saved);
                 }
-                let retention = Retention {
-                    max_age: h.max_age,
-                    max_rows: h.max_rows,
-                };
-                let hstats = Arc::new(HistoryStats::default());
-                let hs = hstats.clone();
-                let t = std::thread::Builder::new()
-                    .name("fb-history".into())
-                    .spawn(move || run_writer(db, inputs, retention, hs))
-                    .map_err(BridgeError::Thread)?;
-                Some((t, hstats))
+                Some(start_writer(
+                    db,
+                    h,
+                    &handle,
+                    &monitor_view,
+                    &activity,
+                    config,
+                )?)
             }
         };
         let ingest = Ingest {
@@ -388,6 +428,7 @@ impl Bridge {
             stats: stats.clone(),
             stop: stop.clone(),
             trimmed_at: 0,
+            acting: true,
         };
         Ok(Bridge {
             handle,
@@ -416,6 +457,40 @@ impl Bridge {
             .spawn(move || ingest.run())
             .map_err(BridgeError::Thread)?;
         self.thread = Some(thread);
+        Ok(())
+    }
+
+    /// Makes a bridge not yet running passive: it reads its sources, keeps
+    /// its monitors' states and the last sequence per source (returned),
+    /// but publishes nothing and hands no action over until it takes over from the other side of a live upgrade
+    /// ([`ControlHandle::take_over`]). Does nothing once running.
+    pub fn set_passive(&mut self) -> Option<Arc<crate::monitor::Positions>> {
+        let i = self.paused.as_mut()?;
+        i.acting = false;
+        i.monitors.set_acting(false);
+        i.monitors.passive_positions()
+    }
+
+    /// Opens the history database of `config` and starts its writer, when
+    /// `[history]` is configured and no writer runs (the side of a live
+    /// upgrade that takes over starts writing history then).
+    pub fn start_history(&mut self, config: &Config) -> Result<(), BridgeError> {
+        let Some(h) = &config.history else {
+            return Ok(());
+        };
+        if self.history.is_some() {
+            return Ok(());
+        }
+        let db = HistoryDb::open(&h.path).map_err(BridgeError::History)?;
+        self.history = Some(start_writer(
+            db,
+            h,
+            &self.handle,
+            &self.monitors,
+            &self.activity,
+            config,
+        )?);
+        self.history_path = Some(h.path.clone());
         Ok(())
     }
 
@@ -496,6 +571,42 @@ impl Drop for Bridge {
     fn drop(&mut self) {
         self.stop_and_join();
     }
+}
+
+/// Starts the history writer over `db`: it subscribes now, so it records
+/// everything published from here on.
+fn start_writer(
+    db: HistoryDb,
+    h: &crate::config::HistoryConfig,
+    handle: &BusHandle,
+    monitor_view: &Arc<MonitorView>,
+    activity: &Arc<ActivityLog>,
+    config: &Config,
+) -> Result<(JoinHandle<()>, Arc<HistoryStats>), BridgeError> {
+    let inputs = WriterInputs {
+        events: handle
+            .subscribe(
+                SubscribeOptions::new("history")
+                    .capacity(config.ingest.queue)
+                    // Batched writes: no spinning for latency.
+                    .spin_limit(std::time::Duration::ZERO),
+            )
+            .ok_or(BridgeError::Stopped)?,
+        changes: monitor_view.listen(65536),
+        activity: activity.listen(65536),
+        monitors: monitor_view.clone(),
+    };
+    let retention = Retention {
+        max_age: h.max_age,
+        max_rows: h.max_rows,
+    };
+    let hstats = Arc::new(HistoryStats::default());
+    let hs = hstats.clone();
+    let t = std::thread::Builder::new()
+        .name("fb-history".into())
+        .spawn(move || run_writer(db, inputs, retention, hs))
+        .map_err(BridgeError::Thread)?;
+    Ok((t, hstats))
 }
 
 /// Registers `src` under the next source index, or reports why it cannot
@@ -587,6 +698,9 @@ impl Ingest {
     fn on_control(&mut self) {
         while let Ok(c) = self.control.try_recv() {
             match c {
+                Control::Notify { reply, .. } if !self.acting => {
+                    let _ = reply.send(Err(NotifyError::NotActing));
+                }
                 Control::Notify { request, reply } => {
                     let mut out = Dispatch {
                         publisher: &mut self.publisher,
@@ -603,9 +717,101 @@ impl Ingest {
                 Control::Ping { reply } => {
                     let _ = reply.send(());
                 }
+                Control::HandOverCheck { reply } => {
+                    let _ = reply.send(
+                        self.sources
+                            .iter()
+                            .filter(|s| !s.can_hand_over())
+                            .map(|s| s.source())
+                            .collect(),
+                    );
+                }
+                Control::Release { reply } => {
+                    let _ = reply.send(self.release());
+                }
+                Control::TakeOver { taken, reply } => {
+                    self.take_over(taken);
+                    let _ = reply.send(());
+                }
             }
         }
         self.after_publish();
+    }
+
+    /// Stops acting: every source leaves the poll and is handed over, with
+    /// the monitors' states. All or nothing: a source that cannot be handed
+    /// over leaves everything as it was.
+    fn release(&mut self) -> Result<Released, String> {
+        if !self.acting {
+            return Err("this side is not acting".into());
+        }
+        if let Some(s) = self.sources.iter().find(|s| !s.can_hand_over()) {
+            return Err(format!(
+                "source {} cannot be handed over by this build",
+                s.source()
+            ));
+        }
+        let registry = self.poll.registry();
+        for i in 0..self.sources.len() {
+            if let Err(e) = self.sources[i].deregister(registry) {
+                let name = self.sources[i].source();
+                for (j, s) in self.sources.iter_mut().enumerate().take(i) {
+                    if let Err(e) = s.register(registry, Tok::source(j)) {
+                        eprintln!(
+                            "faultbridge: source {}: cannot poll it again: {e}",
+                            s.source()
+                        );
+                    }
+                }
+                return Err(format!("source {name}: cannot leave the event loop: {e}"));
+            }
+        }
+        let mut handed = Vec::new();
+        for s in &self.sources {
+            match s.hand_over() {
+                Some(h) => handed.push(h),
+                None => {
+                    let name = s.source();
+                    let registry = self.poll.registry();
+                    for (j, s) in self.sources.iter_mut().enumerate() {
+                        if let Err(e) = s.register(registry, Tok::source(j)) {
+                            eprintln!(
+                                "faultbridge: source {}: cannot poll it again: {e}",
+                                s.source()
+                            );
+                        }
+                    }
+                    return Err(format!(
+                        "source {name}: its descriptors cannot be duplicated"
+                    ));
+                }
+            }
+        }
+        // Closed here; the other side holds the sockets from now on.
+        self.sources.clear();
+        self.acting = false;
+        self.monitors.set_acting(false);
+        Ok(Released {
+            sources: handed,
+            monitors: self.monitors.snapshot(),
+            notify_next: self.notify.next_sequence(),
+        })
+    }
+
+    /// Acts from now on over `taken`, this side's own sources closed; what
+    /// is queued in the taken sockets is read at once.
+    fn take_over(&mut self, taken: Taken) {
+        self.sources.clear();
+        self.monitors.adopt(&taken.monitors);
+        self.monitors.set_acting(true);
+        self.notify.set_next_sequence(taken.notify_next);
+        self.acting = true;
+        for src in taken.sources {
+            register_or_report(&self.poll, &mut self.sources, src);
+        }
+        for i in 0..self.sources.len() {
+            self.on_source(i, Some(0));
+        }
     }
 
     fn after_publish(&mut self) {

@@ -44,6 +44,8 @@ pub enum NotifyError {
     DetailTooLong { len: usize, max: usize },
     #[error("the bridge has stopped")]
     Stopped,
+    #[error("this daemon is handing over to another (a live upgrade); try again")]
+    NotActing,
 }
 
 impl NotifyRequest {
@@ -94,6 +96,17 @@ impl Default for NotifySource {
 }
 
 impl NotifySource {
+    /// The sequence the next fault gets.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Continues from `next` (taken over from the other side of a live
+    /// upgrade); never goes back.
+    pub fn set_next_sequence(&mut self, next: u64) {
+        self.next_seq = self.next_seq.max(next);
+    }
+
     /// Validates and publishes; returns the sequence given to the fault.
     pub fn publish(
         &mut self,

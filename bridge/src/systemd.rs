@@ -25,6 +25,15 @@ pub fn ready() {
     }
 }
 
+/// Tells systemd that process `pid` is the unit's main process now (a
+/// live upgrade's new side, before the old one exits; the unit needs
+/// `NotifyAccess=all` for it to be heard from a process not yet main).
+pub fn main_pid(pid: u32) {
+    if enabled() {
+        let _ = sd_notify::notify(&[NotifyState::MainPid(pid)]);
+    }
+}
+
 /// Tells systemd the daemon is stopping.
 pub fn stopping() {
     if enabled() {

@@ -260,7 +260,8 @@ timing = "early"
 }
 
 #[test]
-fn two_builds_split_the_new_side_receives_without_acting_and_abort_from_merge_keeps_the_old() {
+fn two_builds_split_the_new_side_receives_without_acting_merge_moves_acting_and_abort_hands_it_back()
+ {
     private_netns();
     let bus = private_bus(BusPolicy::Open);
     let a = bus.address().to_string();
@@ -350,15 +351,29 @@ command = '''/bin/sh -c 'echo "$FAULTBRIDGE_MONITOR $FAULTBRIDGE_SEQUENCE" >> {a
         text(&o)
     );
 
-    // Merge: this build cannot hand acting over; the step is Broken in
-    // Merge and abort returns to the old side, which acts on.
-    let o = upgrade(&a, &["merge"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    let s = status(&a);
-    assert_eq!(at(&s), pair("Merge", "Broken"), "{s}");
+    // Merge: acting and the bus name move to the new build, which now
+    // answers and names the old one as its peer; abort (driven there)
+    // hands acting back and the new side exits.
     let peer = s["peer"]["pid"].as_u64().unwrap();
+    let o = upgrade(&a, &["merge"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = status(&a);
+    assert_eq!(at(&s), pair("Merge", "Ready"), "{s}");
+    assert_eq!(s["side"], "Upgrade", "{s}");
+    assert_eq!(s["version"].as_str(), Some(theirs.as_str()), "{s}");
+    assert_eq!(s["pid"].as_u64(), Some(peer), "{s}");
+    assert_eq!(s["peer"]["side"], "Production", "{s}");
+    assert!(
+        s["activity"]
+            .to_string()
+            .contains("acts from the record after the old side's last: expdrv driver 1 after #1"),
+        "{s}"
+    );
     let o = upgrade(&a, &["abort"]);
     assert!(o.status.success(), "{}", text(&o));
+    let s = status(&a);
+    assert_eq!(at(&s), pair("Abort", "Ready"), "{s}");
+    assert_eq!(s["side"], "Production", "{s}");
     wait_until("the Upgrade side to exit", T, || !alive(peer));
     faultbridge(&["sim", "send", "-k", "NIC.eth1", "--group", "1"]);
     wait_until("the old side's second action", T, || {

@@ -99,8 +99,16 @@ pub fn run(args: RunArgs) -> CliResult {
         keepalive_stop.clone(),
     );
     let sig = signals.wait()?;
-    eprintln!("faultbridge: {sig}: stopping");
-    crate::systemd::stopping();
+    if crate::upgrade::handed_over() {
+        // Committed: the new side is the unit's main process already.
+        eprintln!(
+            "faultbridge: the upgraded daemon acts now: exiting (pid {})",
+            std::process::id()
+        );
+    } else {
+        eprintln!("faultbridge: {sig}: stopping");
+        crate::systemd::stopping();
+    }
     keepalive_stop.store(true, std::sync::atomic::Ordering::Release);
     if let Some(k) = keepalive {
         let _ = k.join();

@@ -287,6 +287,6 @@ pub fn side(args: SideArgs) -> CliResult {
         Some(p) => Config::load(p)?,
         None => Config::parse("", std::path::Path::new(DEFAULT_PATH))?,
     };
-    crate::upgrade::side::run(&config)?;
+    crate::upgrade::side::run(&config, args.config.as_deref())?;
     Ok(ExitCode::SUCCESS)
 }

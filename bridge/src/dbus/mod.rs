@@ -129,7 +129,7 @@ pub fn notify_error(e: NotifyError) -> Error {
         NotifyError::KeywordNul { .. } => Error::KeywordHasNul(m),
         NotifyError::UnknownSeverity(_) => Error::UnknownSeverity(m),
         NotifyError::DetailTooLong { .. } => Error::DetailTooLong(m),
-        NotifyError::Stopped => Error::Stopped(m),
+        NotifyError::Stopped | NotifyError::NotActing => Error::Stopped(m),
     }
 }
 

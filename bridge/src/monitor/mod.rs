@@ -40,6 +40,40 @@ pub enum ChangeCause {
     Clear,
     /// `Reset` (D-Bus, `faultbridge reset`).
     Reset,
+    /// The state was taken over from the other side of a live upgrade.
+    HandOver,
+}
+
+/// Per source, the last sequence seen (the passive side of a live upgrade).
+#[derive(Debug, Default)]
+pub struct Positions([AtomicU64; Source::COUNT]);
+
+impl Positions {
+    /// Per source seen at all, its last sequence.
+    pub fn snapshot(&self) -> std::collections::BTreeMap<String, u64> {
+        Source::ALL
+            .iter()
+            .filter_map(|s| {
+                let n = self.0[s.index()].load(Relaxed);
+                (n > 0).then(|| (s.name().to_string(), n))
+            })
+            .collect()
+    }
+}
+
+/// A monitor's state as one side of a live upgrade hands it to the other:
+/// the latch, the counters, and the anti-flap bookkeeping (times on the
+/// system-wide monotonic clock, so they mean the same in both processes).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HandedMonitor {
+    pub name: String,
+    pub error: bool,
+    pub error_count: u64,
+    pub last_sequence: u64,
+    /// Arrival times of the recent matching faults (threshold window).
+    pub window: Vec<u64>,
+    /// When its last recovery action was handed to the runner.
+    pub last_action_ns: Option<u64>,
 }
 
 /// One state change, told to every change listener.
@@ -142,6 +176,12 @@ pub struct Monitors {
     local: Vec<Local>,
     activity: Arc<ActivityLog>,
     actions: Option<Sender<RunnerMsg>>,
+    /// The runner's queue while the table does not act (the passive side
+    /// of a live upgrade): states change, no action is handed over.
+    parked: Option<Sender<RunnerMsg>>,
+    /// While passive: the last sequence seen per source (nothing is
+    /// published then; see [`Monitors::passive_positions`]).
+    passive: Option<Arc<Positions>>,
     /// Per category (index = code - 1): keyword → monitors of that device.
     by_keyword: [HashMap<Box<str>, Vec<usize>>; 6],
     /// Per category: monitors without a keyword (any device).
@@ -199,6 +239,8 @@ impl Monitors {
             local,
             activity,
             actions,
+            parked: None,
+            passive: None,
             by_keyword,
             any_device,
         }
@@ -410,6 +452,96 @@ impl Monitors {
             );
         }
         true
+    }
+
+    /// Whether the bridge acts: trips hand recovery actions to the runner
+    /// and records are published. A table that does not act keeps its
+    /// states and the last sequence per source (the passive side of a
+    /// live upgrade), and publishing stops.
+    pub fn set_acting(&mut self, acting: bool) {
+        if acting {
+            if self.actions.is_none() {
+                self.actions = self.parked.take();
+            }
+            self.passive = None;
+        } else {
+            if let Some(a) = self.actions.take() {
+                self.parked = Some(a);
+            }
+            self.passive.get_or_insert_with(Default::default);
+        }
+    }
+
+    /// Whether records are published (false on a passive side).
+    #[inline]
+    pub fn is_acting(&self) -> bool {
+        self.passive.is_none()
+    }
+
+    /// Notes a record seen while passive.
+    pub fn seen_passive(&self, source: Source, sequence: u64) {
+        if let Some(p) = &self.passive {
+            p.0[source.index()].fetch_max(sequence, Relaxed);
+        }
+    }
+
+    /// The positions a passive table keeps (None while acting).
+    pub fn passive_positions(&self) -> Option<Arc<Positions>> {
+        self.passive.clone()
+    }
+
+    /// Every monitor's state, for the other side of a live upgrade.
+    pub fn snapshot(&self) -> Vec<HandedMonitor> {
+        self.view
+            .monitors
+            .iter()
+            .zip(&self.local)
+            .map(|(m, l)| HandedMonitor {
+                name: m.config.name.clone(),
+                error: m.state() == MonitorState::Error,
+                error_count: m.error_count(),
+                last_sequence: m.last_sequence(),
+                window: l.window.iter().copied().collect(),
+                last_action_ns: l.last_action_ns,
+            })
+            .collect()
+    }
+
+    /// Takes the states the other side of a live upgrade handed over (by
+    /// name; monitors it does not know keep theirs). A state that changes
+    /// is told to the listeners; no recovery action runs for it. Returns
+    /// how many were taken.
+    pub fn adopt(&mut self, handed: &[HandedMonitor]) -> usize {
+        let mut n = 0;
+        for h in handed {
+            let Some((i, m)) = self.view.find(&h.name) else {
+                continue;
+            };
+            n += 1;
+            let state = if h.error {
+                MonitorState::Error
+            } else {
+                MonitorState::Normal
+            };
+            let changed = m.state() != state;
+            m.state.store(state as u8, Relaxed);
+            m.error_count.store(h.error_count, Relaxed);
+            m.last_sequence.store(h.last_sequence, Relaxed);
+            self.local[i].window = h.window.iter().copied().collect();
+            self.local[i].last_action_ns = h.last_action_ns;
+            if changed {
+                self.view.tell(MonitorChange {
+                    index: i,
+                    state,
+                    cause: ChangeCause::HandOver,
+                    source: None,
+                    sequence: h.last_sequence,
+                    timestamp_ns: monotonic_ns(),
+                    error_count: h.error_count,
+                });
+            }
+        }
+        n
     }
 
     /// Clears a monitor's Error. Returns false for an unknown name.

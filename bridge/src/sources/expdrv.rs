@@ -68,6 +68,16 @@ impl ExpdrvNetlink {
     pub fn seq(&self) -> &SeqTracker {
         &self.state.seq
     }
+
+    /// Takes the cursors of a handed-over socket.
+    pub fn adopt(&mut self, h: &super::HandedState) {
+        for &(driver_id, last) in &h.cursors {
+            self.state.seq.set(driver_id, last);
+        }
+        if h.overrun_pending {
+            self.state.seq.overrun();
+        }
+    }
 }
 
 impl super::IngestSource for ExpdrvNetlink {
@@ -81,6 +91,29 @@ impl super::IngestSource for ExpdrvNetlink {
 
     fn restore_cursor(&mut self, driver_id: u32, last: u64) {
         self.state.seq.set(driver_id, last);
+    }
+
+    fn can_hand_over(&self) -> bool {
+        true
+    }
+
+    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        registry.deregister(&mut mio::unix::SourceFd(&self.socket().as_raw_fd()))
+    }
+
+    fn hand_over(&self) -> Option<super::HandedSource> {
+        let fd = self.socket().try_clone().ok()?.into_fd();
+        let state = super::HandedState {
+            source: self.state.source.name().to_string(),
+            protocol: self.socket().protocol(),
+            cursors: self.state.seq.cursors().collect(),
+            overrun_pending: self.state.seq.overrun_pending(),
+        };
+        Some(super::HandedSource {
+            fds: vec![fd],
+            state,
+        })
     }
 
     /// Reads until the socket is empty. Returns the records published.

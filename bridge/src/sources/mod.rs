@@ -222,12 +222,18 @@ impl Dispatch<'_> {
     #[inline]
     pub fn fault(&mut self, source: Source, kind: FaultKind, record: &Record<'_>) {
         self.monitors.on_record(source, kind, record);
-        self.publisher.publish(source, kind, record);
+        if self.monitors.is_acting() {
+            self.publisher.publish(source, kind, record);
+        } else {
+            self.monitors.seen_passive(source, record.sequence());
+        }
     }
 
     /// Records known to be missing.
     pub fn lost(&mut self, lost: Lost) {
-        self.publisher.publish_lost(lost);
+        if self.monitors.is_acting() {
+            self.publisher.publish_lost(lost);
+        }
     }
 }
 
@@ -258,6 +264,90 @@ pub trait IngestSource: Send + std::fmt::Debug {
     fn restore_cursor(&mut self, driver_id: u32, last: u64) {
         let _ = (driver_id, last);
     }
+    /// Whether [`IngestSource::hand_over`] can give this source to another
+    /// process (a live upgrade's other side).
+    fn can_hand_over(&self) -> bool {
+        false
+    }
+    /// Leaves the ingest loop's poll (before [`IngestSource::hand_over`]);
+    /// [`IngestSource::register`] puts it back.
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        let _ = registry;
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    /// Duplicates of its descriptors and the state that goes with them
+    /// (sequence cursors), for another process: whatever is unread in them
+    /// is read by whoever takes them once this source is dropped. `None`
+    /// when it cannot be handed over.
+    fn hand_over(&self) -> Option<HandedSource> {
+        None
+    }
+}
+
+/// A source handed over to another process: its open descriptors and its
+/// state. The descriptors cross with `SCM_RIGHTS`, the state as JSON.
+#[derive(Debug)]
+pub struct HandedSource {
+    pub fds: Vec<std::os::fd::OwnedFd>,
+    pub state: HandedState,
+}
+
+/// The state of a handed-over source (layout versioned with the rest of
+/// the hand-over, `upgrade::info::HANDOVER_VERSION`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HandedState {
+    /// The source's name (`expdrv`).
+    pub source: String,
+    /// The netlink protocol of its socket.
+    pub protocol: i32,
+    /// Per driver id, the last sequence read from the socket handed over.
+    pub cursors: Vec<(u32, u64)>,
+    /// An overrun seen and not yet sized by a later record.
+    pub overrun_pending: bool,
+}
+
+/// Rebuilds a source handed over by the other side (accepting senders as
+/// `config` says: both sides run the same configuration).
+pub fn take_handed(
+    h: HandedSource,
+    config: &crate::Config,
+) -> Result<Box<dyn IngestSource>, String> {
+    match h.state.source.as_str() {
+        "expdrv" => {
+            let [fd] = <[std::os::fd::OwnedFd; 1]>::try_from(h.fds).map_err(|v| {
+                format!(
+                    "source expdrv: {} descriptors handed over, expected 1",
+                    v.len()
+                )
+            })?;
+            let mut src = expdrv::ExpdrvNetlink::from_socket(
+                NetlinkSocket::from_fd(fd, h.state.protocol),
+                config.expdrv.accept,
+            );
+            src.adopt(&h.state);
+            Ok(Box::new(src))
+        }
+        other => Err(format!("source {other} cannot be taken over by this build")),
+    }
+}
+
+/// Opens every source of `config`, the expanded driver's netlink group
+/// included when its char device is not open (as the daemon starts). A
+/// source that cannot start is reported on stderr and left out.
+pub fn open_all(config: &crate::Config) -> Vec<Box<dyn IngestSource>> {
+    let mut v: Vec<Box<dyn IngestSource>> = Vec::new();
+    open_configured(config, &mut v);
+    let device_open = v.iter().any(|s| s.source() == Source::ExpdrvDevice);
+    if config.expdrv.enabled && !device_open {
+        match expdrv::ExpdrvNetlink::open(&config.expdrv) {
+            Ok(s) => v.push(Box::new(s)),
+            Err(e) => eprintln!(
+                "faultbridge: source expdrv: cannot start: {}",
+                crate::error::error_chain(&e)
+            ),
+        }
+    }
+    v
 }
 
 /// Opens the sources of `config` other than the expanded driver's netlink

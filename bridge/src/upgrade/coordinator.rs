@@ -51,6 +51,14 @@ pub trait Sides: Send + 'static {
     fn abort(&mut self) -> Result<(), String>;
     /// The other side now, when there is one.
     fn peer(&mut self) -> Option<PeerStatus>;
+    /// The coordinator these sides work for (told once, after it is made).
+    fn attach(&mut self, coordinator: std::sync::Weak<Coordinator>) {
+        let _ = coordinator;
+    }
+    /// A step ended (the other side may follow the outcome).
+    fn step_done(&mut self, step: Step, result: &Result<(), String>) {
+        let _ = (step, result);
+    }
 }
 
 /// Where the coordinator finds what the readiness check looks at.
@@ -85,7 +93,7 @@ pub struct Coordinator {
     sides: Mutex<Box<dyn Sides>>,
     settings: Settings,
     activity: Arc<ActivityLog>,
-    side: Side,
+    side: std::sync::atomic::AtomicU8,
     listeners: Mutex<Vec<Sender<StateChange>>>,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -93,7 +101,7 @@ pub struct Coordinator {
 impl std::fmt::Debug for Coordinator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Coordinator")
-            .field("side", &self.side)
+            .field("side", &self.side())
             .field("state", &self.state())
             .finish_non_exhaustive()
     }
@@ -105,22 +113,105 @@ impl Coordinator {
         activity: Arc<ActivityLog>,
         sides: Box<dyn Sides>,
     ) -> Arc<Coordinator> {
-        Arc::new(Coordinator {
+        Coordinator::resume(settings, activity, sides, Side::Production, Machine::new())
+    }
+
+    /// A coordinator that continues an upgrade where `machine` is: the
+    /// Upgrade side's once acting has moved to it at Merge.
+    pub fn resume(
+        settings: Settings,
+        activity: Arc<ActivityLog>,
+        sides: Box<dyn Sides>,
+        side: Side,
+        machine: Machine,
+    ) -> Arc<Coordinator> {
+        let merged = side == Side::Upgrade;
+        let c = Arc::new(Coordinator {
             inner: Mutex::new(Inner {
-                machine: Machine::new(),
+                machine,
                 binary: None,
                 new_version: None,
                 step_times: Vec::new(),
-                merged: false,
+                merged,
                 peer: None,
             }),
             sides: Mutex::new(sides),
             settings,
             activity,
-            side: Side::Production,
+            side: std::sync::atomic::AtomicU8::new(side as u8),
             listeners: Mutex::new(Vec::new()),
             worker: Mutex::new(None),
-        })
+        });
+        c.sides
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .attach(Arc::downgrade(&c));
+        c
+    }
+
+    /// Puts `sides` in place of the current ones (waits for a step that
+    /// holds them).
+    pub fn replace_sides(self: &Arc<Self>, mut sides: Box<dyn Sides>) {
+        sides.attach(Arc::downgrade(self));
+        let mut s = self.sides.lock().unwrap_or_else(PoisonError::into_inner);
+        *s = sides;
+    }
+
+    /// The side this process is.
+    pub fn side(&self) -> Side {
+        if self.side.load(std::sync::atomic::Ordering::Relaxed) == Side::Upgrade as u8 {
+            Side::Upgrade
+        } else {
+            Side::Production
+        }
+    }
+
+    /// The other side took acting back (an abort from Merge driven there):
+    /// this side acts again and the upgrade is aborted.
+    pub fn taken_back(&self) {
+        {
+            let mut inner = self.lock();
+            inner.machine = Machine::restore(UpgradeState::Abort, Operational::Ready);
+            inner.merged = false;
+        }
+        self.log(
+            ActivitySeverity::Success,
+            "upgrade-step",
+            "Abort: acting is back on this side, from the exact sequence the other side stopped after".into(),
+        );
+        self.tell(self.state());
+    }
+
+    /// How the Merge step ended on the other side (this side acts since
+    /// it took over in that step).
+    pub fn merge_done(&self, ok: bool, message: &str) {
+        {
+            let mut inner = self.lock();
+            inner.machine = if ok {
+                Machine::restore(UpgradeState::Merge, Operational::Ready)
+            } else {
+                Machine::failed(UpgradeState::Merge, vec![Step::ExecuteMerge])
+            };
+        }
+        if ok {
+            self.log(
+                ActivitySeverity::Success,
+                "upgrade-step",
+                "ExecuteMerge done: this side acts".into(),
+            );
+        } else {
+            self.log(
+                ActivitySeverity::Error,
+                "upgrade-step",
+                format!("ExecuteMerge failed: {message}; retry it or abort"),
+            );
+        }
+        self.tell(self.state());
+    }
+
+    /// Adds an upgrade entry to the activity log.
+    pub fn note(&self, severity: ActivitySeverity, message: String) {
+        self.log(severity, "upgrade-step", message);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -129,11 +220,23 @@ impl Coordinator {
 
     /// The state now.
     pub fn state(&self) -> StateChange {
-        let m = &self.lock().machine;
+        let inner = self.lock();
         StateChange {
-            state: m.state(),
-            operational: m.operational(),
-            side: self.side,
+            state: inner.machine.state(),
+            operational: self.operational(&inner),
+            side: self.side(),
+        }
+    }
+
+    /// The operational state told: the old side, passive since acting
+    /// moved away at Merge, is Busy (the other side drives the upgrade and
+    /// owns the bus name; a client reaching this side while the name moves
+    /// back at an abort waits for it).
+    fn operational(&self, inner: &Inner) -> Operational {
+        if inner.merged && self.side() == Side::Production {
+            Operational::Busy
+        } else {
+            inner.machine.operational()
         }
     }
 
@@ -245,6 +348,11 @@ impl Coordinator {
                 inner.step_times.push((step, took));
                 inner.machine.step_done(step, result.is_ok());
             }
+            self.with_sides(|s| {
+                s.step_done(step, &result);
+                Ok(())
+            })
+            .ok();
             match &result {
                 Ok(()) => self.log(
                     ActivitySeverity::Success,
@@ -314,11 +422,16 @@ impl Coordinator {
         if let Some(f) = failed {
             return Err(f);
         }
-        self.actions(Control::Readiness, step, self.side, Request::CheckReadiness)
+        self.actions(
+            Control::Readiness,
+            step,
+            self.side(),
+            Request::CheckReadiness,
+        )
     }
 
     fn run_step(&self, step: Step) -> Result<(), String> {
-        let me = self.side;
+        let me = self.side();
         // Advanced actions first: a hook may veto the step.
         self.actions(Control::Advanced, step, me, step.request())?;
         match step {
@@ -352,6 +465,10 @@ impl Coordinator {
                 let mut inner = self.lock();
                 inner.merged = false;
                 inner.binary = None;
+                drop(inner);
+                // The upgraded daemon is the Production side of the next one.
+                self.side
+                    .store(Side::Production as u8, std::sync::atomic::Ordering::Relaxed);
                 Ok(())
             }
         }
@@ -379,8 +496,8 @@ impl Coordinator {
         let peer = inner.peer.clone();
         UpgradeStatus {
             state: inner.machine.state(),
-            operational: inner.machine.operational(),
-            side: self.side,
+            operational: self.operational(&inner),
+            side: self.side(),
             version: version().to_string(),
             pid: std::process::id(),
             failed_step: inner.machine.failed_step(),

@@ -28,13 +28,29 @@ use faultbridge_bus::dbus::Service;
 use faultbridge_bus::dbus::upgrade1::UpgradeExport;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static HANDED_OVER: AtomicBool = AtomicBool::new(false);
+
+/// True once this process has handed acting to the other side for good
+/// (the old side at Commit, the new side at an abort from Merge): it is
+/// ending, and is not the one to tell systemd the unit stops.
+pub fn handed_over() -> bool {
+    HANDED_OVER.load(Ordering::Acquire)
+}
+
+/// Ends this process the way a stop signal does, as one that handed over.
+pub(crate) fn exit_handed_over() {
+    HANDED_OVER.store(true, Ordering::Release);
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGTERM);
+}
 
 /// The live self-upgrade of a running daemon: its coordinator and its
 /// D-Bus interface.
 #[derive(Debug)]
 pub struct Upgrade {
     pub coordinator: Arc<Coordinator>,
-    export: UpgradeExport,
+    export: Option<UpgradeExport>,
 }
 
 /// Offers `org.faultbridge.Upgrade1` beside the bridge's D-Bus service.
@@ -50,7 +66,15 @@ pub fn start(
         history_path: bridge.history_path().map(Path::to_path_buf),
         upgrade: config.upgrade.clone(),
     };
-    let sides = Box::new(handover::ProcessSides::new(settings.config_path.clone()));
+    let local = handover::Local {
+        control: bridge.control(),
+        settler: Some(service.settler()),
+        config: Arc::new(config.clone()),
+    };
+    let sides = Box::new(handover::ProcessSides::new(
+        settings.config_path.clone(),
+        Some(local),
+    ));
     let coordinator = Coordinator::new(settings, bridge.activity(), sides);
     let conn = service
         .connection()
@@ -58,7 +82,7 @@ pub fn start(
     let export = bus::export(&conn, coordinator.clone())?;
     Ok(Upgrade {
         coordinator,
-        export,
+        export: Some(export),
     })
 }
 

@@ -1,94 +1,67 @@
 //! The Upgrade side's own run (`faultbridge upgrade-side`, started by the
-//! Production side at Split): the new binary reads the running
-//! configuration, opens its own sources (netlink multicast lets several
-//! sockets join the same group, so it receives every record the running
-//! daemon receives), keeps its monitors' states, runs no action, writes no
-//! history, sends no `Fault` signal, and owns
-//! `org.faultbridge.Bridge1.Upgrade`, where `org.faultbridge.Upgrade1.Status`
-//! shows it. It talks to the Production side over its standard input and
-//! output (see [`super::handover`]) and exits when told to or when that
-//! socket closes.
+//! Production side at Split).
+//!
+//! Until Merge the new binary reads the running configuration, opens its
+//! own sources (netlink multicast lets several sockets join the same
+//! group, so it receives every record the running daemon receives), keeps
+//! its monitors' states and the last sequence per source, publishes
+//! nothing (no action, no history, no `Fault` signal), and owns `org.faultbridge.Bridge1.Upgrade`, where
+//! `org.faultbridge.Upgrade1.Status` shows it. It talks to the Production
+//! side over its standard input and output (see [`super::handover`]) and
+//! exits when told to or when that socket closes.
+//!
+//! At Merge it takes the Production side's sockets, cursors and monitor
+//! states, closes its own sockets, starts writing history, takes
+//! `org.faultbridge.Bridge1` (the old owner waits in the name's queue) and
+//! acts from the record after the old side's last. From then on it is the
+//! daemon: it drives Commit (the old side exits; `MAINPID=` under systemd)
+//! or an abort (acting goes back, then this process exits).
 
 use super::bus::status_map;
-use super::coordinator::{PeerStatus, UpgradeStatus};
-use super::handover::{FromUpgrade, ToUpgrade};
-use super::info::{HANDOVER_VERSION, version};
-use super::state::{Operational, Side, UpgradeState};
-use crate::config::{AdapterKind, Config};
+use super::coordinator::{Coordinator, PeerStatus, Settings, Sides, UpgradeStatus};
+use super::handover::{Channel, HandOverState, Local, Msg, NewSides, taken};
+use super::info::version;
+use super::state::{Machine, Operational, Side, UpgradeState};
+use crate::config::Config;
 use crate::daemon::Bridge;
+use crate::monitor::Positions;
+use crate::signals::block_stop_signals;
 use faultbridge_bus::dbus::upgrade1::{
     UPGRADE_SIDE_NAME, UpgradeBackend, UpgradeError, UpgradeExport,
 };
-use faultbridge_bus::{Event, SubscribeOptions};
-use std::collections::BTreeMap;
+use faultbridge_bus::dbus::{BUS_NAME, Service, ServiceOptions};
 use std::collections::HashMap;
-use std::io::{BufRead, Write};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use zbus::OwnedVariant;
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
 
-/// The configuration as the Upgrade side runs it: the same netlink sources
-/// and monitors, no action, no history, and not the driver's char device
-/// (a read there may take a record from the Production side's queue; the
-/// driver's netlink multicast reaches both).
+type DynError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The configuration as the Upgrade side starts with it: the same netlink
+/// sources and monitors, no history (opened when it takes over), and not
+/// the driver's char device (a read there may take a record from the
+/// Production side's queue; the driver's netlink multicast reaches both).
 pub fn passive(config: &Config) -> Config {
     let mut c = config.clone();
     c.history = None;
     c.expdrv.device = None;
-    for m in &mut c.monitors {
-        m.adapter = AdapterKind::None;
-    }
     c
 }
 
-/// Per source, the last sequence received.
-#[derive(Debug, Default)]
-pub struct Sequences(Mutex<BTreeMap<String, u64>>);
-
-impl Sequences {
-    pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Follows `bridge`'s faults on a thread of its own until it stops.
-    pub fn follow(bridge: &Bridge) -> Result<Arc<Sequences>, String> {
-        let sub = bridge
-            .subscribe(SubscribeOptions::new("upgrade-sequences").capacity(65536))
-            .map_err(|e| e.to_string())?;
-        let seqs = Arc::new(Sequences::default());
-        let s = seqs.clone();
-        std::thread::Builder::new()
-            .name("fb-upgrade-seq".into())
-            .spawn(move || {
-                for ev in sub.iter() {
-                    let (source, last) = match &ev {
-                        Event::Fault(f) => (f.source(), f.sequence()),
-                        Event::Lost(l) => (l.source, l.last_sequence),
-                    };
-                    let mut m = s.0.lock().unwrap_or_else(PoisonError::into_inner);
-                    let e = m.entry(source.name().to_string()).or_insert(0);
-                    *e = (*e).max(last);
-                }
-            })
-            .map_err(|e| e.to_string())?;
-        Ok(seqs)
-    }
-}
-
 struct SideBackend {
-    seqs: Arc<Sequences>,
+    seqs: Arc<Positions>,
 }
 
 impl SideBackend {
-    fn peer_status(&self) -> PeerStatus {
+    fn peer_status(&self, acting: bool) -> PeerStatus {
         PeerStatus {
             side: Side::Upgrade.name().into(),
             version: version().into(),
             pid: std::process::id(),
-            acting: false,
+            acting,
             sequences: self.seqs.snapshot(),
         }
     }
@@ -130,25 +103,43 @@ impl UpgradeBackend for SideBackend {
     }
 }
 
-fn say(out: &mut impl Write, m: &FromUpgrade) -> std::io::Result<()> {
-    let mut line = serde_json::to_string(m).map_err(std::io::Error::other)?;
-    line.push('\n');
-    out.write_all(line.as_bytes())?;
-    out.flush()
+/// Sides while the old side's Merge step still runs its actions.
+#[derive(Debug)]
+struct Waiting;
+
+impl Sides for Waiting {
+    fn split(&mut self, _: &Path) -> Result<(), String> {
+        Err("the Merge step is still running".into())
+    }
+    fn check_peer(&mut self) -> Result<(), String> {
+        Err("the Merge step is still running".into())
+    }
+    fn merge(&mut self) -> Result<(), String> {
+        Err("the Merge step is still running".into())
+    }
+    fn commit(&mut self) -> Result<(), String> {
+        Err("the Merge step is still running".into())
+    }
+    fn abort(&mut self) -> Result<(), String> {
+        Err("the Merge step is still running".into())
+    }
+    fn peer(&mut self) -> Option<PeerStatus> {
+        None
+    }
 }
 
-/// Runs the Upgrade side until the Production side says exit or goes.
-pub fn run(config: &Config) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let bridge = Bridge::start(&passive(config))?;
-    let seqs = Sequences::follow(&bridge)?;
-    let backend = Arc::new(SideBackend { seqs: seqs.clone() });
-    // Inspectable on the bus under a name of its own; no Fault signals.
-    let mut export: Option<(
-        zbus::Connection,
-        UpgradeExport,
-        crossbeam_channel::Sender<_>,
-    )> = None;
-    if let Some(bus) = crate::dbus::bus_address(&config.bus) {
+/// The read-only export under `org.faultbridge.Bridge1.Upgrade`.
+struct SideExport {
+    conn: zbus::Connection,
+    export: UpgradeExport,
+    tx: crossbeam_channel::Sender<faultbridge_bus::dbus::upgrade1::UpgradeChange>,
+}
+
+impl SideExport {
+    fn start(config: &Config, backend: Arc<SideBackend>) -> Result<Option<SideExport>, DynError> {
+        let Some(bus) = crate::dbus::bus_address(&config.bus) else {
+            return Ok(None);
+        };
         let conn = zbus::block_on(faultbridge_bus::dbus::client::connect(&bus, None))?;
         match zbus::block_on(
             conn.request_name_with_flags(UPGRADE_SIDE_NAME, RequestNameFlags::DO_NOT_QUEUE),
@@ -157,58 +148,215 @@ pub fn run(config: &Config) -> Result<(), Box<dyn std::error::Error + Send + Syn
             _ => return Err(format!("{UPGRADE_SIDE_NAME} is owned by another process").into()),
         }
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let e = UpgradeExport::start(&conn, backend.clone(), rx)?;
-        export = Some((conn, e, tx));
+        let export = UpgradeExport::start(&conn, backend, rx)?;
+        Ok(Some(SideExport { conn, export, tx }))
     }
+
+    fn stop(self) {
+        drop(self.tx);
+        self.export.join();
+        let _ = zbus::block_on(self.conn.release_name(UPGRADE_SIDE_NAME));
+        let _ = zbus::block_on(self.conn.close());
+    }
+}
+
+/// What this side runs once it acts.
+struct Acting {
+    service: Option<Service>,
+    upgrade: super::Upgrade,
+}
+
+/// Runs the Upgrade side until the Production side says exit or goes, or,
+/// once it has taken over, until it is stopped like the daemon.
+pub fn run(config: &Config, config_path: Option<&Path>) -> Result<(), DynError> {
+    let signals = block_stop_signals()?;
+    let mut bridge = Bridge::open(&passive(config))?;
+    let seqs = bridge
+        .set_passive()
+        .ok_or("the bridge was running before it could be made passive")?;
+    bridge.run()?;
+    let backend = Arc::new(SideBackend { seqs: seqs.clone() });
+    // Inspectable on the bus under a name of its own; no Fault signals.
+    let side_export = SideExport::start(config, backend.clone())?;
+    let stdin: OwnedFd = std::io::stdin().as_fd().try_clone_to_owned()?;
+    let mut chan = Channel::new(
+        UnixStream::from(stdin),
+        nix::unistd::getppid().as_raw() as u32,
+    );
     eprintln!(
         "faultbridge: Upgrade side {} (pid {}) receiving; acting on nothing",
         version(),
         std::process::id()
     );
-    let mut out = std::io::stdout().lock();
-    say(
-        &mut out,
-        &FromUpgrade::Ready {
-            handover_version: HANDOVER_VERSION,
+    chan.send(
+        &Msg::Ready {
             version: version().into(),
             pid: std::process::id(),
         },
+        &[],
     )?;
-    let stdin = std::io::stdin();
-    for line in stdin.lock().lines() {
-        let Ok(line) = line else { break };
-        let reply = match serde_json::from_str::<ToUpgrade>(line.trim()) {
-            Ok(ToUpgrade::Status { .. }) => FromUpgrade::Status {
-                handover_version: HANDOVER_VERSION,
-                status: backend.peer_status(),
+    let config = Arc::new(config.clone());
+    let mut acting = None;
+    loop {
+        let (m, fds) = match chan.recv(None) {
+            Ok(x) => x,
+            Err(_) => break,
+        };
+        let reply = match m {
+            Msg::Status => Msg::StatusIs {
+                status: backend.peer_status(false),
             },
-            Ok(ToUpgrade::Exit { .. }) => {
-                let _ = say(
-                    &mut out,
-                    &FromUpgrade::Bye {
-                        handover_version: HANDOVER_VERSION,
-                    },
-                );
+            Msg::Exit => {
+                let _ = chan.send(&Msg::Bye, &[]);
                 break;
             }
-            Err(e) => FromUpgrade::Refused {
-                handover_version: HANDOVER_VERSION,
-                message: format!("unreadable request ({e})"),
+            Msg::HandOver { state } => {
+                match take_over(&mut bridge, &config, config_path, state, fds) {
+                    Ok(a) => {
+                        acting = Some(a);
+                        break;
+                    }
+                    Err(message) => Msg::Refused {
+                        message: message.to_string(),
+                    },
+                }
+            }
+            other => Msg::Refused {
+                message: format!("{other:?} is not served by the Upgrade side before Merge"),
             },
         };
-        if say(&mut out, &reply).is_err() {
+        if chan.send(&reply, &[]).is_err() {
             break;
         }
     }
-    if let Some((conn, e, tx)) = export {
-        drop(tx);
-        e.join();
-        let _ = zbus::block_on(conn.release_name(UPGRADE_SIDE_NAME));
+    let Some(acting) = acting else {
+        if let Some(e) = side_export {
+            e.stop();
+        }
+        let _ = bridge.shutdown();
+        eprintln!(
+            "faultbridge: Upgrade side (pid {}) exits",
+            std::process::id()
+        );
+        return Ok(());
+    };
+    // Acting: the read-only name goes (the next upgrade's new side takes it).
+    if let Some(e) = side_export {
+        e.stop();
     }
-    let _ = bridge.shutdown();
-    eprintln!(
-        "faultbridge: Upgrade side (pid {}) exits",
-        std::process::id()
+    let pid = std::process::id();
+    chan.send(
+        &Msg::Took {
+            status: backend.peer_status(true),
+        },
+        &[],
+    )?;
+    eprintln!("faultbridge: Upgrade side (pid {pid}) acts now");
+    // The old side's Merge step ends (its start and backup actions).
+    let coordinator = acting.upgrade.coordinator.clone();
+    match chan.recv(None) {
+        Ok((Msg::MergeDone { ok, message }, _)) => coordinator.merge_done(ok, &message),
+        Ok((other, _)) => coordinator.merge_done(
+            false,
+            &format!("the old side sent {other:?} instead of the end of its Merge step"),
+        ),
+        Err(e) => coordinator.merge_done(false, &e),
+    }
+    let local = Local {
+        control: bridge.control(),
+        settler: acting.service.as_ref().map(Service::settler),
+        config: config.clone(),
+    };
+    let conn = acting.service.as_ref().and_then(Service::connection);
+    let release_name = Box::new(move || match &conn {
+        Some(c) => zbus::block_on(c.release_name(BUS_NAME))
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        None => Ok(()),
+    });
+    coordinator.replace_sides(Box::new(NewSides::new(
+        chan,
+        local,
+        config_path.map(Path::to_path_buf),
+        release_name,
+    )));
+    let keepalive_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let keepalive = crate::systemd::spawn_keepalive(
+        bridge.control(),
+        bridge.counters(),
+        bridge.monitors(),
+        acting.service.as_ref().map(Service::health),
+        keepalive_stop.clone(),
     );
+    let sig = signals.wait()?;
+    if super::handed_over() {
+        eprintln!("faultbridge: acting handed back to the old side: exiting (pid {pid})");
+    } else {
+        eprintln!("faultbridge: {sig}: stopping");
+        crate::systemd::stopping();
+    }
+    keepalive_stop.store(true, std::sync::atomic::Ordering::Release);
+    if let Some(k) = keepalive {
+        let _ = k.join();
+    }
+    acting.upgrade.stop();
+    let stats = bridge.shutdown();
+    if let Some(s) = acting.service {
+        s.stop();
+    }
+    eprintln!("{stats}");
     Ok(())
+}
+
+/// Takes acting over: the sources handed over, history, the bus name,
+/// the upgrade's coordinator, then the ingest loop reads on.
+fn take_over(
+    bridge: &mut Bridge,
+    config: &Arc<Config>,
+    config_path: Option<&Path>,
+    state: HandOverState,
+    fds: Vec<OwnedFd>,
+) -> Result<Acting, DynError> {
+    let boundary = state.boundary();
+    let taken = taken(state, fds, config)?;
+    bridge.start_history(config)?;
+    let service = match crate::dbus::bus_address(&config.bus) {
+        Some(bus) => {
+            let mut opts = ServiceOptions::new(bus);
+            opts.take_name = true;
+            Some(crate::dbus::start(bridge, &opts, config.ingest.queue)?)
+        }
+        None => None,
+    };
+    let settings = Settings {
+        config_path: config_path.map(PathBuf::from),
+        history_path: bridge.history_path().map(Path::to_path_buf),
+        upgrade: config.upgrade.clone(),
+    };
+    let coordinator = Coordinator::resume(
+        settings,
+        bridge.activity(),
+        Box::new(Waiting),
+        Side::Upgrade,
+        Machine::restore(UpgradeState::Merge, Operational::Busy),
+    );
+    let export = match service.as_ref().and_then(Service::connection) {
+        Some(conn) => Some(super::bus::export(&conn, coordinator.clone())?),
+        None => None,
+    };
+    bridge.control().take_over(taken)?;
+    coordinator.note(
+        crate::activity::ActivitySeverity::Information,
+        format!(
+            "this side (pid {}) acts from the record after the old side's last: {boundary}",
+            std::process::id()
+        ),
+    );
+    Ok(Acting {
+        service,
+        upgrade: super::Upgrade {
+            coordinator,
+            export,
+        },
+    })
 }

@@ -332,6 +332,16 @@ impl Machine {
         }
     }
 
+    /// A machine Broken in `state`, `retry` running `steps`.
+    pub fn failed(state: UpgradeState, steps: Vec<Step>) -> Machine {
+        Machine {
+            state,
+            operational: Operational::Broken,
+            retry: steps,
+            pending: Vec::new(),
+        }
+    }
+
     /// Puts the machine where a hand-over says the upgrade is (the Upgrade
     /// side takes over the state at Merge).
     pub fn restore(state: UpgradeState, operational: Operational) -> Machine {

@@ -1,0 +1,383 @@
+//! A live upgrade under steady traffic, through the real binaries (the
+//! running build and a second one with another version string) on a
+//! private bus: the driver simulator sends all along; a few hundred
+//! monitors each trip exactly once at moments spread over the upgrade.
+//! Afterwards every monitor's action ran exactly once, on the side that
+//! was acting at its record's sequence; the history database holds every
+//! record once; a D-Bus `watch` running across the hand-overs saw every
+//! record or a `Lost` naming it; the old side's in-process subscriber saw
+//! exactly the records it acted on. Through Commit, and with an abort from
+//! Split and from Merge (the old side acts again, nothing lost or doubled).
+#![allow(clippy::unwrap_used)]
+
+use faultbridge::sim::{FaultSpec, Simulator};
+use faultbridge_ffi::wire::record::Category;
+use faultbridge_tests::dbus::{BusPolicy, LineReader, client, daemon_config, private_bus};
+use faultbridge_tests::{Daemon, TempDir, binary, private_netns};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const MONITORS: usize = 200;
+const T: Duration = Duration::from_secs(30);
+
+fn next_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_faultbridge-next"))
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn upgrade(bus: &str, args: &[&str]) -> Value {
+    let mut a = vec!["upgrade"];
+    a.extend_from_slice(args);
+    a.push("--json");
+    let o = client(bus, &a);
+    assert!(o.status.success(), "upgrade {args:?}: {}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)))
+}
+
+fn at(s: &Value) -> (&str, &str) {
+    (
+        s["state"].as_str().unwrap(),
+        s["operational"].as_str().unwrap(),
+    )
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + T;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Ends a process this test did not start directly (the Upgrade side is
+/// detached in a session of its own).
+struct Reaper(Option<u32>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let p = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while alive(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    Commit,
+    AbortFromSplit,
+    AbortFromMerge,
+}
+
+/// The simulator, sending on its own thread: per round a filler record
+/// (no monitor matches it) and the trip of the next monitor, until every
+/// monitor has tripped; `tripped` counts them, `last` is the last sequence.
+struct Sender {
+    tripped: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Sender {
+    fn start(mut sim: Simulator, pace: Duration) -> Sender {
+        let tripped = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (t, s) = (tripped.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut last = 0;
+            let mut i = 0;
+            while i < MONITORS || !s.load(Ordering::Acquire) {
+                last = sim.send(&FaultSpec::new(Category::Nic, "filler")).unwrap();
+                if i < MONITORS {
+                    last = sim
+                        .send(&FaultSpec::new(Category::Nic, &format!("dev{i}")))
+                        .unwrap();
+                    i += 1;
+                    t.store(i, Ordering::Release);
+                }
+                std::thread::sleep(pace);
+            }
+            last
+        });
+        Sender {
+            tripped,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn wait_tripped(&self, n: usize) {
+        wait_until(&format!("{n} trips sent"), || {
+            self.tripped.load(Ordering::Acquire) >= n
+        });
+    }
+
+    /// Waits for every trip, stops, and returns the last sequence sent.
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Release);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+fn config(bus: &faultbridge_tests::dbus::PrivateBus, acted: &Path, db: &Path) -> String {
+    let mut extra = format!("[history]\npath = \"{}\"\n", db.display());
+    for i in 0..MONITORS {
+        extra.push_str(&format!(
+            r#"
+[[monitor]]
+name = "mrw{i}"
+category = "NIC"
+keyword = "dev{i}"
+adapter = "exec"
+command = '''/bin/sh -c 'echo "$FAULTBRIDGE_MONITOR $FAULTBRIDGE_SEQUENCE $PPID" >> {acted}' '''
+"#,
+            acted = acted.display()
+        ));
+    }
+    daemon_config(bus, &extra)
+}
+
+/// Sequences recorded in the history database, with how often.
+fn history(db: &Path) -> BTreeMap<u64, usize> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut st = conn
+        .prepare("SELECT sequence FROM events WHERE kind = 'fault' AND source = 'expdrv'")
+        .unwrap();
+    let mut m = BTreeMap::new();
+    for s in st.query_map([], |r| r.get::<_, i64>(0)).unwrap() {
+        *m.entry(s.unwrap() as u64).or_insert(0) += 1;
+    }
+    m
+}
+
+fn zero_loss(end: End) {
+    private_netns();
+    let bus = private_bus(BusPolicy::Open);
+    let a = bus.address().to_string();
+    let dir = TempDir::new("upgrade-merge");
+    let acted = dir.path().join("acted");
+    let db = dir.path().join("history.db");
+    let mut daemon = Daemon::start(&config(&bus, &acted, &db));
+    let old_pid = daemon.child.id();
+    let mut watch = std::process::Command::new(binary());
+    watch.args(["watch", "--json", "--bus", &a]);
+    let watch = LineReader::spawn(watch);
+    let mut dbus_seen: BTreeSet<u64> = BTreeSet::new();
+    let mut dbus_lost: Vec<(u64, u64)> = Vec::new();
+    let take = |v: &Value, seen: &mut BTreeSet<u64>, lost: &mut Vec<(u64, u64)>| match v["type"]
+        .as_str()
+    {
+        Some("fault") => {
+            let s = v["sequence"].as_u64().unwrap();
+            assert!(seen.insert(s), "D-Bus: record #{s} twice");
+        }
+        Some("lost") => lost.push((
+            v["first_sequence"].as_u64().unwrap(),
+            v["last_sequence"].as_u64().unwrap(),
+        )),
+        _ => {}
+    };
+    // The watcher's match rules are in place once it has seen a record:
+    // D-Bus coverage is checked from that one on.
+    let mut sim = Simulator::new(2, 1).unwrap();
+    let deadline = Instant::now() + T;
+    while dbus_seen.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "watch saw nothing: {}",
+            watch.stderr()
+        );
+        sim.send(&FaultSpec::new(Category::Nic, "warm-up")).unwrap();
+        for v in watch.until_json(Duration::from_millis(200), |v| v["type"] == "fault") {
+            take(&v, &mut dbus_seen, &mut dbus_lost);
+        }
+    }
+    let dbus_first = *dbus_seen.iter().next().unwrap();
+    let sender = Sender::start(sim, Duration::from_millis(4));
+    let next = next_binary();
+    let mut reaper = Reaper(None);
+    sender.wait_tripped(MONITORS / 5);
+    let s = upgrade(&a, &["split", "--new-binary", next.to_str().unwrap()]);
+    assert_eq!(at(&s), ("Split", "Ready"), "{s}");
+    let new_pid = s["peer"]["pid"].as_u64().unwrap() as u32;
+    reaper.0 = Some(new_pid);
+    sender.wait_tripped(2 * MONITORS / 5);
+    match end {
+        End::AbortFromSplit => {
+            let s = upgrade(&a, &["abort"]);
+            assert_eq!(at(&s), ("Abort", "Ready"), "{s}");
+            wait_until("the Upgrade side to exit", || !alive(new_pid));
+        }
+        End::Commit | End::AbortFromMerge => {
+            let s = upgrade(&a, &["merge"]);
+            assert_eq!(at(&s), ("Merge", "Ready"), "{s}");
+            // The name moved: the Upgrade side answers, the old one is its peer.
+            assert_eq!(s["side"], "Upgrade", "{s}");
+            assert_eq!(s["pid"].as_u64(), Some(u64::from(new_pid)), "{s}");
+            assert!(s["version"].as_str().unwrap().ends_with("+next"), "{s}");
+            assert_eq!(s["peer"]["pid"].as_u64(), Some(u64::from(old_pid)), "{s}");
+            sender.wait_tripped(3 * MONITORS / 5);
+            if end == End::Commit {
+                let s = upgrade(&a, &["commit"]);
+                assert_eq!(at(&s), ("Commit", "Ready"), "{s}");
+                wait_until("the old side to exit", || {
+                    daemon.child.try_wait().unwrap().is_some()
+                });
+            } else {
+                let s = upgrade(&a, &["abort"]);
+                assert_eq!(at(&s), ("Abort", "Ready"), "{s}");
+                assert_eq!(s["side"], "Production", "{s}");
+                wait_until("the Upgrade side to exit", || !alive(new_pid));
+            }
+        }
+    }
+    let last = sender.finish();
+    let s = upgrade(&a, &["finish"]);
+    assert_eq!(at(&s), ("Idle", "Ready"), "{s}");
+    let acting_pid = if end == End::Commit { new_pid } else { old_pid };
+    assert_eq!(s["pid"].as_u64(), Some(u64::from(acting_pid)), "{s}");
+
+    // Every action exactly once, and by whom.
+    let mut by_monitor: BTreeMap<String, Vec<(u64, u32)>> = BTreeMap::new();
+    wait_until("every action", || {
+        std::fs::read_to_string(&acted)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            >= MONITORS
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    for l in std::fs::read_to_string(&acted).unwrap().lines() {
+        let f: Vec<&str> = l.split(' ').collect();
+        by_monitor
+            .entry(f[0].to_string())
+            .or_default()
+            .push((f[1].parse().unwrap(), f[2].parse().unwrap()));
+    }
+    assert_eq!(by_monitor.len(), MONITORS, "{by_monitor:?}");
+    for (m, runs) in &by_monitor {
+        assert_eq!(runs.len(), 1, "{m} acted {runs:?}");
+    }
+
+    // History: every record once (the warm-up's included).
+    wait_until("the history to hold every record", || {
+        history(&db).len() as u64 >= last
+    });
+    let h = history(&db);
+    let want: Vec<u64> = (1..=last).collect();
+    assert_eq!(h.keys().copied().collect::<Vec<_>>(), want, "history");
+    assert!(h.values().all(|&n| n == 1), "a record recorded twice");
+
+    // D-Bus: every record, or a Lost naming it.
+    let covered = |seen: &BTreeSet<u64>, lost: &[(u64, u64)]| {
+        (dbus_first..=last)
+            .all(|s| seen.contains(&s) || lost.iter().any(|&(a, b)| a <= s && s <= b))
+    };
+    let deadline = Instant::now() + T;
+    while !covered(&dbus_seen, &dbus_lost) && Instant::now() < deadline {
+        for v in watch.until_json(Duration::from_millis(200), |_| false) {
+            take(&v, &mut dbus_seen, &mut dbus_lost);
+        }
+    }
+    let missing: Vec<u64> = (dbus_first..=last)
+        .filter(|s| !dbus_seen.contains(s) && !dbus_lost.iter().any(|&(a, b)| a <= *s && *s <= b))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "D-Bus watch missed {missing:?} without a Lost (lost: {dbus_lost:?})\nwatch stderr: {}",
+        watch.stderr()
+    );
+
+    // The old side's in-process subscriber (`run --print json`): each
+    // record once, never a loss, and exactly the records it acted on.
+    let printed: Vec<Value> = daemon.until(Duration::from_millis(500), |_| false);
+    let mut old_seen = BTreeSet::new();
+    for v in &printed {
+        assert_ne!(v["type"], "lost", "the old side lost records: {v}");
+        if v["type"] == "fault" {
+            assert!(old_seen.insert(v["sequence"].as_u64().unwrap()), "{v}");
+        }
+    }
+    for (m, runs) in &by_monitor {
+        let (seq, pid) = runs[0];
+        if pid == old_pid {
+            assert!(
+                old_seen.contains(&seq),
+                "{m}: the old side acted on #{seq} it did not publish"
+            );
+        } else {
+            assert_eq!(pid, new_pid, "{m}: acted by pid {pid}");
+            assert!(
+                !old_seen.contains(&seq),
+                "{m}: #{seq} published by the old side, acted by the new"
+            );
+        }
+    }
+    let new_acts = by_monitor.values().filter(|r| r[0].1 == new_pid).count();
+    match end {
+        End::AbortFromSplit => assert_eq!(new_acts, 0, "the Upgrade side acted before Merge"),
+        // Trips were sent before and after the hand-over: both sides acted.
+        _ => assert!(
+            new_acts > 0 && new_acts < MONITORS,
+            "new side acted {new_acts} times"
+        ),
+    }
+    if end == End::Commit {
+        // The old side acted on a prefix, the new one on the rest.
+        let old_max = old_seen.iter().max().copied().unwrap_or(0);
+        assert!(
+            (1..=old_max).all(|s| old_seen.contains(&s)) && old_seen.len() as u64 == old_max,
+            "the old side published a gap"
+        );
+        for runs in by_monitor.values() {
+            let (seq, pid) = runs[0];
+            assert_eq!(
+                pid == old_pid,
+                seq <= old_max,
+                "#{seq} acted by {pid}, boundary {old_max}"
+            );
+        }
+    } else {
+        drop(reaper);
+        let _ = daemon.stop();
+    }
+}
+
+#[test]
+fn zero_loss_through_split_merge_and_commit() {
+    zero_loss(End::Commit);
+}
+
+#[test]
+fn zero_loss_with_abort_from_split() {
+    zero_loss(End::AbortFromSplit);
+}
+
+#[test]
+fn zero_loss_with_abort_from_merge() {
+    zero_loss(End::AbortFromMerge);
+}
