@@ -416,7 +416,10 @@ impl Sides for ProcessSides {
         if let Some(c) = &self.config {
             cmd.arg("--config").arg(c);
         }
+        // Its own watchdog keep-alives count under systemd once it is the
+        // main process (WATCHDOG_PID names this one).
         cmd.current_dir("/")
+            .env_remove("WATCHDOG_PID")
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::from(OwnedFd::from(theirs_out)))
             .stderr(Stdio::inherit());
