@@ -66,6 +66,17 @@ pub fn start(
     opts: &ServiceOptions,
     queue: usize,
 ) -> Result<Service, DbusStartError> {
+    start_with_hooks(bridge, opts, queue, Vec::new())
+}
+
+/// Like [`start`], with `hooks` run on every connection before the name is
+/// asked for (more interfaces on the bridge's object).
+pub fn start_with_hooks(
+    bridge: &Bridge,
+    opts: &ServiceOptions,
+    queue: usize,
+    hooks: Vec<faultbridge_bus::dbus::ConnectHook>,
+) -> Result<Service, DbusStartError> {
     let sub = bridge
         .subscribe(
             SubscribeOptions::new("dbus")
@@ -77,7 +88,9 @@ pub fn start(
     let view = bridge.monitors();
     let changes = view.listen(1024);
     let backend = Arc::new(BridgeBackend::new(bridge));
-    Ok(Service::start(opts, backend, sub, changes)?)
+    Ok(Service::start_with_hooks(
+        opts, backend, sub, changes, hooks,
+    )?)
 }
 
 /// Answers the D-Bus service from a running bridge.

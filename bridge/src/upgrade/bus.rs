@@ -95,8 +95,43 @@ impl UpgradeBackend for CoordinatorBackend {
     }
 }
 
-/// Exports `org.faultbridge.Upgrade1` for `coordinator` on `conn`.
-pub fn export(conn: &Connection, coordinator: Arc<Coordinator>) -> zbus::Result<UpgradeExport> {
+/// Exports `org.faultbridge.Upgrade1` for `coordinator` on `service`'s
+/// connection, and again on each connection it makes after the bus was
+/// lost; `StateChanged` goes out on the connection of the moment.
+pub fn export_on(
+    service: &faultbridge_bus::dbus::Service,
+    coordinator: Arc<Coordinator>,
+) -> zbus::Result<UpgradeExport> {
+    let conn = service
+        .connection()
+        .ok_or_else(|| zbus::Error::Failure("the bus is down".into()))?;
+    let hook = hook(&coordinator);
+    hook(&conn)?;
+    service.on_connect(hook);
+    signals_on(service, &coordinator)
+}
+
+/// What exports `org.faultbridge.Upgrade1` for `coordinator` on a
+/// connection (for [`faultbridge_bus::dbus::Service::start_with_hooks`]).
+pub fn hook(coordinator: &Arc<Coordinator>) -> faultbridge_bus::dbus::ConnectHook {
+    let backend: Arc<dyn faultbridge_bus::dbus::upgrade1::UpgradeBackend> =
+        Arc::new(CoordinatorBackend(coordinator.clone()));
+    Arc::new(move |c: &Connection| UpgradeExport::serve(c, backend.clone()))
+}
+
+/// `StateChanged` for `coordinator`, on `service`'s connection of the moment.
+pub fn signals_on(
+    service: &faultbridge_bus::dbus::Service,
+    coordinator: &Coordinator,
+) -> zbus::Result<UpgradeExport> {
+    let health = service.health();
+    UpgradeExport::signals_following(changes_of(coordinator)?, move || health.connection())
+}
+
+/// The coordinator's state changes as `StateChanged` arguments.
+fn changes_of(
+    coordinator: &Coordinator,
+) -> zbus::Result<crossbeam_channel::Receiver<UpgradeChange>> {
     let changes = coordinator.listen();
     let (tx, rx) = crossbeam_channel::bounded(256);
     std::thread::Builder::new()
@@ -114,5 +149,5 @@ pub fn export(conn: &Connection, coordinator: Arc<Coordinator>) -> zbus::Result<
             }
         })
         .map_err(|e| zbus::Error::Failure(format!("cannot start a thread: {e}")))?;
-    UpgradeExport::start(conn, Arc::new(CoordinatorBackend(coordinator)), rx)
+    Ok(rx)
 }

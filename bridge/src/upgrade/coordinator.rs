@@ -365,7 +365,12 @@ impl Coordinator {
                     format!("{} failed: {why}; retry it or abort", step.name()),
                 ),
             }
-            self.tell(self.state());
+            // Between two steps of one request the upgrade stays Busy:
+            // nothing to tell until the next step starts.
+            let now = self.state();
+            if now.operational != Operational::Busy || result.is_err() {
+                self.tell(now);
+            }
             if result.is_err() {
                 break;
             }

@@ -76,10 +76,7 @@ pub fn start(
         Some(local),
     ));
     let coordinator = Coordinator::new(settings, bridge.activity(), sides);
-    let conn = service
-        .connection()
-        .ok_or_else(|| zbus::Error::Failure("the bus is down".into()))?;
-    let export = bus::export(&conn, coordinator.clone())?;
+    let export = bus::export_on(service, coordinator.clone())?;
     Ok(Upgrade {
         coordinator,
         export: Some(export),

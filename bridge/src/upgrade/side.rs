@@ -320,14 +320,6 @@ fn take_over(
     let boundary = state.boundary();
     let taken = taken(state, fds, config)?;
     bridge.start_history(config)?;
-    let service = match crate::dbus::bus_address(&config.bus) {
-        Some(bus) => {
-            let mut opts = ServiceOptions::new(bus);
-            opts.take_name = true;
-            Some(crate::dbus::start(bridge, &opts, config.ingest.queue)?)
-        }
-        None => None,
-    };
     let settings = Settings {
         config_path: config_path.map(PathBuf::from),
         history_path: bridge.history_path().map(Path::to_path_buf),
@@ -340,8 +332,23 @@ fn take_over(
         Side::Upgrade,
         Machine::restore(UpgradeState::Merge, Operational::Busy),
     );
-    let export = match service.as_ref().and_then(Service::connection) {
-        Some(conn) => Some(super::bus::export(&conn, coordinator.clone())?),
+    // Upgrade1 is on the connection before the name moves to it, so a
+    // client waiting for the merge always finds it.
+    let service = match crate::dbus::bus_address(&config.bus) {
+        Some(bus) => {
+            let mut opts = ServiceOptions::new(bus);
+            opts.take_name = true;
+            Some(crate::dbus::start_with_hooks(
+                bridge,
+                &opts,
+                config.ingest.queue,
+                vec![super::bus::hook(&coordinator)],
+            )?)
+        }
+        None => None,
+    };
+    let export = match &service {
+        Some(s) => Some(super::bus::signals_on(s, &coordinator)?),
         None => None,
     };
     bridge.control().take_over(taken)?;

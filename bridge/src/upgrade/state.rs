@@ -316,11 +316,17 @@ impl Machine {
         Some(s)
     }
 
-    /// The step in progress ended. A success leaves Ready (Finish: Idle);
-    /// a failure leaves Broken, the rest of the request kept for `retry`.
+    /// The step in progress ended. A success leaves Ready (Finish: Idle),
+    /// or Busy while the request has more steps (a client waiting for the
+    /// request never sees it Ready half-way); a failure leaves Broken, the
+    /// rest of the request kept for `retry`.
     pub fn step_done(&mut self, step: Step, ok: bool) {
         if ok {
-            self.operational = Operational::Ready;
+            self.operational = if self.pending.is_empty() {
+                Operational::Ready
+            } else {
+                Operational::Busy
+            };
             if step == Step::Finish {
                 self.state = UpgradeState::Idle;
             }

@@ -119,4 +119,9 @@ impl BusHealth {
     pub fn down_for(&self) -> Option<Duration> {
         self.0.down_for()
     }
+
+    /// The connection of the moment (`None` while the bus is down).
+    pub fn connection(&self) -> Option<zbus::Connection> {
+        self.0.current()
+    }
 }

@@ -79,7 +79,7 @@ pub use names::{
     BUS_NAME, ERROR_PREFIX, INTERFACE, MONITOR_INTERFACE, MONITOR_PATH_PREFIX, OBJECT_PATH,
     PROPERTIES_INTERFACE, escape_label, monitor_path, unescape_label,
 };
-pub use service::{DbusStats, Service, ServiceOptions, Settler};
+pub use service::{ConnectHook, DbusStats, Service, ServiceOptions, Settler};
 
 use std::collections::HashMap;
 use std::fmt;

@@ -222,6 +222,7 @@ impl DbusStats {
 #[derive(Debug)]
 pub struct Service {
     probe: crate::fanout::BacklogProbe,
+    hooks: Arc<Hooks>,
     link: Arc<Link>,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
@@ -288,11 +289,35 @@ fn is_access_denied(e: &zbus::Error) -> bool {
     }
 }
 
+/// Exports more objects on a new connection (before the name is asked
+/// for): interfaces added beside the bridge's, after a reconnection.
+pub type ConnectHook = Arc<dyn Fn(&Connection) -> zbus::Result<()> + Send + Sync>;
+
+/// The hooks of a service.
+#[derive(Default)]
+struct Hooks(std::sync::Mutex<Vec<ConnectHook>>);
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hooks")
+    }
+}
+
+impl Hooks {
+    fn all(&self) -> Vec<ConnectHook> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
 /// What a connection is made of: the objects to export on it.
 #[derive(Clone)]
 struct Objects {
     bus: BusAddress,
     take_name: bool,
+    hooks: Arc<Hooks>,
     backend: Arc<dyn Backend>,
     counters: Arc<Counters>,
     gates: Arc<Gates>,
@@ -304,7 +329,7 @@ impl Objects {
     /// Connects, exports the bridge object and one object per monitor, and
     /// owns `org.faultbridge.Bridge1`.
     fn connect(&self) -> Result<Connection, ServiceError> {
-        zbus::block_on(async {
+        let conn = zbus::block_on(async {
             let conn = super::client::build_within(connect_builder(&self.bus), START_TIMEOUT)
                 .await
                 .map_err(|source| ServiceError::Connect {
@@ -340,6 +365,12 @@ impl Objects {
                     .await
                     .map_err(ServiceError::Export)?;
             }
+            Ok::<Connection, ServiceError>(conn)
+        })?;
+        for h in self.hooks.all() {
+            h(&conn).map_err(ServiceError::Export)?;
+        }
+        zbus::block_on(async {
             // Replacement allowed, and queued when replaced: a live
             // upgrade's new side takes the name at once, and gives it back
             // to this connection at once if it ends (abort).
@@ -446,6 +477,22 @@ impl Service {
     where
         T: Into<MonitorUpdate> + Send + 'static,
     {
+        Service::start_with_hooks(opts, backend, faults, changes, Vec::new())
+    }
+
+    /// Like [`Service::start`], `hooks` run on the first connection too,
+    /// before the name is asked for (see [`Service::on_connect`]): whoever
+    /// reaches the name finds what they export.
+    pub fn start_with_hooks<T>(
+        opts: &ServiceOptions,
+        backend: Arc<dyn Backend>,
+        faults: Subscription,
+        changes: Receiver<T>,
+        hooks: Vec<ConnectHook>,
+    ) -> Result<Service, ServiceError>
+    where
+        T: Into<MonitorUpdate> + Send + 'static,
+    {
         let counters = Arc::new(Counters::default());
         let monitors = backend.monitors();
         let paths = monitors
@@ -454,9 +501,11 @@ impl Service {
             .collect::<Result<Vec<_>, _>>()
             .map_err(ServiceError::Export)?;
         let probe = faults.probe();
+        let hooks = Arc::new(Hooks(std::sync::Mutex::new(hooks)));
         let objects = Objects {
             bus: opts.bus.clone(),
             take_name: opts.take_name,
+            hooks: hooks.clone(),
             backend: backend.clone(),
             counters: counters.clone(),
             gates: Arc::new(Gates::default()),
@@ -514,6 +563,7 @@ impl Service {
             .map_err(ServiceError::Thread)?;
         Ok(Service {
             probe,
+            hooks,
             link,
             counters,
             stop,
@@ -530,6 +580,17 @@ impl Service {
     /// far has gone out as a signal (see [`Settler::settle`]).
     pub fn settle(&self, timeout: Duration) -> bool {
         self.settler().settle(timeout)
+    }
+
+    /// Runs `hook` on every connection made from now on (after a lost
+    /// bus comes back), before the name is asked for; a hook that fails
+    /// fails that connection, which is then tried again.
+    pub fn on_connect(&self, hook: ConnectHook) {
+        self.hooks
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(hook);
     }
 
     /// A handle to [`Settler::settle`] from elsewhere.

@@ -196,18 +196,38 @@ impl UpgradeExport {
         backend: Arc<dyn UpgradeBackend>,
         changes: Receiver<UpgradeChange>,
     ) -> zbus::Result<UpgradeExport> {
-        zbus::block_on(
-            conn.object_server()
-                .at(OBJECT_PATH, UpgradeObject { backend }),
-        )?;
         let conn = conn.clone();
+        UpgradeExport::start_following(&conn.clone(), backend, changes, move || Some(conn.clone()))
+    }
+
+    /// Like [`UpgradeExport::start`], each `StateChanged` sent on the
+    /// connection `current` gives at that moment (the service's after a
+    /// reconnection, where [`UpgradeExport::serve`] exports the object again).
+    pub fn start_following(
+        conn: &Connection,
+        backend: Arc<dyn UpgradeBackend>,
+        changes: Receiver<UpgradeChange>,
+        current: impl Fn() -> Option<Connection> + Send + 'static,
+    ) -> zbus::Result<UpgradeExport> {
+        UpgradeExport::serve(conn, backend)?;
+        UpgradeExport::signals_following(changes, current)
+    }
+
+    /// Only the `StateChanged` signals, on the connection `current` gives
+    /// (the object is exported by [`UpgradeExport::serve`], say from a
+    /// service's connect hook).
+    pub fn signals_following(
+        changes: Receiver<UpgradeChange>,
+        current: impl Fn() -> Option<Connection> + Send + 'static,
+    ) -> zbus::Result<UpgradeExport> {
         let thread = std::thread::Builder::new()
             .name("fb-dbus-upgrade".into())
             .spawn(move || {
-                let Ok(emitter) = SignalEmitter::new(&conn, OBJECT_PATH) else {
-                    return;
-                };
                 for c in changes {
+                    let Some(conn) = current() else { continue };
+                    let Ok(emitter) = SignalEmitter::new(&conn, OBJECT_PATH) else {
+                        continue;
+                    };
                     let _ = zbus::block_on(UpgradeObject::state_changed(
                         &emitter,
                         &c.state,
@@ -222,6 +242,15 @@ impl UpgradeExport {
         Ok(UpgradeExport {
             thread: Some(thread),
         })
+    }
+
+    /// Adds the `org.faultbridge.Upgrade1` object on `conn` (no signals).
+    pub fn serve(conn: &Connection, backend: Arc<dyn UpgradeBackend>) -> zbus::Result<()> {
+        zbus::block_on(
+            conn.object_server()
+                .at(OBJECT_PATH, UpgradeObject { backend }),
+        )?;
+        Ok(())
     }
 
     /// Waits for the signal thread (after the change channel closed).
