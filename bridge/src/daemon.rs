@@ -119,6 +119,8 @@ pub struct Released {
     pub monitors: Vec<crate::monitor::HandedMonitor>,
     /// The sequence the next `Notify` would have been given.
     pub notify_next: u64,
+    /// When acting stopped (CLOCK_MONOTONIC).
+    pub released_at_ns: u64,
 }
 
 /// What a bridge takes over at a live upgrade.
@@ -127,6 +129,8 @@ pub struct Taken {
     pub sources: Vec<Box<dyn IngestSource>>,
     pub monitors: Vec<crate::monitor::HandedMonitor>,
     pub notify_next: u64,
+    /// When the other side stopped acting (CLOCK_MONOTONIC; 0: unknown).
+    pub released_at_ns: u64,
 }
 
 /// A cloneable handle for sending requests to the ingest thread.
@@ -795,6 +799,7 @@ impl Ingest {
             sources: handed,
             monitors: self.monitors.snapshot(),
             notify_next: self.notify.next_sequence(),
+            released_at_ns: faultbridge_ffi::sys::monotonic_ns(),
         })
     }
 

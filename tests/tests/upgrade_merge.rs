@@ -240,6 +240,19 @@ fn zero_loss(end: End) {
             assert_eq!(s["pid"].as_u64(), Some(u64::from(new_pid)), "{s}");
             assert!(s["version"].as_str().unwrap().ends_with("+next"), "{s}");
             assert_eq!(s["peer"]["pid"].as_u64(), Some(u64::from(old_pid)), "{s}");
+            // How long acting paused, and every step's time so far.
+            assert!(s["acting_gap_ns"].as_u64().unwrap() > 0, "{s}");
+            for step in [
+                "PrepareSplit",
+                "ExecuteSplit",
+                "PrepareMerge",
+                "ExecuteMerge",
+            ] {
+                assert!(
+                    s["step_times_ns"][step].as_u64().unwrap() > 0,
+                    "{step}: {s}"
+                );
+            }
             sender.wait_tripped(3 * MONITORS / 5);
             if end == End::Commit {
                 let s = upgrade(&a, &["commit"]);

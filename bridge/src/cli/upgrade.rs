@@ -160,6 +160,17 @@ pub fn status_text(j: &Value) -> String {
             let _ = writeln!(out);
         }
     }
+    if let Some(gap) = j
+        .get("acting_gap_ns")
+        .and_then(Value::as_u64)
+        .filter(|&g| g > 0)
+    {
+        let _ = writeln!(
+            out,
+            "acting paused {:.3} ms when it last moved to this side",
+            gap as f64 / 1e6
+        );
+    }
     if let Some(a) = j.get("activity").and_then(Value::as_array) {
         if !a.is_empty() {
             let _ = writeln!(out, "activity (newest last):");

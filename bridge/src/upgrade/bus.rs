@@ -22,7 +22,8 @@ pub fn may_drive(uid: u32) -> bool {
 
 /// `Status` as `a{sv}`: `state`, `operational`, `side`, `version`, `pid`,
 /// `failed_step`, `new_binary`, `new_version` (strings, empty when
-/// unknown), `step_times_ns` `a{st}`, `peer` `a{sv}` (`side`, `version`,
+/// unknown), `step_times_ns` `a{st}`, `acting_gap_ns` `t` (how long
+/// acting paused when it last moved to this side; 0: it has not), `peer` `a{sv}` (`side`, `version`,
 /// `pid`, `acting`, `sequences` `a{st}`) while there is one, and `activity`
 /// `as` (the newest upgrade entries, `severity kind: message`).
 pub fn status_map(s: &UpgradeStatus) -> HashMap<String, OwnedVariant> {
@@ -46,6 +47,7 @@ pub fn status_map(s: &UpgradeStatus) -> HashMap<String, OwnedVariant> {
     );
     let times: HashMap<String, u64> = s.step_times_ns.iter().cloned().collect();
     m.insert("step_times_ns".into(), times.into());
+    m.insert("acting_gap_ns".into(), s.acting_gap_ns.unwrap_or(0).into());
     if let Some(p) = &s.peer {
         let mut pm: HashMap<String, OwnedVariant> = HashMap::new();
         pm.insert("side".into(), text(&p.side));

@@ -83,6 +83,8 @@ struct Inner {
     merged: bool,
     /// The other side as last seen (while a step holds the sides).
     peer: Option<PeerStatus>,
+    /// How long acting paused at the last hand-over to this side.
+    acting_gap: Option<Duration>,
 }
 
 /// The upgrade of this daemon.
@@ -134,6 +136,7 @@ impl Coordinator {
                 step_times: Vec::new(),
                 merged,
                 peer: None,
+                acting_gap: None,
             }),
             sides: Mutex::new(sides),
             settings,
@@ -182,11 +185,28 @@ impl Coordinator {
         self.tell(self.state());
     }
 
+    /// Acting moved to this side; it had paused for `gap` (from the other
+    /// side's last record to this side reading the next).
+    pub fn acting_gap(&self, gap: Duration) {
+        self.lock().acting_gap = Some(gap);
+        self.log(
+            ActivitySeverity::Information,
+            "upgrade-step",
+            format!("acting paused for {gap:?} while it moved to this side (records meanwhile waited in the sockets)"),
+        );
+    }
+
     /// How the Merge step ended on the other side (this side acts since
-    /// it took over in that step).
-    pub fn merge_done(&self, ok: bool, message: &str) {
+    /// it took over in that step), with the other side's step times.
+    pub fn merge_done(&self, ok: bool, message: &str, step_times_ns: &[(String, u64)]) {
         {
             let mut inner = self.lock();
+            for (name, ns) in step_times_ns {
+                if let Some(step) = Step::parse(name) {
+                    inner.step_times.retain(|(s, _)| *s != step);
+                    inner.step_times.push((step, Duration::from_nanos(*ns)));
+                }
+            }
             inner.machine = if ok {
                 Machine::restore(UpgradeState::Merge, Operational::Ready)
             } else {
@@ -514,6 +534,7 @@ impl Coordinator {
                 .map(|(s, d)| (s.name().to_string(), d.as_nanos() as u64))
                 .collect(),
             peer,
+            acting_gap_ns: inner.acting_gap.map(|d| d.as_nanos() as u64),
             activity: self
                 .activity
                 .recent(4096)
@@ -542,6 +563,8 @@ pub struct UpgradeStatus {
     pub new_version: Option<String>,
     pub step_times_ns: Vec<(String, u64)>,
     pub peer: Option<PeerStatus>,
+    /// How long acting paused at the last hand-over to this side.
+    pub acting_gap_ns: Option<u64>,
     /// The newest upgrade entries of the activity log, oldest first.
     pub activity: Vec<ActivityEntry>,
 }

@@ -63,10 +63,12 @@ pub enum Msg {
     Refused {
         message: String,
     },
-    /// The old side's Merge step ended (its stop, start and backup actions).
+    /// The old side's Merge step ended (its stop, start and backup
+    /// actions), with the time each step of the upgrade took there.
     MergeDone {
         ok: bool,
         message: String,
+        step_times_ns: Vec<(String, u64)>,
     },
     /// The upgrade is committed: the old side exits.
     Commit,
@@ -90,6 +92,9 @@ pub struct HandOverState {
     pub fds: Vec<u32>,
     pub monitors: Vec<HandedMonitor>,
     pub notify_next: u64,
+    /// When the sender stopped acting (CLOCK_MONOTONIC, the same clock in
+    /// both processes): the receiver tells how long acting paused.
+    pub released_at_ns: u64,
 }
 
 impl HandOverState {
@@ -99,6 +104,7 @@ impl HandOverState {
             fds: r.sources.iter().map(|h| h.fds.len() as u32).collect(),
             monitors: r.monitors.clone(),
             notify_next: r.notify_next,
+            released_at_ns: r.released_at_ns,
         }
     }
 
@@ -157,7 +163,15 @@ pub fn taken(
         sources,
         monitors: state.monitors,
         notify_next: state.notify_next,
+        released_at_ns: state.released_at_ns,
     })
+}
+
+/// How long acting paused, from the other side's release until now.
+pub fn gap_since(released_at_ns: u64) -> std::time::Duration {
+    std::time::Duration::from_nanos(
+        faultbridge_ffi::sys::monotonic_ns().saturating_sub(released_at_ns),
+    )
 }
 
 /// Own released sources taken back (the other side did not take them).
@@ -573,10 +587,17 @@ impl Sides for ProcessSides {
                 },
                 0,
             );
+            let step_times_ns = self
+                .coordinator
+                .as_ref()
+                .and_then(Weak::upgrade)
+                .map(|c| c.status().step_times_ns)
+                .unwrap_or_default();
             let _ = chan.send(
                 &Msg::MergeDone {
                     ok: result.is_ok(),
                     message: result.clone().err().unwrap_or_default(),
+                    step_times_ns,
                 },
                 &[],
             );
@@ -634,12 +655,14 @@ impl OldSide {
                 },
                 Msg::HandOver { state } if !acting => {
                     let boundary = state.boundary();
+                    let released_at_ns = state.released_at_ns;
                     match taken(state, fds, &self.local.config)
                         .and_then(|t| self.local.control.take_over(t).map_err(|e| e.to_string()))
                     {
                         Ok(()) => {
                             acting = true;
                             if let Some(c) = self.coordinator() {
+                                c.acting_gap(gap_since(released_at_ns));
                                 c.note(
                                     ActivitySeverity::Information,
                                     format!("acting is back on this side: the Upgrade side stopped after {boundary}"),
@@ -690,6 +713,7 @@ impl OldSide {
             sources,
             monitors: Vec::new(),
             notify_next: 0,
+            released_at_ns: 0,
         };
         let _ = self.local.control.take_over(t);
         if let Some(c) = self.coordinator() {

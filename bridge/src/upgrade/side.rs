@@ -87,6 +87,7 @@ impl UpgradeBackend for SideBackend {
             new_version: None,
             step_times_ns: Vec::new(),
             peer: None,
+            acting_gap_ns: None,
             activity: Vec::new(),
         })
         .into_iter()
@@ -255,12 +256,20 @@ pub fn run(config: &Config, config_path: Option<&Path>) -> Result<(), DynError> 
     // The old side's Merge step ends (its start and backup actions).
     let coordinator = acting.upgrade.coordinator.clone();
     match chan.recv(None) {
-        Ok((Msg::MergeDone { ok, message }, _)) => coordinator.merge_done(ok, &message),
+        Ok((
+            Msg::MergeDone {
+                ok,
+                message,
+                step_times_ns,
+            },
+            _,
+        )) => coordinator.merge_done(ok, &message, &step_times_ns),
         Ok((other, _)) => coordinator.merge_done(
             false,
             &format!("the old side sent {other:?} instead of the end of its Merge step"),
+            &[],
         ),
-        Err(e) => coordinator.merge_done(false, &e),
+        Err(e) => coordinator.merge_done(false, &e, &[]),
     }
     let local = Local {
         control: bridge.control(),
@@ -351,7 +360,9 @@ fn take_over(
         Some(s) => Some(super::bus::signals_on(s, &coordinator)?),
         None => None,
     };
+    let released_at_ns = taken.released_at_ns;
     bridge.control().take_over(taken)?;
+    coordinator.acting_gap(super::handover::gap_since(released_at_ns));
     coordinator.note(
         crate::activity::ActivitySeverity::Information,
         format!(
