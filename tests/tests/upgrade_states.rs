@@ -102,6 +102,21 @@ fn lines(p: &Path) -> Vec<String> {
 
 const T: Duration = Duration::from_secs(20);
 
+/// Ends the detached Upgrade side should the test stop half-way (it exits
+/// by itself otherwise).
+struct Reaper(u64);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if alive(self.0) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0 as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 #[test]
 fn failing_custom_action_breaks_the_step_retry_succeeds_and_illegal_requests_are_refused() {
     private_netns();
@@ -355,6 +370,7 @@ command = '''/bin/sh -c 'echo "$FAULTBRIDGE_MONITOR $FAULTBRIDGE_SEQUENCE" >> {a
     // answers and names the old one as its peer; abort (driven there)
     // hands acting back and the new side exits.
     let peer = s["peer"]["pid"].as_u64().unwrap();
+    let _reaper = Reaper(peer);
     let o = upgrade(&a, &["merge"]);
     assert!(o.status.success(), "{}", text(&o));
     let s = status(&a);
@@ -390,6 +406,34 @@ command = '''/bin/sh -c 'echo "$FAULTBRIDGE_MONITOR $FAULTBRIDGE_SEQUENCE" >> {a
     let s = status(&a);
     assert_eq!(at(&s), pair("Idle", "Ready"), "{s}");
     assert!(s.get("peer").is_none(), "{s}");
+
+    // Upgraded after all: split, merge and commit; the new build is the
+    // daemon, the old one has exited; finish, and it is the Production
+    // side of the next upgrade.
+    let old = s["pid"].as_u64().unwrap();
+    let o = upgrade(&a, &["split", "--new-binary", next.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let new = status(&a)["peer"]["pid"].as_u64().unwrap();
+    let _reaper2 = Reaper(new);
+    let o = upgrade(&a, &["merge"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = upgrade(&a, &["commit"]);
+    assert!(o.status.success(), "{}", text(&o));
+    wait_until("the old side to exit", T, || !alive(old));
+    let o = upgrade(&a, &["finish"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = status(&a);
+    assert_eq!(at(&s), pair("Idle", "Ready"), "{s}");
+    assert_eq!(
+        (s["side"].as_str(), s["pid"].as_u64(), s["version"].as_str()),
+        (Some("Production"), Some(new), Some(theirs.as_str())),
+        "{s}"
+    );
+    // The monitors' latches came across both hand-overs.
+    for m in ["mrw1", "mrw2"] {
+        let o = client(&a, &["check", m]);
+        assert_eq!(o.status.code(), Some(2), "{m}: {}", text(&o));
+    }
 }
 
 #[test]

@@ -421,6 +421,8 @@ impl Sides for ProcessSides {
             // A retried split whose process is still there: check it.
             return self.check_peer();
         }
+        // A new upgrade (an earlier one was aborted after its Merge).
+        self.merged = None;
         let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socket pair: {e}"))?;
         let theirs_out = theirs
             .try_clone()
