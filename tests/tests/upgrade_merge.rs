@@ -11,6 +11,8 @@
 #![allow(clippy::unwrap_used)]
 
 use faultbridge::sim::{FaultSpec, Simulator};
+use faultbridge_ffi::sys::netlink::{NETLINK_USERSOCK, NetlinkSocket, group_mask};
+use faultbridge_ffi::wire::fc::{fch, push_fc_event};
 use faultbridge_ffi::wire::record::Category;
 use faultbridge_tests::dbus::{BusPolicy, LineReader, client, daemon_config, private_bus};
 use faultbridge_tests::{Daemon, TempDir, binary, private_netns};
@@ -94,12 +96,14 @@ enum End {
 }
 
 /// The simulator, sending on its own thread: per round a filler record
-/// (no monitor matches it) and the trip of the next monitor, until every
-/// monitor has tripped; `tripped` counts them, `last` is the last sequence.
+/// (no monitor matches it), the trip of the next monitor (until every
+/// monitor has tripped), and an FC transport event (its own source and
+/// socket, handed over as well); `tripped` counts the trips.
 struct Sender {
     tripped: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<u64>>,
+    /// The last sequences sent: the driver's, and the FC events'.
+    thread: Option<std::thread::JoinHandle<(u64, u64)>>,
 }
 
 impl Sender {
@@ -107,11 +111,18 @@ impl Sender {
         let tripped = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (t, s) = (tripped.clone(), stop.clone());
+        let fc = NetlinkSocket::open(NETLINK_USERSOCK).unwrap();
+        fc.bind(0, 0).unwrap();
         let thread = std::thread::spawn(move || {
             let mut last = 0;
+            let mut fc_num = 0u32;
             let mut i = 0;
             while i < MONITORS || !s.load(Ordering::Acquire) {
                 last = sim.send(&FaultSpec::new(Category::Nic, "filler")).unwrap();
+                fc_num += 1;
+                let mut ev = Vec::new();
+                push_fc_event(&mut ev, 3, fc_num, fch::LINKDOWN, 1_700_000_000, 0, &[0; 4]);
+                fc.send_to_groups(group_mask(4), &ev).unwrap();
                 if i < MONITORS {
                     last = sim
                         .send(&FaultSpec::new(Category::Nic, &format!("dev{i}")))
@@ -121,7 +132,7 @@ impl Sender {
                 }
                 std::thread::sleep(pace);
             }
-            last
+            (last, u64::from(fc_num))
         });
         Sender {
             tripped,
@@ -136,15 +147,18 @@ impl Sender {
         });
     }
 
-    /// Waits for every trip, stops, and returns the last sequence sent.
-    fn finish(mut self) -> u64 {
+    /// Waits for every trip, stops, and returns the last sequences sent.
+    fn finish(mut self) -> (u64, u64) {
         self.stop.store(true, Ordering::Release);
         self.thread.take().unwrap().join().unwrap()
     }
 }
 
 fn config(bus: &faultbridge_tests::dbus::PrivateBus, acted: &Path, db: &Path) -> String {
-    let mut extra = format!("[history]\npath = \"{}\"\n", db.display());
+    let mut extra = format!(
+        "[sources.fc]\nnetlink_protocol = 2\nnetlink_group = 4\n[history]\npath = \"{}\"\n",
+        db.display()
+    );
     for i in 0..MONITORS {
         extra.push_str(&format!(
             r#"
@@ -161,14 +175,14 @@ command = '''/bin/sh -c 'echo "$FAULTBRIDGE_MONITOR $FAULTBRIDGE_SEQUENCE $PPID"
     daemon_config(bus, &extra)
 }
 
-/// Sequences recorded in the history database, with how often.
-fn history(db: &Path) -> BTreeMap<u64, usize> {
+/// Sequences of `source` recorded in the history database, with how often.
+fn history(db: &Path, source: &str) -> BTreeMap<u64, usize> {
     let conn = rusqlite::Connection::open(db).unwrap();
     let mut st = conn
-        .prepare("SELECT sequence FROM events WHERE kind = 'fault' AND source = 'expdrv'")
+        .prepare("SELECT sequence FROM events WHERE kind = 'fault' AND source = ?1")
         .unwrap();
     let mut m = BTreeMap::new();
-    for s in st.query_map([], |r| r.get::<_, i64>(0)).unwrap() {
+    for s in st.query_map([source], |r| r.get::<_, i64>(0)).unwrap() {
         *m.entry(s.unwrap() as u64).or_insert(0) += 1;
     }
     m
@@ -186,21 +200,27 @@ fn zero_loss(end: End) {
     let mut watch = std::process::Command::new(binary());
     watch.args(["watch", "--json", "--bus", &a]);
     let watch = LineReader::spawn(watch);
-    let mut dbus_seen: BTreeSet<u64> = BTreeSet::new();
-    let mut dbus_lost: Vec<(u64, u64)> = Vec::new();
-    let take = |v: &Value, seen: &mut BTreeSet<u64>, lost: &mut Vec<(u64, u64)>| match v["type"]
-        .as_str()
-    {
-        Some("fault") => {
-            let s = v["sequence"].as_u64().unwrap();
-            assert!(seen.insert(s), "D-Bus: record #{s} twice");
-        }
-        Some("lost") => lost.push((
-            v["first_sequence"].as_u64().unwrap(),
-            v["last_sequence"].as_u64().unwrap(),
-        )),
-        _ => {}
-    };
+    let mut dbus_seen: BTreeSet<(String, u64)> = BTreeSet::new();
+    let mut dbus_lost: Vec<(String, u64, u64)> = Vec::new();
+    let take =
+        |v: &Value, seen: &mut BTreeSet<(String, u64)>, lost: &mut Vec<(String, u64, u64)>| {
+            let src = v["source"].as_str().unwrap_or("").to_string();
+            match v["type"].as_str() {
+                Some("fault") => {
+                    let s = v["sequence"].as_u64().unwrap();
+                    assert!(
+                        seen.insert((src.clone(), s)),
+                        "D-Bus: {src} record #{s} twice"
+                    );
+                }
+                Some("lost") => lost.push((
+                    src,
+                    v["first_sequence"].as_u64().unwrap(),
+                    v["last_sequence"].as_u64().unwrap(),
+                )),
+                _ => {}
+            }
+        };
     // The watcher's match rules are in place once it has seen a record:
     // D-Bus coverage is checked from that one on.
     let mut sim = Simulator::new(2, 1).unwrap();
@@ -216,7 +236,7 @@ fn zero_loss(end: End) {
             take(&v, &mut dbus_seen, &mut dbus_lost);
         }
     }
-    let dbus_first = *dbus_seen.iter().next().unwrap();
+    let dbus_first = dbus_seen.iter().next().unwrap().1;
     let sender = Sender::start(sim, Duration::from_millis(4));
     let next = next_binary();
     let mut reaper = Reaper(None);
@@ -268,7 +288,7 @@ fn zero_loss(end: End) {
             }
         }
     }
-    let last = sender.finish();
+    let (last, fc_last) = sender.finish();
     let s = upgrade(&a, &["finish"]);
     assert_eq!(at(&s), ("Idle", "Ready"), "{s}");
     let acting_pid = if end == End::Commit { new_pid } else { old_pid };
@@ -296,32 +316,49 @@ fn zero_loss(end: End) {
         assert_eq!(runs.len(), 1, "{m} acted {runs:?}");
     }
 
-    // History: every record once (the warm-up's included).
-    wait_until("the history to hold every record", || {
-        history(&db).len() as u64 >= last
-    });
-    let h = history(&db);
-    let want: Vec<u64> = (1..=last).collect();
-    assert_eq!(h.keys().copied().collect::<Vec<_>>(), want, "history");
-    assert!(h.values().all(|&n| n == 1), "a record recorded twice");
+    // History: every record once (the warm-up's included), of both sources.
+    for (source, last) in [("expdrv", last), ("fc-transport", fc_last)] {
+        wait_until("the history to hold every record", || {
+            history(&db, source).len() as u64 >= last
+        });
+        let h = history(&db, source);
+        let want: Vec<u64> = (1..=last).collect();
+        assert_eq!(
+            h.keys().copied().collect::<Vec<_>>(),
+            want,
+            "{source} history"
+        );
+        assert!(
+            h.values().all(|&n| n == 1),
+            "a {source} record recorded twice"
+        );
+    }
 
     // D-Bus: every record, or a Lost naming it.
-    let covered = |seen: &BTreeSet<u64>, lost: &[(u64, u64)]| {
-        (dbus_first..=last)
-            .all(|s| seen.contains(&s) || lost.iter().any(|&(a, b)| a <= s && s <= b))
+    let ranges = [("expdrv", dbus_first, last), ("fc-transport", 1, fc_last)];
+    let missing = |seen: &BTreeSet<(String, u64)>, lost: &[(String, u64, u64)]| {
+        let mut m = Vec::new();
+        for (src, from, to) in ranges {
+            for s in from..=to {
+                let told = seen.contains(&(src.to_string(), s))
+                    || lost.iter().any(|(l, a, b)| l == src && *a <= s && s <= *b);
+                if !told {
+                    m.push((src, s));
+                }
+            }
+        }
+        m
     };
     let deadline = Instant::now() + T;
-    while !covered(&dbus_seen, &dbus_lost) && Instant::now() < deadline {
+    while !missing(&dbus_seen, &dbus_lost).is_empty() && Instant::now() < deadline {
         for v in watch.until_json(Duration::from_millis(200), |_| false) {
             take(&v, &mut dbus_seen, &mut dbus_lost);
         }
     }
-    let missing: Vec<u64> = (dbus_first..=last)
-        .filter(|s| !dbus_seen.contains(s) && !dbus_lost.iter().any(|&(a, b)| a <= *s && *s <= b))
-        .collect();
+    let m = missing(&dbus_seen, &dbus_lost);
     assert!(
-        missing.is_empty(),
-        "D-Bus watch missed {missing:?} without a Lost (lost: {dbus_lost:?})\nwatch stderr: {}",
+        m.is_empty(),
+        "D-Bus watch missed {m:?} without a Lost (lost: {dbus_lost:?})\nwatch stderr: {}",
         watch.stderr()
     );
 
@@ -331,7 +368,7 @@ fn zero_loss(end: End) {
     let mut old_seen = BTreeSet::new();
     for v in &printed {
         assert_ne!(v["type"], "lost", "the old side lost records: {v}");
-        if v["type"] == "fault" {
+        if v["type"] == "fault" && v["source"] == "expdrv" {
             assert!(old_seen.insert(v["sequence"].as_u64().unwrap()), "{v}");
         }
     }

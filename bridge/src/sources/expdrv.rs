@@ -109,6 +109,7 @@ impl super::IngestSource for ExpdrvNetlink {
             protocol: self.socket().protocol(),
             cursors: self.state.seq.cursors().collect(),
             overrun_pending: self.state.seq.overrun_pending(),
+            next_sequence: 0,
         };
         Some(super::HandedSource {
             fds: vec![fd],

@@ -27,7 +27,9 @@ use crate::config::FcConfig;
 use crate::stats::SourceCounters;
 use faultbridge_bus::{FaultKind, LostReason, Source};
 use faultbridge_ffi::MalformedReason;
-use faultbridge_ffi::sys::netlink::{Membership, NETLINK_SCSITRANSPORT, NetlinkError};
+use faultbridge_ffi::sys::netlink::{
+    Membership, NETLINK_SCSITRANSPORT, NetlinkError, NetlinkSocket,
+};
 use faultbridge_ffi::wire::fc::{FcError, FcEvent, SCSI_TRANSPORT_MSG, fch};
 use faultbridge_ffi::wire::nlmsg::{NLMSG_DONE, NLMSG_NOOP, NlMsgIter};
 use faultbridge_ffi::wire::record::{Category, Severity, event};
@@ -77,11 +79,7 @@ impl FcSource {
     /// Opens the socket of `cfg.netlink_protocol` and joins `cfg.netlink_group`
     /// (4 for the kernel: bind-mask bit 3).
     pub fn open(cfg: &FcConfig) -> Result<Self, NetlinkError> {
-        let accept = if cfg.netlink_protocol == NETLINK_SCSITRANSPORT {
-            Accept::Kernel
-        } else {
-            Accept::Root
-        };
+        let accept = Self::accept(cfg);
         let m = Membership {
             protocol: cfg.netlink_protocol,
             group: cfg.netlink_group,
@@ -96,6 +94,41 @@ impl FcSource {
                 keyword: String::with_capacity(16),
             },
         })
+    }
+}
+
+impl FcSource {
+    /// The kernel only on the kernel's protocol; root for a simulator's.
+    fn accept(cfg: &FcConfig) -> Accept {
+        if cfg.netlink_protocol == NETLINK_SCSITRANSPORT {
+            Accept::Kernel
+        } else {
+            Accept::Root
+        }
+    }
+
+    /// Builds the source around a socket handed over by the other side of
+    /// a live upgrade.
+    pub fn from_socket(sock: NetlinkSocket, cfg: &FcConfig) -> Self {
+        FcSource {
+            listener: Listener::from_socket(sock, Self::accept(cfg), RECV_BUF),
+            state: FcState {
+                seq: SeqTracker::default(),
+                synth: Synth::new(Source::FcTransport),
+                keyword: String::with_capacity(16),
+            },
+        }
+    }
+
+    /// Takes the cursors of a handed-over socket.
+    pub fn adopt(&mut self, h: &super::HandedState) {
+        for &(driver_id, last) in &h.cursors {
+            self.state.seq.set(driver_id, last);
+        }
+        if h.overrun_pending {
+            self.state.seq.overrun();
+        }
+        self.state.synth.continue_from(h.next_sequence);
     }
 }
 
@@ -162,6 +195,27 @@ impl FcState {
 impl super::IngestSource for FcSource {
     fn source(&self) -> Source {
         Source::FcTransport
+    }
+
+    fn can_hand_over(&self) -> bool {
+        true
+    }
+
+    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        self.listener.deregister(registry)
+    }
+
+    fn hand_over(&self) -> Option<super::HandedSource> {
+        Some(super::HandedSource {
+            fds: vec![self.listener.dup_fd()?],
+            state: super::HandedState {
+                source: Source::FcTransport.name().to_string(),
+                protocol: self.listener.socket().protocol(),
+                cursors: self.state.seq.cursors().collect(),
+                overrun_pending: self.state.seq.overrun_pending(),
+                next_sequence: self.state.synth.next_sequence(),
+            },
+        })
     }
 
     fn register(&mut self, registry: &mio::Registry, tokens: SourceTokens) -> io::Result<()> {

@@ -70,6 +70,17 @@ impl Listener {
         self.accept
     }
 
+    /// Leaves the ingest loop's poll.
+    pub fn deregister(&self, registry: &Registry) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        registry.deregister(&mut mio::unix::SourceFd(&self.socket().as_raw_fd()))
+    }
+
+    /// A duplicate of the socket's descriptor (for a hand-over).
+    pub fn dup_fd(&self) -> Option<std::os::fd::OwnedFd> {
+        self.socket().try_clone().ok().map(NetlinkSocket::into_fd)
+    }
+
     /// Registers the socket with the ingest loop under `token`.
     pub fn register(&self, registry: &Registry, token: Token) -> io::Result<()> {
         use std::os::fd::AsRawFd;
@@ -304,6 +315,20 @@ pub struct HandedState {
     pub cursors: Vec<(u32, u64)>,
     /// An overrun seen and not yet sized by a later record.
     pub overrun_pending: bool,
+    /// The sequence the source gives its next record, for sources that
+    /// number their own (uevent; FC for records it synthesizes).
+    #[serde(default)]
+    pub next_sequence: u64,
+}
+
+fn one_fd(fds: Vec<std::os::fd::OwnedFd>, name: &str) -> Result<std::os::fd::OwnedFd, String> {
+    let [fd] = <[std::os::fd::OwnedFd; 1]>::try_from(fds).map_err(|v| {
+        format!(
+            "source {name}: {} descriptors handed over, expected 1",
+            v.len()
+        )
+    })?;
+    Ok(fd)
 }
 
 /// Rebuilds a source handed over by the other side (accepting senders as
@@ -323,6 +348,22 @@ pub fn take_handed(
             let mut src = expdrv::ExpdrvNetlink::from_socket(
                 NetlinkSocket::from_fd(fd, h.state.protocol),
                 config.expdrv.accept,
+            );
+            src.adopt(&h.state);
+            Ok(Box::new(src))
+        }
+        "fc-transport" => {
+            let fd = one_fd(h.fds, "fc-transport")?;
+            let mut src =
+                fc::FcSource::from_socket(NetlinkSocket::from_fd(fd, h.state.protocol), &config.fc);
+            src.adopt(&h.state);
+            Ok(Box::new(src))
+        }
+        "uevent" => {
+            let fd = one_fd(h.fds, "uevent")?;
+            let mut src = uevent::UeventSource::from_socket(
+                NetlinkSocket::from_fd(fd, h.state.protocol),
+                &config.uevent,
             );
             src.adopt(&h.state);
             Ok(Box::new(src))

@@ -48,6 +48,12 @@ impl Synth {
         self.next_seq
     }
 
+    /// Continues from `next` (handed over by the other side of a live
+    /// upgrade); never goes back.
+    pub fn continue_from(&mut self, next: u64) {
+        self.next_seq = self.next_seq.max(next);
+    }
+
     /// Builds, validates and publishes one record with the next sequence.
     pub fn emit(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters, s: &Synthesized<'_>) {
         let seq = self.next_seq;

@@ -22,7 +22,9 @@ use super::{Dispatch, Listener, SourceTokens};
 use crate::config::{NamePatterns, UeventConfig};
 use crate::stats::SourceCounters;
 use faultbridge_bus::{FaultKind, LostReason, Source};
-use faultbridge_ffi::sys::netlink::{Membership, NETLINK_KOBJECT_UEVENT, NetlinkError};
+use faultbridge_ffi::sys::netlink::{
+    Membership, NETLINK_KOBJECT_UEVENT, NetlinkError, NetlinkSocket,
+};
 use faultbridge_ffi::wire::record::{Category, Severity, event};
 use faultbridge_ffi::wire::uevent::{UEVENT_BUFFER_SIZE, UEVENT_KERNEL_GROUP, Uevent};
 use std::io;
@@ -89,6 +91,27 @@ impl UeventSource {
     }
 }
 
+impl UeventSource {
+    /// Builds the source around a socket handed over by the other side of
+    /// a live upgrade.
+    pub fn from_socket(sock: NetlinkSocket, cfg: &UeventConfig) -> Self {
+        UeventSource {
+            listener: Listener::from_socket(sock, Accept::Kernel, 4 * UEVENT_BUFFER_SIZE),
+            state: UeventState {
+                subsystems: cfg.subsystems.clone(),
+                devices: cfg.devices.clone(),
+                synth: Synth::new(Source::Uevent),
+                detail: String::with_capacity(256),
+            },
+        }
+    }
+
+    /// Continues the sequence of a handed-over socket's source.
+    pub fn adopt(&mut self, h: &super::HandedState) {
+        self.state.synth.continue_from(h.next_sequence);
+    }
+}
+
 impl UeventState {
     fn process(&mut self, dg: &[u8], out: &mut Dispatch<'_>, c: &SourceCounters) {
         let u = match Uevent::parse(dg) {
@@ -138,6 +161,27 @@ impl UeventState {
 impl super::IngestSource for UeventSource {
     fn source(&self) -> Source {
         Source::Uevent
+    }
+
+    fn can_hand_over(&self) -> bool {
+        true
+    }
+
+    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        self.listener.deregister(registry)
+    }
+
+    fn hand_over(&self) -> Option<super::HandedSource> {
+        Some(super::HandedSource {
+            fds: vec![self.listener.dup_fd()?],
+            state: super::HandedState {
+                source: Source::Uevent.name().to_string(),
+                protocol: self.listener.socket().protocol(),
+                cursors: Vec::new(),
+                overrun_pending: false,
+                next_sequence: self.state.synth.next_sequence(),
+            },
+        })
     }
 
     fn register(&mut self, registry: &mio::Registry, tokens: SourceTokens) -> io::Result<()> {

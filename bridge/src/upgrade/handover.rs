@@ -479,7 +479,7 @@ impl Sides for ProcessSides {
             if !cannot.is_empty() {
                 let names: Vec<String> = cannot.iter().map(|s| s.to_string()).collect();
                 return Err(format!(
-                    "source {} cannot be handed over by this build (only the expanded driver's netlink source can); abort, or run without it",
+                    "source {} cannot be handed over by this build (the expanded driver's netlink source, the FC transport and uevents can; rtnetlink and the char device cannot); abort, or run without it",
                     names.join(", ")
                 ));
             }

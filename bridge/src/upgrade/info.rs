@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 /// (monitor states, sequence cursors, action bookkeeping). Two builds with
 /// different numbers refuse to upgrade into each other at the readiness
 /// check rather than misread each other's state.
-pub const HANDOVER_VERSION: u32 = 1;
+pub const HANDOVER_VERSION: u32 = 2;
 
 /// The oldest history schema this build opens (migrating it forward).
 pub const HISTORY_SCHEMA_MIN: i32 = 0;
