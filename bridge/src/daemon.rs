@@ -110,6 +110,9 @@ pub enum Control {
     /// Act from now on over sources handed over by the other side, with
     /// its monitor states; this side's own sources are closed.
     TakeOver { taken: Taken, reply: Sender<()> },
+    /// Passed on to the recovery-action runner (never waited for here):
+    /// the restart counts of a live upgrade.
+    Runner(crate::action::RunnerMsg),
 }
 
 /// What a bridge gives up when it stops acting at a live upgrade.
@@ -121,6 +124,9 @@ pub struct Released {
     pub notify_next: u64,
     /// When acting stopped (CLOCK_MONOTONIC).
     pub released_at_ns: u64,
+    /// Per monitor name, its exit-program restart count (filled by the
+    /// caller from the runner: the ingest thread never waits for it).
+    pub restart_counts: Vec<(String, u32)>,
 }
 
 /// What a bridge takes over at a live upgrade.
@@ -131,6 +137,9 @@ pub struct Taken {
     pub notify_next: u64,
     /// When the other side stopped acting (CLOCK_MONOTONIC; 0: unknown).
     pub released_at_ns: u64,
+    /// Per monitor name, its exit-program restart count on the other side
+    /// (applied by the caller, see [`crate::upgrade::handover::Local`]).
+    pub restart_counts: Vec<(String, u32)>,
 }
 
 /// A cloneable handle for sending requests to the ingest thread.
@@ -737,6 +746,7 @@ impl Ingest {
                     self.take_over(taken);
                     let _ = reply.send(());
                 }
+                Control::Runner(m) => self.monitors.to_runner(m),
             }
         }
         self.after_publish();
@@ -800,6 +810,7 @@ impl Ingest {
             monitors: self.monitors.snapshot(),
             notify_next: self.notify.next_sequence(),
             released_at_ns: faultbridge_ffi::sys::monotonic_ns(),
+            restart_counts: Vec::new(),
         })
     }
 

@@ -431,3 +431,106 @@ fn zero_loss_with_abort_from_split() {
 fn zero_loss_with_abort_from_merge() {
     zero_loss(End::AbortFromMerge);
 }
+
+/// The exit-program adapter's restart count goes with acting: a count of
+/// 1 made on the old side is where the new side's next call starts.
+#[test]
+fn exit_program_restart_counts_move_with_acting() {
+    private_netns();
+    let bus = private_bus(BusPolicy::Open);
+    let a = bus.address().to_string();
+    let dir = TempDir::new("upgrade-restarts");
+    let db = dir.path().join("history.db");
+    let calls = dir.path().join("calls");
+    // The first call fails asking for a restart (2), every later one succeeds.
+    let program = dir.write(
+        "exit-program",
+        &format!(
+            "#!/bin/sh\nn=$(cat {c} 2>/dev/null || echo 0)\necho $((n + 1)) > {c}\n[ \"$n\" = 0 ] && exit 2\nexit 0\n",
+            c = calls.display()
+        ),
+    );
+    std::fs::set_permissions(
+        &program,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let extra = format!(
+        r#"
+[history]
+path = "{db}"
+
+[[monitor]]
+name = "ep"
+category = "NIC"
+keyword = "eth5"
+adapter = "exit-program"
+recovery_action = "restart"
+restart_limit = 5
+auto_clear = true
+command = "{program}"
+"#,
+        db = db.display(),
+        program = program.display()
+    );
+    let _daemon = Daemon::start(&daemon_config(&bus, &extra));
+    let mut sim = Simulator::new(2, 1).unwrap();
+    let calls_made = || {
+        std::fs::read_to_string(&calls)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    sim.send(&FaultSpec::new(Category::Nic, "eth5")).unwrap();
+    wait_until("the restart and its retry", || calls_made() == 2);
+    let mut clear = FaultSpec::new(Category::Nic, "eth5");
+    clear.kind = faultbridge_bus::FaultKind::Clear;
+    sim.send(&clear).unwrap();
+    let s = upgrade(
+        &a,
+        &["split", "--new-binary", next_binary().to_str().unwrap()],
+    );
+    let mut reaper = Reaper(None);
+    reaper.0 = s["peer"]["pid"].as_u64().map(|p| p as u32);
+    let s = upgrade(&a, &["merge"]);
+    assert_eq!(
+        (at(&s), s["side"].as_str()),
+        (("Merge", "Ready"), Some("Upgrade")),
+        "{s}"
+    );
+    sim.send(&FaultSpec::new(Category::Nic, "eth5")).unwrap();
+    wait_until("the new side's call", || calls_made() == 3);
+    // Each call's restart count, as the activity log recorded them.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let mut seen = Vec::new();
+    wait_until("three calls in the history", || {
+        let mut st = conn
+            .prepare(
+                "SELECT message FROM activity WHERE monitor = 'ep' AND message LIKE '%restarts done%' ORDER BY id",
+            )
+            .unwrap();
+        seen = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        seen.len() >= 3
+    });
+    let counts: Vec<&str> = seen
+        .iter()
+        .map(|m| {
+            m.split("restarts done ")
+                .nth(1)
+                .unwrap_or("")
+                .split('/')
+                .next()
+                .unwrap_or("")
+        })
+        .collect();
+    assert_eq!(counts, ["0", "1", "1"], "{seen:#?}");
+    let s = upgrade(&a, &["abort"]);
+    assert_eq!(at(&s), ("Abort", "Ready"), "{s}");
+    // The new side exits by itself.
+    let pid = reaper.0.unwrap();
+    wait_until("the Upgrade side to exit", || !alive(pid));
+}

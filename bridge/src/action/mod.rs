@@ -49,6 +49,12 @@ pub enum RunnerMsg {
     Act { monitor: usize, trip: Trip },
     /// Monitor `monitor` was Reset: its exit-program restart count starts over.
     Reset { monitor: usize },
+    /// Every monitor's exit-program restart count (a live upgrade hands
+    /// them to the other side).
+    Counts { reply: Sender<Vec<u32>> },
+    /// Restart counts taken over from the other side of a live upgrade
+    /// (by monitor index; a monitor with an action in flight keeps its own).
+    SetCounts { counts: Vec<(usize, u32)> },
 }
 
 /// The runner thread.
@@ -203,6 +209,16 @@ fn run(
                 if let Some(p) = per.get_mut(monitor) {
                     p.restarts_done = 0;
                     p.generation += 1;
+                }
+            }
+            Some(RunnerMsg::Counts { reply }) => {
+                let _ = reply.send(per.iter().map(|p| p.restarts_done).collect());
+            }
+            Some(RunnerMsg::SetCounts { counts }) => {
+                for (monitor, n) in counts {
+                    if let Some(p) = per.get_mut(monitor).filter(|p| !p.in_flight) {
+                        p.restarts_done = n;
+                    }
                 }
             }
             Some(RunnerMsg::Act { monitor, trip }) => {

@@ -472,6 +472,15 @@ impl Monitors {
         }
     }
 
+    /// Passes `m` to the recovery-action runner, acting or not (dropped
+    /// when its queue is full or there is none: the sender of a request
+    /// with a reply then sees it closed).
+    pub fn to_runner(&self, m: RunnerMsg) {
+        if let Some(tx) = self.actions.as_ref().or(self.parked.as_ref()) {
+            let _ = tx.try_send(m);
+        }
+    }
+
     /// Whether records are published (false on a passive side).
     #[inline]
     pub fn is_acting(&self) -> bool {

@@ -21,6 +21,7 @@
 use super::coordinator::{Coordinator, PeerStatus, Sides};
 use super::info::{HANDOVER_VERSION, version};
 use super::state::{Side, Step};
+use crate::action::RunnerMsg;
 use crate::activity::ActivitySeverity;
 use crate::config::Config;
 use crate::daemon::{ControlHandle, Released, Taken};
@@ -95,6 +96,8 @@ pub struct HandOverState {
     /// When the sender stopped acting (CLOCK_MONOTONIC, the same clock in
     /// both processes): the receiver tells how long acting paused.
     pub released_at_ns: u64,
+    /// Per monitor name, its exit-program restart count.
+    pub restart_counts: Vec<(String, u32)>,
 }
 
 impl HandOverState {
@@ -105,6 +108,7 @@ impl HandOverState {
             monitors: r.monitors.clone(),
             notify_next: r.notify_next,
             released_at_ns: r.released_at_ns,
+            restart_counts: r.restart_counts.clone(),
         }
     }
 
@@ -164,6 +168,7 @@ pub fn taken(
         monitors: state.monitors,
         notify_next: state.notify_next,
         released_at_ns: state.released_at_ns,
+        restart_counts: state.restart_counts,
     })
 }
 
@@ -325,7 +330,8 @@ impl Local {
     /// Stops acting after the record in hand; the last D-Bus signals of
     /// this side go out.
     fn release(&self) -> Result<Released, String> {
-        let r = self.control.release()?;
+        let mut r = self.control.release()?;
+        r.restart_counts = restart_counts(&self.control, &self.config);
         if let Some(s) = &self.settler {
             if !s.settle(SETTLE_TIMEOUT) {
                 eprintln!(
@@ -339,7 +345,59 @@ impl Local {
     /// Acts again over its own released sources.
     fn take_back(&self, r: Released) -> Result<(), String> {
         let t = taken_back(r, &self.config)?;
-        self.control.take_over(t).map_err(|e| e.to_string())
+        self.take(t)
+    }
+
+    /// Acts over `t`, with its restart counts.
+    pub fn take(&self, t: Taken) -> Result<(), String> {
+        let counts = t.restart_counts.clone();
+        self.control.take_over(t).map_err(|e| e.to_string())?;
+        set_restart_counts(&self.control, &self.config, &counts);
+        Ok(())
+    }
+}
+
+/// Every monitor's exit-program restart count, by name (empty if the
+/// runner does not answer within a second).
+fn restart_counts(control: &ControlHandle, config: &Config) -> Vec<(String, u32)> {
+    if config.monitors.is_empty() {
+        return Vec::new();
+    }
+    let (reply, rx) = crossbeam_channel::bounded(1);
+    if control
+        .send(crate::daemon::Control::Runner(RunnerMsg::Counts { reply }))
+        .is_err()
+    {
+        return Vec::new();
+    }
+    match rx.recv_timeout(Duration::from_secs(1)) {
+        Ok(counts) => config
+            .monitors
+            .iter()
+            .zip(counts)
+            .filter(|(_, n)| *n > 0)
+            .map(|(m, n)| (m.name.clone(), n))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Restart counts taken over, applied by monitor name.
+fn set_restart_counts(control: &ControlHandle, config: &Config, counts: &[(String, u32)]) {
+    let counts: Vec<(usize, u32)> = counts
+        .iter()
+        .filter_map(|(name, n)| {
+            config
+                .monitors
+                .iter()
+                .position(|m| &m.name == name)
+                .map(|i| (i, *n))
+        })
+        .collect();
+    if !counts.is_empty() {
+        let _ = control.send(crate::daemon::Control::Runner(RunnerMsg::SetCounts {
+            counts,
+        }));
     }
 }
 
@@ -658,9 +716,7 @@ impl OldSide {
                 Msg::HandOver { state } if !acting => {
                     let boundary = state.boundary();
                     let released_at_ns = state.released_at_ns;
-                    match taken(state, fds, &self.local.config)
-                        .and_then(|t| self.local.control.take_over(t).map_err(|e| e.to_string()))
-                    {
+                    match taken(state, fds, &self.local.config).and_then(|t| self.local.take(t)) {
                         Ok(()) => {
                             acting = true;
                             if let Some(c) = self.coordinator() {
@@ -716,8 +772,9 @@ impl OldSide {
             monitors: Vec::new(),
             notify_next: 0,
             released_at_ns: 0,
+            restart_counts: Vec::new(),
         };
-        let _ = self.local.control.take_over(t);
+        let _ = self.local.take(t);
         if let Some(c) = self.coordinator() {
             c.note(ActivitySeverity::Error, msg);
             c.taken_back();

@@ -361,7 +361,12 @@ fn take_over(
         None => None,
     };
     let released_at_ns = taken.released_at_ns;
-    bridge.control().take_over(taken)?;
+    Local {
+        control: bridge.control(),
+        settler: None,
+        config: config.clone(),
+    }
+    .take(taken)?;
     coordinator.acting_gap(super::handover::gap_since(released_at_ns));
     coordinator.note(
         crate::activity::ActivitySeverity::Information,
