@@ -534,3 +534,104 @@ command = "{program}"
     let pid = reaper.0.unwrap();
     wait_until("the Upgrade side to exit", || !alive(pid));
 }
+
+fn ip(args: &str) {
+    let st = std::process::Command::new("ip")
+        .args(args.split_whitespace())
+        .status()
+        .unwrap();
+    assert!(st.success(), "ip {args} failed");
+}
+
+/// rtnetlink goes with acting too, with the interfaces as the old side
+/// knew them: a veth peer is set down and up all through split, merge and
+/// commit, and the history holds the source's records with no sequence
+/// missing or doubled, and each interface's downs and ups alternating
+/// (a carrier change lost or reported twice would break that).
+#[test]
+fn rtnetlink_carrier_changes_move_with_acting() {
+    private_netns();
+    ip("link add fbu0 type veth peer name fbu1");
+    ip("link set fbu0 up");
+    ip("link set fbu1 up");
+    let bus = private_bus(BusPolicy::Open);
+    let a = bus.address().to_string();
+    let dir = TempDir::new("upgrade-rtnl");
+    let db = dir.path().join("history.db");
+    let mut daemon = Daemon::start(&daemon_config(
+        &bus,
+        &format!(
+            "[sources.rtnetlink]\nenabled = true\n[history]\npath = \"{}\"\n",
+            db.display()
+        ),
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let flips = Arc::new(AtomicUsize::new(0));
+    let (s2, f2) = (stop.clone(), flips.clone());
+    let toggler = std::thread::spawn(move || {
+        let mut up = true;
+        while !s2.load(Ordering::Acquire) {
+            up = !up;
+            ip(&format!("link set fbu1 {}", if up { "up" } else { "down" }));
+            f2.fetch_add(1, Ordering::Release);
+            std::thread::sleep(Duration::from_millis(15));
+        }
+        if !up {
+            ip("link set fbu1 up");
+        }
+    });
+    let flips_at = |n: usize| wait_until("carrier changes", || flips.load(Ordering::Acquire) >= n);
+    flips_at(10);
+    let s = upgrade(
+        &a,
+        &["split", "--new-binary", next_binary().to_str().unwrap()],
+    );
+    let mut reaper = Reaper(None);
+    let new_pid = s["peer"]["pid"].as_u64().unwrap() as u32;
+    reaper.0 = Some(new_pid);
+    flips_at(20);
+    let s = upgrade(&a, &["merge"]);
+    assert_eq!(
+        (at(&s), s["side"].as_str()),
+        (("Merge", "Ready"), Some("Upgrade")),
+        "{s}"
+    );
+    assert!(
+        s["activity"].to_string().contains("rtnetlink"),
+        "the boundary names rtnetlink: {s}"
+    );
+    flips_at(30);
+    let s = upgrade(&a, &["commit"]);
+    assert_eq!(at(&s), ("Commit", "Ready"), "{s}");
+    wait_until("the old side to exit", || {
+        daemon.child.try_wait().unwrap().is_some()
+    });
+    flips_at(40);
+    stop.store(true, Ordering::Release);
+    toggler.join().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let rows: Vec<(String, u64, String, bool)> = conn
+        .prepare(
+            "SELECT kind, sequence, keyword, kind = 'clear' FROM events WHERE source = 'rtnetlink' ORDER BY sequence",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(rows.iter().all(|r| r.0 != "lost"), "{rows:#?}");
+    let seqs: Vec<u64> = rows.iter().map(|r| r.1).collect();
+    let want: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert_eq!(seqs, want, "rtnetlink sequences: {rows:#?}");
+    for ifname in ["fbu0", "fbu1"] {
+        let states: Vec<bool> = rows.iter().filter(|r| r.2 == ifname).map(|r| r.3).collect();
+        assert!(states.len() >= 20, "{ifname}: {states:?}");
+        for w in states.windows(2) {
+            assert_ne!(w[0], w[1], "{ifname}: a change lost or doubled: {rows:#?}");
+        }
+    }
+    // The new side ends at the reaper.
+    let _ = daemon.stderr();
+}

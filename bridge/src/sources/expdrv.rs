@@ -110,6 +110,7 @@ impl super::IngestSource for ExpdrvNetlink {
             cursors: self.state.seq.cursors().collect(),
             overrun_pending: self.state.seq.overrun_pending(),
             next_sequence: 0,
+            extra: serde_json::Value::Null,
         };
         Some(super::HandedSource {
             fds: vec![fd],

@@ -214,6 +214,7 @@ impl super::IngestSource for FcSource {
                 cursors: self.state.seq.cursors().collect(),
                 overrun_pending: self.state.seq.overrun_pending(),
                 next_sequence: self.state.synth.next_sequence(),
+                extra: serde_json::Value::Null,
             },
         })
     }

@@ -319,6 +319,9 @@ pub struct HandedState {
     /// number their own (uevent; FC for records it synthesizes).
     #[serde(default)]
     pub next_sequence: u64,
+    /// What else a source needs (rtnetlink: the interfaces it knows).
+    #[serde(default)]
+    pub extra: serde_json::Value,
 }
 
 fn one_fd(fds: Vec<std::os::fd::OwnedFd>, name: &str) -> Result<std::os::fd::OwnedFd, String> {
@@ -367,6 +370,14 @@ pub fn take_handed(
             );
             src.adopt(&h.state);
             Ok(Box::new(src))
+        }
+        "rtnetlink" => {
+            let fd = one_fd(h.fds, "rtnetlink")?;
+            Ok(Box::new(rtnetlink::RtnetlinkSource::from_handed(
+                NetlinkSocket::from_fd(fd, h.state.protocol),
+                &config.rtnetlink,
+                &h.state,
+            )?))
         }
         other => Err(format!("source {other} cannot be taken over by this build")),
     }

@@ -75,14 +75,14 @@ pub enum RtnetlinkError {
 }
 
 /// What the source knows of one interface.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Link {
     name: String,
     st: LinkState,
 }
 
 /// An interface's state, apart from its name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct LinkState {
     admin_up: bool,
     carrier: bool,
@@ -177,6 +177,55 @@ impl RtnetlinkSource {
     /// Start-up states the ioctls corrected (the link changed during the dump).
     pub fn corrected_at_start(&self) -> u32 {
         self.state.corrected_at_start
+    }
+}
+
+/// What goes with the socket at a live upgrade: the interfaces as last
+/// reported, and the dump under way.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Handed {
+    links: Vec<(u32, Link)>,
+    dump: Option<u32>,
+    resync_again: bool,
+    generation: u32,
+    next_dump_seq: u32,
+}
+
+impl RtnetlinkSource {
+    /// Builds the source around a socket handed over by the other side of
+    /// a live upgrade, with the interfaces as that side last reported them.
+    pub fn from_handed(
+        sock: NetlinkSocket,
+        cfg: &RtnetlinkConfig,
+        h: &super::HandedState,
+    ) -> Result<Self, String> {
+        let handed: Handed = serde_json::from_value(h.extra.clone())
+            .map_err(|e| format!("source rtnetlink: unreadable state ({e})"))?;
+        let port = sock
+            .port_id()
+            .map_err(|e| format!("source rtnetlink: {e}"))?;
+        let mut synth = Synth::new(Source::Rtnetlink);
+        synth.continue_from(h.next_sequence);
+        let state = RtnlState {
+            sock: sock
+                .try_clone()
+                .map_err(|e| format!("source rtnetlink: {e}"))?,
+            port,
+            links: handed.links.into_iter().collect(),
+            patterns: cfg.interfaces.clone(),
+            synth,
+            detail: String::with_capacity(128),
+            initial_pending: false,
+            dump: handed.dump,
+            resync_again: handed.resync_again,
+            generation: handed.generation,
+            next_dump_seq: handed.next_dump_seq,
+            corrected_at_start: 0,
+        };
+        Ok(RtnetlinkSource {
+            listener: Listener::from_socket(sock, Accept::Kernel, RECV_BUF),
+            state,
+        })
     }
 }
 
@@ -616,6 +665,38 @@ enum Transition {
 impl super::IngestSource for RtnetlinkSource {
     fn source(&self) -> Source {
         Source::Rtnetlink
+    }
+
+    fn can_hand_over(&self) -> bool {
+        // Once the start-up state is reported (ingest has started).
+        !self.state.initial_pending
+    }
+
+    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        self.listener.deregister(registry)
+    }
+
+    fn hand_over(&self) -> Option<super::HandedSource> {
+        let s = &self.state;
+        let extra = serde_json::to_value(Handed {
+            links: s.links.iter().map(|(&i, l)| (i, l.clone())).collect(),
+            dump: s.dump,
+            resync_again: s.resync_again,
+            generation: s.generation,
+            next_dump_seq: s.next_dump_seq,
+        })
+        .ok()?;
+        Some(super::HandedSource {
+            fds: vec![self.listener.dup_fd()?],
+            state: super::HandedState {
+                source: Source::Rtnetlink.name().to_string(),
+                protocol: NETLINK_ROUTE,
+                cursors: Vec::new(),
+                overrun_pending: false,
+                next_sequence: s.synth.next_sequence(),
+                extra,
+            },
+        })
     }
 
     fn register(&mut self, registry: &mio::Registry, tokens: SourceTokens) -> io::Result<()> {

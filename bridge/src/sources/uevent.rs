@@ -180,6 +180,7 @@ impl super::IngestSource for UeventSource {
                 cursors: Vec::new(),
                 overrun_pending: false,
                 next_sequence: self.state.synth.next_sequence(),
+                extra: serde_json::Value::Null,
             },
         })
     }

@@ -112,19 +112,23 @@ impl HandOverState {
         }
     }
 
-    /// Where the sender stopped: `source driver N` per cursor.
+    /// Where the sender stopped: per source, per driver id for the records
+    /// that carry the sender's sequence, else the source's own sequence.
     pub fn boundary(&self) -> String {
-        let mut v: Vec<String> = self
-            .sources
-            .iter()
-            .flat_map(|s| {
-                s.cursors
-                    .iter()
-                    .map(move |(d, n)| format!("{} driver {d} after #{n}", s.source))
-            })
-            .collect();
+        let mut v: Vec<String> = Vec::new();
+        for s in &self.sources {
+            if s.cursors.is_empty() {
+                v.push(match s.next_sequence {
+                    0 | 1 => format!("{} before its first record", s.source),
+                    n => format!("{} after #{}", s.source, n - 1),
+                });
+            }
+            for (d, n) in &s.cursors {
+                v.push(format!("{} driver {d} after #{n}", s.source));
+            }
+        }
         if v.is_empty() {
-            v.push("no record received yet".into());
+            v.push("no source".into());
         }
         v.join(", ")
     }
@@ -537,7 +541,7 @@ impl Sides for ProcessSides {
             if !cannot.is_empty() {
                 let names: Vec<String> = cannot.iter().map(|s| s.to_string()).collect();
                 return Err(format!(
-                    "source {} cannot be handed over by this build (the expanded driver's netlink source, the FC transport and uevents can; rtnetlink and the char device cannot); abort, or run without it",
+                    "source {} cannot be handed over by this build (every netlink source can; the driver's char device cannot); abort, or run without it",
                     names.join(", ")
                 ));
             }
