@@ -756,9 +756,8 @@ impl OldSide {
                     message: format!("{other:?} is not served by the old side now"),
                 },
             };
-            if self.peer.chan.send(&reply, &[]).is_err() && !acting {
-                // Gone: the next receive tells.
-            }
+            // Gone if this fails: the next receive tells.
+            let _ = self.peer.chan.send(&reply, &[]);
         }
     }
 
