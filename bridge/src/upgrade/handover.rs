@@ -28,7 +28,7 @@ use crate::daemon::{ControlHandle, Released, Taken};
 use crate::monitor::HandedMonitor;
 use crate::sources::{HandedSource, HandedState, IngestSource};
 use faultbridge_bus::dbus::Settler;
-use faultbridge_ffi::sys::fdpass::{recv_with_fds, send_with_fds};
+use faultbridge_ffi::sys::process::fdpass::{recv_with_fds, send_with_fds};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

@@ -1,5 +1,4 @@
-//! Syscalls: the netlink socket, the char-device ioctls, the C heap, descriptors
-//! passed between processes, and (with the
+//! Syscalls: the netlink socket, the char-device ioctls, the C heap, and (with the
 //! `testing` feature) the counting allocator of the allocation tests. Every `unsafe` block of the project is in this module, each
 //! with a `// SAFETY:` comment naming the precondition it relies on.
 
@@ -7,7 +6,6 @@
 pub mod alloc;
 pub mod caps;
 pub mod doorbell;
-pub mod fdpass;
 pub mod heap;
 pub mod ifreq;
 pub mod ioctl;

@@ -1,4 +1,5 @@
-//! Process set-up that needs a hook between `fork` and `exec`.
+//! Process set-up that needs a hook between `fork` and `exec`, and
+//! descriptors passed to another process.
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -16,5 +17,128 @@ pub fn new_session(cmd: &mut Command) -> &mut Command {
                 .map(|_| ())
                 .map_err(std::io::Error::from)
         })
+    }
+}
+
+/// Descriptors passed between processes over a Unix stream socket
+/// (`SCM_RIGHTS`): a live upgrade hands the running daemon's sockets to
+/// the new one, so every record unread in them is read by exactly one of
+/// the two.
+pub mod fdpass {
+    use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+    use std::io::{self, IoSlice, IoSliceMut};
+    use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+    /// Descriptors one message may carry at most.
+    pub const MAX_FDS: usize = 64;
+
+    /// Sends all of `data` on the stream socket `sock`, with `fds` attached to
+    /// its first byte. The descriptors stay open here (the receiver gets
+    /// duplicates).
+    pub fn send_with_fds(
+        sock: BorrowedFd<'_>,
+        data: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> io::Result<()> {
+        if fds.len() > MAX_FDS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} descriptors, more than {MAX_FDS} in one message",
+                    fds.len()
+                ),
+            ));
+        }
+        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        let mut sent = 0;
+        while sent < data.len() {
+            let iov = [IoSlice::new(&data[sent..])];
+            let cmsg = [ControlMessage::ScmRights(&raw)];
+            let cmsgs: &[ControlMessage<'_>] = if sent == 0 && !raw.is_empty() {
+                &cmsg
+            } else {
+                &[]
+            };
+            match sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => sent += n,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Receives up to `buf.len()` bytes from the stream socket `sock`, and the
+    /// descriptors that came with them (owned now; closed when dropped).
+    /// Returns 0 bytes at end of file.
+    pub fn recv_with_fds(
+        sock: BorrowedFd<'_>,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, Vec<OwnedFd>)> {
+        let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+        loop {
+            let mut iov = [IoSliceMut::new(buf)];
+            let msg = match recvmsg::<()>(
+                sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(m) => m,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let mut fds = Vec::new();
+            let cmsgs = msg.cmsgs().map_err(io::Error::from)?;
+            for c in cmsgs {
+                if let ControlMessageOwned::ScmRights(raw) = c {
+                    for fd in raw {
+                        // SAFETY: the kernel installed `fd` in this process for
+                        // this message (SCM_RIGHTS); nothing else refers to it,
+                        // so `OwnedFd` may take sole ownership and close it.
+                        fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                    }
+                }
+            }
+            let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
+            let n = msg.bytes;
+            if truncated {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "descriptors were cut off (more than fit one message)",
+                ));
+            }
+            return Ok((n, fds));
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use std::io::{Read, Write};
+        use std::os::fd::AsFd;
+        use std::os::unix::net::UnixStream;
+
+        #[test]
+        fn a_descriptor_crosses_with_its_bytes() {
+            let (a, b) = UnixStream::pair().unwrap();
+            let (mut p, mut q) = UnixStream::pair().unwrap();
+            send_with_fds(a.as_fd(), b"hello\n", &[q.as_fd()]).unwrap();
+            let mut buf = [0u8; 64];
+            let (n, fds) = recv_with_fds(b.as_fd(), &mut buf).unwrap();
+            assert_eq!(&buf[..n], b"hello\n");
+            assert_eq!(fds.len(), 1);
+            // The received descriptor is the same socket.
+            let mut got = UnixStream::from(fds.into_iter().next().unwrap());
+            got.write_all(b"x").unwrap();
+            let mut one = [0u8; 1];
+            p.read_exact(&mut one).unwrap();
+            assert_eq!(&one, b"x");
+            let _ = q.flush();
+            drop(a);
+            let (n, fds) = recv_with_fds(b.as_fd(), &mut buf).unwrap();
+            assert_eq!((n, fds.len()), (0, 0));
+        }
     }
 }
