@@ -922,3 +922,80 @@ impl Sides for NewSides {
         self.next.step_done(step, result);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(fds: Vec<u32>) -> HandOverState {
+        HandOverState {
+            sources: fds
+                .iter()
+                .map(|_| HandedState {
+                    source: "expdrv".into(),
+                    protocol: 2,
+                    cursors: vec![(1, 41)],
+                    overrun_pending: false,
+                    next_sequence: 0,
+                    extra: serde_json::Value::Null,
+                })
+                .collect(),
+            fds,
+            monitors: Vec::new(),
+            notify_next: 7,
+            released_at_ns: 1,
+            restart_counts: vec![("ep".into(), 2)],
+        }
+    }
+
+    #[test]
+    fn a_hand_over_crosses_with_its_descriptors_and_names_its_boundary() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (keep, _other) = UnixStream::pair().unwrap();
+        let sender = Channel::new(a, 0);
+        let mut receiver = Channel::new(b, 0);
+        // A message without descriptors first, then the hand-over.
+        sender.send(&Msg::Status, &[]).unwrap();
+        sender
+            .send(
+                &Msg::HandOver {
+                    state: state(vec![1]),
+                },
+                &[keep.as_fd()],
+            )
+            .unwrap();
+        let (m, fds) = receiver.recv(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!((m, fds.len()), (Msg::Status, 0));
+        let (m, fds) = receiver.recv(Some(Duration::from_secs(5))).unwrap();
+        let Msg::HandOver { state } = m else {
+            panic!("{m:?}")
+        };
+        assert_eq!(fds.len(), 1);
+        assert_eq!(state.boundary(), "expdrv driver 1 after #41");
+        assert_eq!(state.restart_counts, [("ep".to_string(), 2)]);
+        drop(sender);
+        let e = receiver.recv(Some(Duration::from_secs(5))).unwrap_err();
+        assert!(e.contains("closed its end"), "{e}");
+    }
+
+    #[test]
+    fn descriptors_that_do_not_match_the_state_are_refused() {
+        let config = Config::simulator(1);
+        let e = taken(state(vec![1]), Vec::new(), &config).unwrap_err();
+        assert!(
+            e.contains("0 descriptors came with the hand-over, 1 expected"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn another_hand_over_version_is_refused() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        use std::io::Write;
+        a.write_all(b"{\"v\":1,\"m\":{\"type\":\"status\"}}\n")
+            .unwrap();
+        let mut receiver = Channel::new(b, 9);
+        let e = receiver.recv(Some(Duration::from_secs(5))).unwrap_err();
+        assert!(e.contains("hand-over version 1"), "{e}");
+    }
+}

@@ -546,7 +546,15 @@ mod tests {
             assert!(e.contains("Busy"), "{e}");
         }
         m.step_done(s, true);
+        // Between two steps of one request: still Busy, still refused.
+        assert_eq!(m.operational(), Operational::Busy);
+        assert!(m.plan(Command::Abort).is_err());
         assert_eq!(m.next_step(), Some(Step::ExecuteSplit));
+        m.step_done(Step::ExecuteSplit, true);
+        assert_eq!(
+            (m.state(), m.operational()),
+            (UpgradeState::Split, Operational::Ready)
+        );
     }
 
     #[test]
