@@ -5,8 +5,9 @@
 //! Afterwards every monitor's action ran exactly once, on the side that
 //! was acting at its record's sequence; the history database holds every
 //! record once; a D-Bus `watch` running across the hand-overs saw every
-//! record or a `Lost` naming it; the old side's in-process subscriber saw
-//! exactly the records it acted on. Through Commit, and with an abort from
+//! record or a `Lost` naming it; a Check script polling all along always
+//! reached a daemon and saw the latch; the old side's in-process
+//! subscriber saw exactly the records it acted on. Through Commit, and with an abort from
 //! Split and from Merge (the old side acts again, nothing lost or doubled).
 #![allow(clippy::unwrap_used)]
 
@@ -241,6 +242,27 @@ fn zero_loss(end: End) {
     let next = next_binary();
     let mut reaper = Reaper(None);
     sender.wait_tripped(MONITORS / 5);
+    // A Check script polling mrw0 (tripped already) all through the
+    // upgrade: it never finds the daemon unreachable (exit 1), and once it
+    // has seen the Error it never sees Normal again (the latch moves too).
+    wait_until("mrw0's Error", || {
+        client(&a, &["check", "mrw0"]).status.code() == Some(2)
+    });
+    let checking = Arc::new(AtomicBool::new(true));
+    let checker = {
+        let (a, on) = (a.clone(), checking.clone());
+        std::thread::spawn(move || {
+            let mut codes = Vec::new();
+            while on.load(Ordering::Acquire) {
+                let o = client(&a, &["check", "mrw0"]);
+                codes.push((
+                    o.status.code(),
+                    String::from_utf8_lossy(&o.stderr).into_owned(),
+                ));
+            }
+            codes
+        })
+    };
     let s = upgrade(&a, &["split", "--new-binary", next.to_str().unwrap()]);
     assert_eq!(at(&s), ("Split", "Ready"), "{s}");
     let new_pid = s["peer"]["pid"].as_u64().unwrap() as u32;
@@ -289,6 +311,12 @@ fn zero_loss(end: End) {
         }
     }
     let (last, fc_last) = sender.finish();
+    checking.store(false, Ordering::Release);
+    let codes = checker.join().unwrap();
+    assert!(codes.len() >= 5, "{codes:?}");
+    for (code, err) in &codes {
+        assert_eq!(*code, Some(2), "check mrw0 during the upgrade: {err}");
+    }
     let s = upgrade(&a, &["finish"]);
     assert_eq!(at(&s), ("Idle", "Ready"), "{s}");
     let acting_pid = if end == End::Commit { new_pid } else { old_pid };
