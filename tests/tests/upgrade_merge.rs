@@ -7,8 +7,9 @@
 //! record once; a D-Bus `watch` running across the hand-overs saw every
 //! record or a `Lost` naming it; a Check script polling all along always
 //! reached a daemon and saw the latch; the old side's in-process
-//! subscriber saw exactly the records it acted on. Through Commit, and with an abort from
-//! Split and from Merge (the old side acts again, nothing lost or doubled).
+//! subscriber saw exactly the records it acted on. Through Commit, and
+//! with an abort from Split and from Merge (the old side acts again,
+//! nothing lost or doubled).
 #![allow(clippy::unwrap_used)]
 
 use faultbridge::sim::{FaultSpec, Simulator};
