@@ -550,3 +550,43 @@ fn upgrade1_is_there_again_after_the_bus_comes_back() {
         daemon.stderr()
     );
 }
+
+#[test]
+fn the_old_side_stopped_after_merge_exits_cleanly_and_commit_still_succeeds() {
+    private_netns();
+    let bus = private_bus(BusPolicy::Open);
+    let a = bus.address().to_string();
+    let dir = TempDir::new("upgrade-old-stopped");
+    let acted = dir.path().join("acted");
+    let daemon = Daemon::start(&daemon_config(
+        &bus,
+        &format!(
+            r#"
+[[monitor]]
+name = "mrw1"
+category = "NIC"
+keyword = "eth0"
+adapter = "exec"
+command = '''/bin/sh -c 'echo "$FAULTBRIDGE_MONITOR $FAULTBRIDGE_SEQUENCE" >> {acted}' '''
+"#,
+            acted = acted.display()
+        ),
+    ));
+    let next = next_binary();
+    let o = upgrade(&a, &["split", "--new-binary", next.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let new = status(&a)["peer"]["pid"].as_u64().unwrap();
+    let _reaper = Reaper(new);
+    let o = upgrade(&a, &["merge"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // The old side is stopped (say by an operator) before the commit: it
+    // exits cleanly, the new side acts on and the commit succeeds.
+    let stats = daemon.stop();
+    assert_eq!(stats["type"], "stats");
+    let o = upgrade(&a, &["commit"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(state(&a), pair("Commit", "Ready"));
+    faultbridge(&["sim", "send", "-k", "NIC.eth0", "--group", "1"]);
+    wait_until("the new side's action", T, || lines(&acted) == ["mrw1 1"]);
+    assert!(alive(new));
+}

@@ -855,9 +855,18 @@ impl Sides for NewSides {
         // The unit's main process is this one before the old one exits.
         crate::systemd::main_pid(std::process::id());
         let chan = self.chan()?;
-        match chan.ask(&Msg::Commit, ANSWER_TIMEOUT)?.0 {
-            Msg::Bye => {}
-            other => return Err(format!("the old side answered {other:?} to commit")),
+        match chan.ask(&Msg::Commit, ANSWER_TIMEOUT) {
+            Ok((Msg::Bye, _)) => {}
+            Ok((other, _)) => return Err(format!("the old side answered {other:?} to commit")),
+            // Stopped already (a signal): nothing left to end.
+            Err(e) if e.contains("closed its end") || e.contains("is gone") => {
+                eprintln!(
+                    "faultbridge: upgrade: commit: the old side (pid {pid}) had exited already"
+                );
+                self.chan = None;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
         }
         if !chan.wait_closed(ANSWER_TIMEOUT) {
             eprintln!(
