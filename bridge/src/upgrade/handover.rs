@@ -720,6 +720,9 @@ impl OldSide {
                 Msg::HandOver { state } if !acting => {
                     let boundary = state.boundary();
                     let released_at_ns = state.released_at_ns;
+                    // Signals wait until the name is back here (the other
+                    // side gives it up once this side has taken acting).
+                    self.hold(true);
                     match taken(state, fds, &self.local.config).and_then(|t| self.local.take(t)) {
                         Ok(()) => {
                             acting = true;
@@ -735,7 +738,10 @@ impl OldSide {
                                 status: self.status(true),
                             }
                         }
-                        Err(message) => Msg::Refused { message },
+                        Err(message) => {
+                            self.hold(false);
+                            Msg::Refused { message }
+                        }
                     }
                 }
                 Msg::Commit if !acting => {
@@ -756,8 +762,32 @@ impl OldSide {
                     message: format!("{other:?} is not served by the old side now"),
                 },
             };
+            let took = matches!(reply, Msg::Took { .. });
             // Gone if this fails: the next receive tells.
             let _ = self.peer.chan.send(&reply, &[]);
+            if took {
+                self.wait_name();
+            }
+        }
+    }
+
+    fn hold(&self, held: bool) {
+        if let Some(s) = &self.local.settler {
+            s.hold(held);
+        }
+    }
+
+    /// Waits until the name is back on this side (the other side gives it
+    /// up, or ends), then lets the held signals go.
+    fn wait_name(&self) {
+        if let Some(s) = &self.local.settler {
+            if !s.wait_owner(ANSWER_TIMEOUT) {
+                eprintln!(
+                    "faultbridge: upgrade: {} not back on this side within {ANSWER_TIMEOUT:?}; signals go out anyway",
+                    faultbridge_bus::dbus::BUS_NAME
+                );
+            }
+            s.hold(false);
         }
     }
 
@@ -882,10 +912,6 @@ impl Sides for NewSides {
             return self.next.abort();
         }
         let released = self.local.release()?;
-        if let Err(e) = (self.release_name)() {
-            self.local.take_back(released)?;
-            return Err(format!("cannot give up the bus name: {e}"));
-        }
         let state = HandOverState::of(&released);
         let chan = self.chan()?;
         let answer = chan
@@ -895,6 +921,13 @@ impl Sides for NewSides {
             Ok((Msg::Took { .. }, _)) => {
                 drop(released);
                 self.chan = None;
+                // The old side acts, its signals held until it owns the
+                // name again: give it up (it is queued for it).
+                if let Err(e) = (self.release_name)() {
+                    eprintln!(
+                        "faultbridge: upgrade: cannot give up the bus name: {e}; it goes with this process"
+                    );
+                }
                 // Nothing left to do here: this process ends.
                 super::exit_handed_over();
                 Ok(())

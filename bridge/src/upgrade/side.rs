@@ -341,8 +341,8 @@ fn take_over(
         Side::Upgrade,
         Machine::restore(UpgradeState::Merge, Operational::Busy),
     );
-    // Upgrade1 is on the connection before the name moves to it, so a
-    // client waiting for the merge always finds it.
+    // Connected without the name: Upgrade1 is on the connection before the
+    // name moves to it, so a client waiting for the merge always finds it.
     let service = match crate::dbus::bus_address(&config.bus) {
         Some(bus) => {
             let mut opts = ServiceOptions::new(bus);
@@ -361,12 +361,24 @@ fn take_over(
         None => None,
     };
     let released_at_ns = taken.released_at_ns;
+    // Acting moves with the monitor states first, its signals held; then
+    // the name: a Check script reaching this side finds the states taken
+    // over, never this side's own.
     Local {
         control: bridge.control(),
         settler: None,
         config: config.clone(),
     }
     .take(taken)?;
+    if let Some(s) = &service {
+        if let Err(e) = s.take_name() {
+            eprintln!(
+                "faultbridge: upgrade: cannot take {}: {}; this side acts without it",
+                faultbridge_bus::dbus::BUS_NAME,
+                crate::error::error_chain(&e)
+            );
+        }
+    }
     coordinator.acting_gap(super::handover::gap_since(released_at_ns));
     coordinator.note(
         crate::activity::ActivitySeverity::Information,

@@ -41,10 +41,11 @@ pub struct ServiceOptions {
     pub max_signals_per_second: u32,
     /// Signals that may go out at once above that pace.
     pub signal_burst: u32,
-    /// Take `org.faultbridge.Bridge1` from its owner (a live upgrade's new
-    /// side): the owner allows replacement and waits in the name's queue,
-    /// so the name is never missing. Without it, a name owned already
-    /// fails the start.
+    /// Start without `org.faultbridge.Bridge1` and with the signals held
+    /// (a live upgrade's new side): [`Service::take_name`] then takes the
+    /// name from its owner, which allows replacement and waits in the
+    /// name's queue (so the name is never missing), and lets the signals
+    /// go. Without it, a name owned already fails the start.
     pub take_name: bool,
 }
 
@@ -99,6 +100,8 @@ pub(crate) struct Counters {
     pub(crate) signals_done: AtomicU64,
     /// The pump holds losses it has yet to tell.
     pub(crate) pump_pending: AtomicBool,
+    /// Signals are held (not sent) until the name is taken.
+    pub(crate) pump_held: AtomicBool,
 }
 
 impl Counters {
@@ -222,6 +225,7 @@ impl DbusStats {
 #[derive(Debug)]
 pub struct Service {
     probe: crate::fanout::BacklogProbe,
+    want_name: Arc<AtomicBool>,
     hooks: Arc<Hooks>,
     link: Arc<Link>,
     counters: Arc<Counters>,
@@ -245,9 +249,43 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Settler {
     probe: crate::fanout::BacklogProbe,
     counters: Arc<Counters>,
+    link: Arc<Link>,
 }
 
 impl Settler {
+    /// Holds the signals (they wait in the service's queue) or lets them
+    /// go: a side taking acting back holds them until it owns the name.
+    pub fn hold(&self, held: bool) {
+        self.counters.pump_held.store(held, Ordering::Release);
+    }
+
+    /// Waits until this connection owns `org.faultbridge.Bridge1`, at most
+    /// `timeout`; false if it does not by then.
+    pub fn wait_owner(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(conn) = self.link.current() {
+                let me = conn.unique_name().map(|n| n.to_string());
+                let owner = zbus::block_on(async {
+                    let proxy = zbus::fdo::DBusProxy::new(&conn).await?;
+                    proxy
+                        .get_name_owner(BUS_NAME.try_into().map_err(zbus::Error::from)?)
+                        .await
+                        .map_err(zbus::Error::from)
+                });
+                if let (Some(me), Ok(owner)) = (me, owner) {
+                    if owner.as_str() == me {
+                        return true;
+                    }
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Waits until every fault and loss notice published to the service so
     /// far has gone out as a signal (or been counted as dropped and told as
     /// `Lost`), at most `timeout`; false if it had not by then.
@@ -316,6 +354,9 @@ impl Hooks {
 #[derive(Clone)]
 struct Objects {
     bus: BusAddress,
+    /// Whether connections ask for the name (not before `take_name`).
+    want_name: Arc<AtomicBool>,
+    /// Whether they take it from its owner.
     take_name: bool,
     hooks: Arc<Hooks>,
     backend: Arc<dyn Backend>,
@@ -369,6 +410,9 @@ impl Objects {
         })?;
         for h in self.hooks.all() {
             h(&conn).map_err(ServiceError::Export)?;
+        }
+        if !self.want_name.load(Ordering::Acquire) {
+            return Ok(conn);
         }
         zbus::block_on(async {
             // Replacement allowed, and queued when replaced: a live
@@ -494,6 +538,7 @@ impl Service {
         T: Into<MonitorUpdate> + Send + 'static,
     {
         let counters = Arc::new(Counters::default());
+        counters.pump_held.store(opts.take_name, Ordering::Release);
         let monitors = backend.monitors();
         let paths = monitors
             .iter()
@@ -501,9 +546,14 @@ impl Service {
             .collect::<Result<Vec<_>, _>>()
             .map_err(ServiceError::Export)?;
         let probe = faults.probe();
+        let want_name_handle;
         let hooks = Arc::new(Hooks(std::sync::Mutex::new(hooks)));
         let objects = Objects {
             bus: opts.bus.clone(),
+            want_name: {
+                want_name_handle = Arc::new(AtomicBool::new(!opts.take_name));
+                want_name_handle.clone()
+            },
             take_name: opts.take_name,
             hooks: hooks.clone(),
             backend: backend.clone(),
@@ -563,6 +613,7 @@ impl Service {
             .map_err(ServiceError::Thread)?;
         Ok(Service {
             probe,
+            want_name: want_name_handle,
             hooks,
             link,
             counters,
@@ -593,11 +644,32 @@ impl Service {
             .push(hook);
     }
 
+    /// Takes `org.faultbridge.Bridge1` from its owner now (a service
+    /// started with [`ServiceOptions::take_name`]), and lets the signals
+    /// held meanwhile go. Reconnections ask for the name from then on.
+    pub fn take_name(&self) -> Result<(), ServiceError> {
+        let conn = self.link.current().ok_or_else(|| {
+            ServiceError::NameRequest(zbus::Error::Failure("the bus is down".into()))
+        })?;
+        let flags = RequestNameFlags::ALLOW_REPLACEMENT | RequestNameFlags::REPLACE_EXISTING;
+        match zbus::block_on(conn.request_name_with_flags(BUS_NAME, flags)) {
+            Ok(RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner) => {
+                self.want_name.store(true, Ordering::Release);
+                self.counters.pump_held.store(false, Ordering::Release);
+                Ok(())
+            }
+            Ok(_) => Err(ServiceError::NameTaken),
+            Err(e) if is_access_denied(&e) => Err(ServiceError::NameDenied(e)),
+            Err(e) => Err(ServiceError::NameRequest(e)),
+        }
+    }
+
     /// A handle to [`Settler::settle`] from elsewhere.
     pub fn settler(&self) -> Settler {
         Settler {
             probe: self.probe.clone(),
             counters: self.counters.clone(),
+            link: self.link.clone(),
         }
     }
 

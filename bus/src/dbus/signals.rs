@@ -212,6 +212,9 @@ impl Pump {
     /// flag is seen; the sender finishes what is queued once this returns.
     pub(crate) fn run(mut self) {
         loop {
+            // Held until the name is taken (a live upgrade's side that
+            // acts before it owns the name): what is published waits.
+            self.wait_unheld();
             self.take_missed();
             let wait = if !self.link.is_up() {
                 // Nothing goes out while the bus is down; look again soon.
@@ -225,7 +228,11 @@ impl Pump {
                 IDLE_WAKE
             };
             match self.sub.recv_timeout(wait) {
-                Ok(ev) => self.on_event(ev),
+                Ok(ev) => {
+                    // Held while it waited: this event waits in hand.
+                    self.wait_unheld();
+                    self.on_event(ev)
+                }
                 Err(RecvError::Timeout) => {}
                 Err(RecvError::Closed) => {
                     // The bridge stopped: tell what is still pending, whatever the pace.
@@ -243,6 +250,14 @@ impl Pump {
             if self.stop.load(Ordering::Acquire) {
                 return;
             }
+        }
+    }
+
+    /// Waits while the signals are held (not once stopping).
+    fn wait_unheld(&self) {
+        while self.counters.pump_held.load(Ordering::Acquire) && !self.stop.load(Ordering::Acquire)
+        {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
