@@ -269,7 +269,7 @@ impl Settler {
                 let owner = zbus::block_on(async {
                     let proxy = zbus::fdo::DBusProxy::new(&conn).await?;
                     proxy
-                        .get_name_owner(BUS_NAME.try_into().map_err(zbus::Error::from)?)
+                        .get_name_owner(BUS_NAME.try_into()?)
                         .await
                         .map_err(zbus::Error::from)
                 });
