@@ -403,7 +403,7 @@ impl Bridge {
         let monitors = Monitors::with_actions(
             &config.monitors,
             activity.clone(),
-            runner.as_ref().map(Runner::sender),
+            runner.as_ref().and_then(Runner::sender),
         );
         let mut monitors = monitors;
         let monitor_view = monitors.view();

@@ -31,7 +31,8 @@ pub use trip::{Trip, environment, variables};
 
 use crate::activity::{ActivityLog, ActivitySeverity};
 use crate::config::{ActionsConfig, MonitorConfig};
-use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use faultbridge_ffi::sys::doorbell::{Bell, Door, doorbell};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -57,10 +58,44 @@ pub enum RunnerMsg {
     SetCounts { counts: Vec<(usize, u32)> },
 }
 
+/// The ingest thread's end of the runner's queue. A message is queued,
+/// then the runner's doorbell rung: the runner, asleep, is woken on the
+/// ingest thread's CPU as that thread goes back to waiting, so the action
+/// starts without the wake-up of an idle CPU (see
+/// [`faultbridge_ffi::sys::doorbell`]). Dropping the last one ends the
+/// runner once its actions are done.
+#[derive(Debug, Clone)]
+pub struct RunnerTx {
+    /// Always `Some` but while it is dropped (see `Drop`).
+    tx: Option<Sender<RunnerMsg>>,
+    bell: Arc<Bell>,
+}
+
+impl RunnerTx {
+    /// Queues `m` without blocking (a full queue hands it back).
+    pub fn try_send(&self, m: RunnerMsg) -> Result<(), TrySendError<RunnerMsg>> {
+        match &self.tx {
+            Some(tx) => tx.try_send(m)?,
+            None => return Err(TrySendError::Disconnected(m)),
+        }
+        self.bell.ring();
+        Ok(())
+    }
+}
+
+impl Drop for RunnerTx {
+    fn drop(&mut self) {
+        // The runner learns that a sender is gone (the last one ends it)
+        // only by looking: wake it to look, once this one is gone.
+        drop(self.tx.take());
+        self.bell.ring();
+    }
+}
+
 /// The runner thread.
 #[derive(Debug)]
 pub struct Runner {
-    tx: Sender<RunnerMsg>,
+    tx: Option<RunnerTx>,
     thread: Option<JoinHandle<()>>,
     pub stats: Arc<RunnerStats>,
     cx: Arc<Context>,
@@ -100,6 +135,8 @@ impl Runner {
         activity: Arc<ActivityLog>,
     ) -> std::io::Result<Runner> {
         let (tx, rx) = crossbeam_channel::bounded(4096);
+        let (bell, door) = doorbell()?;
+        let bell = Arc::new(bell);
         let stats = Arc::new(RunnerStats::default());
         let cx = Arc::new(Context {
             activity,
@@ -108,11 +145,12 @@ impl Runner {
             stop: process::Stop::default(),
         });
         let c = cx.clone();
+        let b = bell.clone();
         let thread = std::thread::Builder::new()
             .name("fb-actions".into())
-            .spawn(move || run(rx, monitors.into(), cfg, c))?;
+            .spawn(move || run(rx, door, b, monitors.into(), cfg, c))?;
         Ok(Runner {
-            tx,
+            tx: Some(RunnerTx { tx: Some(tx), bell }),
             thread: Some(thread),
             stats,
             cx,
@@ -120,7 +158,7 @@ impl Runner {
     }
 
     /// The sender the ingest thread uses (never blocks: `try_send`).
-    pub fn sender(&self) -> Sender<RunnerMsg> {
+    pub fn sender(&self) -> Option<RunnerTx> {
         self.tx.clone()
     }
 }
@@ -130,8 +168,7 @@ impl Drop for Runner {
         // The runner ends when every sender is gone and its workers are
         // done: programs still running after the grace are killed.
         self.cx.stop.begin(SHUTDOWN_GRACE);
-        let (dummy, _) = crossbeam_channel::bounded(1);
-        self.tx = dummy;
+        self.tx = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -164,6 +201,8 @@ fn drop_privileges_for_children(activity: &ActivityLog) {
 
 fn run(
     rx: Receiver<RunnerMsg>,
+    door: Door,
+    bell: Arc<Bell>,
     monitors: Arc<[MonitorConfig]>,
     cfg: ActionsConfig,
     cx: Arc<Context>,
@@ -176,34 +215,29 @@ fn run(
     let mut running = 0usize;
     let mut open = true;
     while open || running > 0 {
+        // Finished actions first, then one message; with neither, sleep
+        // (at the end of the loop) until the ingest thread or a worker rings.
+        let mut finished = false;
+        while let Ok(d) = done_rx.try_recv() {
+            finished = true;
+            running -= 1;
+            if let Some(p) = per.get_mut(d.monitor) {
+                p.done(&d);
+            }
+        }
         let msg = if open {
-            select! {
-                recv(rx) -> m => match m {
-                    Ok(m) => Some(m),
-                    Err(_) => { open = false; None }
-                },
-                recv(done_rx) -> d => {
-                    if let Ok(d) = d {
-                        running -= 1;
-                        if let Some(p) = per.get_mut(d.monitor) {
-                            p.done(&d);
-                        }
-                    }
+            match rx.try_recv() {
+                Ok(m) => Some(m),
+                Err(TryRecvError::Disconnected) => {
+                    open = false;
                     None
                 }
+                Err(TryRecvError::Empty) => None,
             }
         } else {
-            match done_rx.recv() {
-                Ok(d) => {
-                    running -= 1;
-                    if let Some(p) = per.get_mut(d.monitor) {
-                        p.done(&d);
-                    }
-                }
-                Err(_) => break,
-            }
             None
         };
+        let idle = msg.is_none() && !finished;
         match msg {
             Some(RunnerMsg::Reset { monitor }) => {
                 if let Some(p) = per.get_mut(monitor) {
@@ -268,6 +302,7 @@ fn run(
             // before any thread is made; the worker carries the rest.
             let begun = adapters::begin(&monitors[monitor], &trip, &cx);
             let (mons, c, dtx) = (monitors.clone(), cx.clone(), done_tx.clone());
+            let b = bell.clone();
             let spawned = std::thread::Builder::new()
                 .name("fb-action".into())
                 .spawn(move || {
@@ -277,6 +312,7 @@ fn run(
                         restarts_done,
                         generation,
                     });
+                    b.ring();
                 });
             if let Err(e) = spawned {
                 running = running.saturating_sub(1);
@@ -288,6 +324,11 @@ fn run(
                     format!("cannot start an action worker: {e}"),
                 );
             }
+        }
+        // A ring that comes after these checks stays in the doorbell, so
+        // the wait returns at once.
+        if idle && rx.is_empty() && done_rx.is_empty() && (open || running > 0) {
+            door.wait(None);
         }
     }
 }

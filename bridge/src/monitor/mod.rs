@@ -8,7 +8,7 @@
 //! allocates nothing. Readers on other threads see each monitor's state
 //! through atomics ([`MonitorView`]) and hear of changes on a channel.
 
-use crate::action::{RunnerMsg, Trip};
+use crate::action::{RunnerMsg, RunnerTx, Trip};
 use crate::activity::{ActivityLog, ActivitySeverity};
 use crate::config::MonitorConfig;
 use crossbeam_channel::{Receiver, Sender};
@@ -175,10 +175,10 @@ pub struct Monitors {
     view: Arc<MonitorView>,
     local: Vec<Local>,
     activity: Arc<ActivityLog>,
-    actions: Option<Sender<RunnerMsg>>,
+    actions: Option<RunnerTx>,
     /// The runner's queue while the table does not act (the passive side
     /// of a live upgrade): states change, no action is handed over.
-    parked: Option<Sender<RunnerMsg>>,
+    parked: Option<RunnerTx>,
     /// While passive: the last sequence seen per source (nothing is
     /// published then; see [`Monitors::passive_positions`]).
     passive: Option<Arc<Positions>>,
@@ -203,7 +203,7 @@ impl Monitors {
     pub fn with_actions(
         configs: &[MonitorConfig],
         activity: Arc<ActivityLog>,
-        actions: Option<Sender<RunnerMsg>>,
+        actions: Option<RunnerTx>,
     ) -> Monitors {
         let mut by_keyword: [HashMap<Box<str>, Vec<usize>>; 6] = Default::default();
         let mut any_device: [Vec<usize>; 6] = Default::default();
