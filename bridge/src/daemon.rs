@@ -113,6 +113,17 @@ pub enum Control {
     /// Passed on to the recovery-action runner (never waited for here):
     /// the restart counts of a live upgrade.
     Runner(crate::action::RunnerMsg),
+    /// Every monitor's state (a live upgrade's Split: the new side starts
+    /// from the running side's states).
+    MonitorSnapshot {
+        reply: Sender<Vec<crate::monitor::HandedMonitor>>,
+    },
+    /// Takes monitor states while passive (ignored while acting); the
+    /// reply is how many were taken.
+    AdoptMonitors {
+        monitors: Vec<crate::monitor::HandedMonitor>,
+        reply: Sender<usize>,
+    },
 }
 
 /// What a bridge gives up when it stops acting at a live upgrade.
@@ -170,6 +181,24 @@ impl ControlHandle {
         let (reply, rx) = crossbeam_channel::bounded(1);
         self.send(Control::Ping { reply })?;
         rx.recv_timeout(timeout).map_err(|_| BridgeError::Stopped)
+    }
+
+    /// Every monitor's state now.
+    pub fn monitor_snapshot(&self) -> Result<Vec<crate::monitor::HandedMonitor>, BridgeError> {
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        self.send(Control::MonitorSnapshot { reply })?;
+        rx.recv().map_err(|_| BridgeError::Stopped)
+    }
+
+    /// Takes monitor states while passive; returns how many were taken
+    /// (none while acting).
+    pub fn adopt_monitors(
+        &self,
+        monitors: Vec<crate::monitor::HandedMonitor>,
+    ) -> Result<usize, BridgeError> {
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        self.send(Control::AdoptMonitors { monitors, reply })?;
+        rx.recv().map_err(|_| BridgeError::Stopped)
     }
 
     /// The sources that cannot be handed over to another process now.
@@ -747,6 +776,17 @@ impl Ingest {
                     let _ = reply.send(());
                 }
                 Control::Runner(m) => self.monitors.to_runner(m),
+                Control::MonitorSnapshot { reply } => {
+                    let _ = reply.send(self.monitors.snapshot());
+                }
+                Control::AdoptMonitors { monitors, reply } => {
+                    let n = if self.acting {
+                        0
+                    } else {
+                        self.monitors.adopt(&monitors)
+                    };
+                    let _ = reply.send(n);
+                }
             }
         }
         self.after_publish();

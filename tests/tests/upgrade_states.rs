@@ -590,3 +590,42 @@ command = '''/bin/sh -c 'echo "$FAULTBRIDGE_MONITOR $FAULTBRIDGE_SEQUENCE" >> {a
     wait_until("the new side's action", T, || lines(&acted) == ["mrw1 1"]);
     assert!(alive(new));
 }
+
+#[test]
+fn the_upgrade_side_starts_from_the_running_sides_monitor_states() {
+    private_netns();
+    let bus = private_bus(BusPolicy::Open);
+    let a = bus.address().to_string();
+    let _daemon = Daemon::start(&daemon_config(
+        &bus,
+        "[[monitor]]\nname = \"mrw1\"\ncategory = \"NIC\"\nkeyword = \"eth0\"\n\
+         [[monitor]]\nname = \"mrw2\"\ncategory = \"NIC\"\nkeyword = \"eth1\"\n",
+    ));
+    // mrw1 trips before the Upgrade side exists.
+    faultbridge(&["sim", "send", "-k", "NIC.eth0", "--group", "1"]);
+    wait_until("mrw1's Error", T, || {
+        client(&a, &["check", "mrw1"]).status.code() == Some(2)
+    });
+    let next = next_binary();
+    let o = upgrade(&a, &["split", "--new-binary", next.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let _reaper = Reaper(status(&a)["peer"]["pid"].as_u64().unwrap());
+    let o = std::process::Command::new("busctl")
+        .args([
+            &format!("--address={a}"),
+            "--json=short",
+            "call",
+            "org.faultbridge.Bridge1.Upgrade",
+            "/org/faultbridge/Bridge1",
+            "org.faultbridge.Upgrade1",
+            "Status",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let in_error = &v["data"][0]["monitors_in_error"]["data"];
+    assert_eq!(in_error, &serde_json::json!(["mrw1"]), "{v}");
+    let o = upgrade(&a, &["abort"]);
+    assert!(o.status.success(), "{}", text(&o));
+}

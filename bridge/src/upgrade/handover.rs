@@ -64,6 +64,15 @@ pub enum Msg {
     Refused {
         message: String,
     },
+    /// The running side's monitor states, for the new side to start from
+    /// at Split (it acts on none of them).
+    Monitors {
+        monitors: Vec<HandedMonitor>,
+    },
+    /// How many it took.
+    Adopted {
+        count: usize,
+    },
     /// The old side's Merge step ended (its stop, start and backup
     /// actions), with the time each step of the upgrade took there.
     MergeDone {
@@ -526,6 +535,24 @@ impl Sides for ProcessSides {
             }
         }
         peer.ask_status()?;
+        // It starts from this side's monitor states, then follows what it
+        // receives.
+        if let Some(l) = &self.local {
+            let monitors = l.control.monitor_snapshot().map_err(|e| e.to_string())?;
+            match peer.chan.ask(&Msg::Monitors { monitors }, ANSWER_TIMEOUT) {
+                Ok((Msg::Adopted { .. }, _)) => {}
+                Ok((other, _)) => {
+                    let _ = peer.end();
+                    return Err(format!(
+                        "the Upgrade side answered {other:?} to the monitor states"
+                    ));
+                }
+                Err(e) => {
+                    let _ = peer.end();
+                    return Err(e);
+                }
+            }
+        }
         self.peer = Some(peer);
         Ok(())
     }

@@ -53,6 +53,7 @@ pub fn passive(config: &Config) -> Config {
 
 struct SideBackend {
     seqs: Arc<Positions>,
+    monitors: Arc<crate::monitor::MonitorView>,
 }
 
 impl SideBackend {
@@ -75,8 +76,10 @@ impl UpgradeBackend for SideBackend {
         )))
     }
 
+    /// `Upgrade1.Status`, plus `sequences` `a{st}` (per source, the last
+    /// sequence received) and `monitors_in_error` `as`.
     fn status(&self) -> HashMap<String, OwnedVariant> {
-        status_map(&UpgradeStatus {
+        let mut m = status_map(&UpgradeStatus {
             state: UpgradeState::Split,
             operational: Operational::Ready,
             side: Side::Upgrade,
@@ -89,18 +92,20 @@ impl UpgradeBackend for SideBackend {
             peer: None,
             acting_gap_ns: None,
             activity: Vec::new(),
-        })
-        .into_iter()
-        .chain([(
-            "sequences".to_string(),
-            OwnedVariant::from(
-                self.seqs
-                    .snapshot()
-                    .into_iter()
-                    .collect::<HashMap<String, u64>>(),
-            ),
-        )])
-        .collect()
+        });
+        let seqs: HashMap<String, u64> = self.seqs.snapshot().into_iter().collect();
+        m.insert("sequences".into(), OwnedVariant::from(seqs));
+        let in_error: Vec<String> = self
+            .monitors
+            .monitors
+            .iter()
+            .filter(|x| x.state() == crate::monitor::MonitorState::Error)
+            .map(|x| x.config.name.clone())
+            .collect();
+        if let Ok(v) = OwnedVariant::try_from(zbus::Variant::from(in_error)) {
+            m.insert("monitors_in_error".into(), v);
+        }
+        m
     }
 }
 
@@ -176,7 +181,10 @@ pub fn run(config: &Config, config_path: Option<&Path>) -> Result<(), DynError> 
         .set_passive()
         .ok_or("the bridge was running before it could be made passive")?;
     bridge.run()?;
-    let backend = Arc::new(SideBackend { seqs: seqs.clone() });
+    let backend = Arc::new(SideBackend {
+        seqs: seqs.clone(),
+        monitors: bridge.monitors(),
+    });
     // Inspectable on the bus under a name of its own; no Fault signals.
     let side_export = SideExport::start(config, backend.clone())?;
     let stdin: OwnedFd = std::io::stdin().as_fd().try_clone_to_owned()?;
@@ -211,6 +219,12 @@ pub fn run(config: &Config, config_path: Option<&Path>) -> Result<(), DynError> 
                 let _ = chan.send(&Msg::Bye, &[]);
                 break;
             }
+            Msg::Monitors { monitors } => match bridge.control().adopt_monitors(monitors) {
+                Ok(count) => Msg::Adopted { count },
+                Err(e) => Msg::Refused {
+                    message: e.to_string(),
+                },
+            },
             Msg::HandOver { state } => {
                 match take_over(&mut bridge, &config, config_path, state, fds) {
                     Ok(a) => {
