@@ -108,7 +108,7 @@ fn main() {
     let (n_tp, n_lat, rounds) = if quick {
         (64_000, 1_000, 2)
     } else {
-        (320_000, 20_000, 8)
+        (320_000, 36_000, 9)
     };
     let modes = [
         ("off (accept = any)", Accept::Any),
@@ -116,12 +116,21 @@ fn main() {
     ];
     let mut best_tp = [0f64; 2];
     let mut lats: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
+    // Per round, on / off: throughput, p50, p99.
+    let mut ratios: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     for round in 0..rounds {
+        let mut tp = [0f64; 2];
+        let mut lat: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
         for (i, (_, accept)) in modes.iter().enumerate() {
             let group = 10 + (round * 2 + i) as u32 % 20;
-            best_tp[i] = best_tp[i].max(throughput(group, *accept, n_tp));
-            lats[i].extend(latency(group, *accept, n_lat / rounds as u64));
+            tp[i] = throughput(group, *accept, n_tp);
+            best_tp[i] = best_tp[i].max(tp[i]);
+            lat[i] = latency(group, *accept, n_lat / rounds as u64);
+            lats[i].extend(&lat[i]);
         }
+        ratios[0].push(tp[1] / tp[0]);
+        ratios[1].push(pct(&lat[1], 0.5) / pct(&lat[0], 0.5));
+        ratios[2].push(pct(&lat[1], 0.99) / pct(&lat[0], 0.99));
     }
     println!(
         "sender authentication, {rounds} alternating rounds, best throughput and pooled latency:"
@@ -140,5 +149,18 @@ fn main() {
         best_tp[1] / best_tp[0],
         pct(&lats[1], 0.5) / pct(&lats[0], 0.5),
         pct(&lats[1], 0.99) / pct(&lats[0], 0.99)
+    );
+    // The median of the rounds' own ratios: each round's pair ran back to
+    // back, so a change in the machine's load between rounds cancels out.
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let [t, p50, p99] = &mut ratios;
+    println!(
+        "  on / off, median of the {rounds} rounds' ratios: throughput {:.3}x, p50 {:.3}x, p99 {:.3}x",
+        median(t),
+        median(p50),
+        median(p99)
     );
 }
