@@ -461,7 +461,8 @@ pub fn bus() -> (Publisher, BusHandle) {
 impl BusHandle {
     /// Subscribes. The subscription sees every event published after the
     /// publisher next runs (it adopts new subscribers before each publish).
-    /// Fails only when the publisher is gone.
+    /// Fails when the publisher is gone, or when no file descriptor is left
+    /// for the subscription's doorbell (two per subscription).
     pub fn subscribe(&self, opts: SubscribeOptions) -> Option<Subscription> {
         let cap = opts.capacity.max(1);
         let segment_len = cap.min(SEGMENT);
