@@ -548,3 +548,55 @@ fn no_file_points_outside_the_project() {
     walk(&repo(), &mut found);
     assert!(found.is_empty(), "{}", found.join("\n"));
 }
+
+#[test]
+fn the_readme_run_commands_have_exactly_one_binary_to_run() {
+    // `cargo run --release -- demo` (and `-- run`) must not have to choose
+    // between the daemon and the tests' second build of it.
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    assert!(
+        readme.contains("cargo run --release -- demo"),
+        "the README no longer gives the demo command this test checks"
+    );
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(repo())
+        .output()
+        .expect("cannot run cargo metadata");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let defaults: Vec<&str> = meta["workspace_default_members"]
+        .as_array()
+        .expect("workspace_default_members")
+        .iter()
+        .filter_map(|m| m.as_str())
+        .collect();
+    let bins: Vec<String> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| defaults.contains(&p["id"].as_str().unwrap_or("")))
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter(|t| {
+            t["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "bin"))
+        })
+        .filter_map(|t| t["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        bins,
+        ["faultbridge"],
+        "binaries `cargo run` would choose from"
+    );
+}
