@@ -341,7 +341,9 @@ fn a_bus_that_never_answers_hello_fails_a_client_and_the_daemon_with_a_clear_err
         .spawn()
         .expect("dbus-daemon (Debian package dbus-daemon) is needed");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() {
+    // The socket file appears at bind(), before listen(): wait until a
+    // connection is accepted.
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
         assert!(Instant::now() < deadline, "the bus never listened");
         std::thread::sleep(Duration::from_millis(20));
     }
