@@ -207,6 +207,13 @@ struct Shared {
 }
 
 impl Shared {
+    /// Events queued and not yet received (faults and loss notices;
+    /// approximate while either side is at work).
+    fn queued(&self) -> u64 {
+        (self.delivered.load(Relaxed) + self.notices.load(Relaxed))
+            .saturating_sub(self.received.load(Relaxed))
+    }
+
     /// The oldest pending loss notice. With `only_if_empty`, only while that
     /// queue is empty (checked under the lock): the subscriber takes a notice
     /// itself only once every older event has been received, so the notice
@@ -287,10 +294,7 @@ impl Slot {
     /// Fewer than `capacity` events queued (the subscriber drained some,
     /// or holds every record buffer): a loss notice may go in at once.
     fn has_room(&self) -> bool {
-        let s = &self.shared;
-        let queued = (s.delivered.load(Relaxed) + s.notices.load(Relaxed))
-            .saturating_sub(s.received.load(Relaxed));
-        queued < self.capacity as u64 && (!self.tx.is_full() || self.may_grow())
+        self.shared.queued() < self.capacity as u64 && (!self.tx.is_full() || self.may_grow())
     }
 
     /// Queues `ev`, adding a segment when the newest is full and the bound
@@ -596,14 +600,7 @@ impl Publisher {
     /// Events queued for all subscribers together, not yet received
     /// (approximate while they receive).
     pub fn queued(&self) -> u64 {
-        self.slots
-            .iter()
-            .map(|slot| {
-                let s = &slot.shared;
-                (s.delivered.load(Relaxed) + s.notices.load(Relaxed))
-                    .saturating_sub(s.received.load(Relaxed))
-            })
-            .sum()
+        self.slots.iter().map(|slot| slot.shared.queued()).sum()
     }
 
     /// Per-subscriber counters.
@@ -636,10 +633,12 @@ pub struct BacklogProbe(Arc<Shared>);
 impl BacklogProbe {
     /// Events queued and not yet taken, a pending loss notice counting one.
     pub fn backlog(&self) -> u64 {
-        let s = &self.0;
-        let sent = s.delivered.load(Relaxed) + s.notices.load(Relaxed);
-        sent.saturating_sub(s.received.load(Relaxed))
-            + u64::from(s.has_pending.load(std::sync::atomic::Ordering::Acquire))
+        self.0.queued()
+            + u64::from(
+                self.0
+                    .has_pending
+                    .load(std::sync::atomic::Ordering::Acquire),
+            )
     }
 
     /// Events the subscriber has taken so far.
@@ -839,8 +838,7 @@ impl Subscription {
 
     /// Events queued now (approximate while the publisher is sending).
     pub fn len(&self) -> usize {
-        let sent = self.shared.delivered.load(Relaxed) + self.shared.notices.load(Relaxed);
-        sent.saturating_sub(self.shared.received.load(Relaxed)) as usize
+        self.shared.queued() as usize
     }
 
     pub fn is_empty(&self) -> bool {
