@@ -34,6 +34,9 @@ pub enum BusPolicy {
     /// owning and method calls unless a service's file allows them), with
     /// the shipped `org.faultbridge.Bridge1.conf` included.
     SystemLike,
+    /// Connections accepted, nothing ever received, not even the reply to
+    /// `Hello` ([`PrivatePolicy::Silent`]).
+    Silent,
 }
 
 pub use faultbridge::dbus::private_bus::PrivateBus;
@@ -47,6 +50,7 @@ pub fn private_bus(policy: BusPolicy) -> PrivateBus {
         BusPolicy::SystemLike => PrivatePolicy::SystemLike {
             include: vec![policy_file()],
         },
+        BusPolicy::Silent => PrivatePolicy::Silent,
     };
     PrivateBus::start("test-dbus", &p).unwrap_or_else(|e| {
         let why = std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
@@ -272,13 +276,19 @@ pub fn is_root() -> bool {
             .unwrap_or(false)
 }
 
-/// The value of `VmRSS` of process `pid`, in KiB.
-pub fn rss_kib(pid: u32) -> u64 {
+/// A field of `/proc/PID/status` given in kB (`"VmRSS:"` the resident
+/// set now, `"VmHWM:"` its peak), in KiB.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// The value of `VmRSS` of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
 }
 
 /// The daemon's `Status` as JSON (`faultbridge status --json`).

@@ -8,7 +8,7 @@
 
 use faultbridge_tests::dbus::{
     BusPolicy, as_nobody, client, daemon_config, ensure_service_user, private_bus,
-    require_real_root, status,
+    require_real_root, status, status_kib,
 };
 use faultbridge_tests::{Daemon, TempDir, binary, faultbridge, private_netns};
 use std::time::{Duration, Instant};
@@ -39,16 +39,6 @@ fn wait_stderr(d: &Daemon, what: &str, timeout: Duration) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// A field of `/proc/PID/status` in KiB (`VmHWM:` the peak resident set,
-/// `VmRSS:` the resident set now).
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 #[test]
@@ -314,40 +304,9 @@ fn exits_within(
 fn a_bus_that_never_answers_hello_fails_a_client_and_the_daemon_with_a_clear_error() {
     // A bus whose policy lets nothing be received: it accepts connections
     // and authenticates them, but the reply to `Hello` never arrives.
+    let bus = private_bus(BusPolicy::Silent);
+    let address = bus.address().to_string();
     let dir = TempDir::new("mute-bus");
-    let socket = dir.path().join("bus");
-    let conf = dir.write(
-        "bus.conf",
-        &format!(
-            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path={}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-"#,
-            socket.display()
-        ),
-    );
-    let mut bus = std::process::Command::new("dbus-daemon")
-        .arg(format!("--config-file={}", conf.display()))
-        .args(["--nofork", "--nopidfile"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("dbus-daemon (Debian package dbus-daemon) is needed");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    // The socket file appears at bind(), before listen(): wait until a
-    // connection is accepted.
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline, "the bus never listened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let address = format!("unix:path={}", socket.display());
     let start = Instant::now();
     let status = std::process::Command::new(binary())
         .args(["status", "--bus", &address])
@@ -367,8 +326,7 @@ fn a_bus_that_never_answers_hello_fails_a_client_and_the_daemon_with_a_clear_err
         .unwrap();
     let status = exits_within(status, Duration::from_secs(30), "faultbridge status");
     let daemon = exits_within(daemon, Duration::from_secs(30), "faultbridge run");
-    let _ = bus.kill();
-    let _ = bus.wait();
+    drop(bus);
     for (what, out) in [("status", &status), ("run", &daemon)] {
         assert!(!out.status.success(), "{what}: {}", text(out));
         assert!(

@@ -28,6 +28,10 @@ pub enum PrivatePolicy {
     /// the given policy files included (faultbridge's
     /// `org.faultbridge.Bridge1.conf`).
     SystemLike { include: Vec<PathBuf> },
+    /// A bus that accepts and authenticates connections but lets no
+    /// message be received, not even the reply to `Hello`: a bus that never
+    /// answers (for the tests of what a client and the daemon do then).
+    Silent,
 }
 
 /// Why a private bus could not start.
@@ -68,6 +72,14 @@ const OPEN_POLICY: &str = r#"
   </policy>
 "#;
 
+/// Sending and owning allowed, receiving not (the default denies it).
+const SILENT_POLICY: &str = r#"
+  <policy context="default">
+    <allow send_destination="*"/>
+    <allow own="*"/>
+  </policy>
+"#;
+
 /// The default context of Debian's `/usr/share/dbus-1/system.conf`.
 const SYSTEM_DEFAULT_POLICY: &str = r#"
   <policy context="default">
@@ -96,6 +108,7 @@ const SYSTEM_DEFAULT_POLICY: &str = r#"
 pub fn bus_config(socket: &Path, policy: &PrivatePolicy) -> String {
     let (kind, body) = match policy {
         PrivatePolicy::Open => ("session", OPEN_POLICY.to_string()),
+        PrivatePolicy::Silent => ("session", SILENT_POLICY.to_string()),
         PrivatePolicy::SystemLike { include } => {
             let mut body = SYSTEM_DEFAULT_POLICY.to_string();
             for f in include {
