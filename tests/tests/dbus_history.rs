@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use faultbridge_tests::dbus::{BusPolicy, as_nobody, client, private_bus, require_real_root};
-use faultbridge_tests::{Daemon, TempDir, faultbridge, private_netns};
+use faultbridge_tests::{Daemon, TempDir, faultbridge, private_netns, text};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
@@ -26,15 +26,6 @@ category = "NIC"
 keyword = "eth0"
 "#,
         dir.path().display()
-    )
-}
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
     )
 }
 

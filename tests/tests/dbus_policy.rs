@@ -10,7 +10,7 @@ use faultbridge_tests::dbus::{
     BusPolicy, LineReader, as_nobody, client, daemon_config, ensure_service_user, nobody_command,
     private_bus, require_real_root, status,
 };
-use faultbridge_tests::{Daemon, binary, faultbridge, private_netns};
+use faultbridge_tests::{Daemon, binary, faultbridge, private_netns, text};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -23,15 +23,6 @@ keyword = "eth0"
 "#;
 
 const T: Duration = Duration::from_secs(10);
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 #[test]
 fn nobody_may_watch_and_read_but_not_notify_reset_or_own_the_name() {

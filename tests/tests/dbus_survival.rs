@@ -10,7 +10,7 @@ use faultbridge_tests::dbus::{
     BusPolicy, as_nobody, client, daemon_config, ensure_service_user, private_bus,
     require_real_root, status, status_kib,
 };
-use faultbridge_tests::{Daemon, TempDir, binary, faultbridge, private_netns};
+use faultbridge_tests::{Daemon, TempDir, binary, faultbridge, private_netns, text};
 use std::time::{Duration, Instant};
 
 const MONITOR: &str = r#"
@@ -19,15 +19,6 @@ name = "mrw1"
 category = "NIC"
 keyword = "eth0"
 "#;
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn wait_stderr(d: &Daemon, what: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;

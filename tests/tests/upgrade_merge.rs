@@ -17,11 +17,10 @@ use faultbridge_ffi::sys::netlink::{NETLINK_USERSOCK, NetlinkSocket, group_mask}
 use faultbridge_ffi::wire::fc::{fch, push_fc_event};
 use faultbridge_ffi::wire::record::Category;
 use faultbridge_tests::dbus::{BusPolicy, LineReader, client, daemon_config, private_bus};
-use faultbridge_tests::{Daemon, TempDir, binary, private_netns};
+use faultbridge_tests::{Daemon, TempDir, binary, private_netns, text};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -31,15 +30,6 @@ const T: Duration = Duration::from_secs(30);
 
 fn next_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_faultbridge-next"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn upgrade(bus: &str, args: &[&str]) -> Value {

@@ -9,7 +9,7 @@
 use faultbridge_tests::dbus::{
     BusPolicy, LineReader, as_nobody, client, daemon_config, is_root, private_bus,
 };
-use faultbridge_tests::{Daemon, TempDir, binary, faultbridge, private_netns};
+use faultbridge_tests::{Daemon, TempDir, binary, faultbridge, private_netns, text};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -18,15 +18,6 @@ use std::time::{Duration, Instant};
 /// The second build: the same code, reporting version `<package>+next`.
 fn next_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_faultbridge-next"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn upgrade(bus: &str, args: &[&str]) -> Output {
