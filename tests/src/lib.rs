@@ -31,6 +31,13 @@ pub fn text(o: &std::process::Output) -> String {
     )
 }
 
+/// Whether process `pid` is running (a zombie counts as gone).
+pub fn alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
 /// The real `faultbridge` binary, built once if this test run did not build it.
 pub fn binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();

@@ -17,7 +17,7 @@ use faultbridge_ffi::sys::netlink::{NETLINK_USERSOCK, NetlinkSocket, group_mask}
 use faultbridge_ffi::wire::fc::{fch, push_fc_event};
 use faultbridge_ffi::wire::record::Category;
 use faultbridge_tests::dbus::{BusPolicy, LineReader, client, daemon_config, private_bus};
-use faultbridge_tests::{Daemon, TempDir, binary, private_netns, text};
+use faultbridge_tests::{Daemon, TempDir, alive, binary, private_netns, text};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -48,12 +48,6 @@ fn at(s: &Value) -> (&str, &str) {
     )
 }
 
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.contains(") Z "))
-        .unwrap_or(false)
-}
-
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + T;
     while !f() {
@@ -72,7 +66,7 @@ impl Drop for Reaper {
             let p = nix::unistd::Pid::from_raw(pid as i32);
             let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(10);
-            while alive(pid) && Instant::now() < deadline {
+            while alive(pid.into()) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }
             let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
@@ -263,7 +257,7 @@ fn zero_loss(end: End) {
         End::AbortFromSplit => {
             let s = upgrade(&a, &["abort"]);
             assert_eq!(at(&s), ("Abort", "Ready"), "{s}");
-            wait_until("the Upgrade side to exit", || !alive(new_pid));
+            wait_until("the Upgrade side to exit", || !alive(new_pid.into()));
         }
         End::Commit | End::AbortFromMerge => {
             let s = upgrade(&a, &["merge"]);
@@ -297,7 +291,7 @@ fn zero_loss(end: End) {
                 let s = upgrade(&a, &["abort"]);
                 assert_eq!(at(&s), ("Abort", "Ready"), "{s}");
                 assert_eq!(s["side"], "Production", "{s}");
-                wait_until("the Upgrade side to exit", || !alive(new_pid));
+                wait_until("the Upgrade side to exit", || !alive(new_pid.into()));
             }
         }
     }
@@ -551,7 +545,7 @@ command = "{program}"
     assert_eq!(at(&s), ("Abort", "Ready"), "{s}");
     // The new side exits by itself.
     let pid = reaper.0.unwrap();
-    wait_until("the Upgrade side to exit", || !alive(pid));
+    wait_until("the Upgrade side to exit", || !alive(pid.into()));
 }
 
 fn ip(args: &str) {

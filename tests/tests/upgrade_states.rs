@@ -9,7 +9,7 @@
 use faultbridge_tests::dbus::{
     BusPolicy, LineReader, as_nobody, client, daemon_config, is_root, private_bus,
 };
-use faultbridge_tests::{Daemon, TempDir, binary, faultbridge, private_netns, text};
+use faultbridge_tests::{Daemon, TempDir, alive, binary, faultbridge, private_netns, text};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -74,13 +74,6 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn alive(pid: u64) -> bool {
-    // A zombie is gone for our purpose.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.contains(") Z "))
-        .unwrap_or(false)
 }
 
 fn lines(p: &Path) -> Vec<String> {
