@@ -15,6 +15,7 @@
 #   FAULTBRIDGE_BIN=path/to/faultbridge COUNT=200000 scripts/rss.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/private-bus.sh
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "rss.sh: needs root (network namespace, FUSE, netlink multicast)" >&2
@@ -46,24 +47,7 @@ cleanup() {
 trap cleanup EXIT
 
 # A private bus, open to everyone (like a session bus).
-cat >"$dir/bus.conf" <<EOF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path=$dir/bus</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow send_destination="*"/>
-    <allow receive_sender="*"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-EOF
-dbus-daemon --config-file="$dir/bus.conf" --nofork --nopidfile >/dev/null 2>&1 &
-pids+=($!)
-bus="unix:path=$dir/bus"
+start_private_bus "$dir"
 
 # The simulator's char device (FUSE), beside the netlink group it reports.
 mkdir "$dir/mnt"

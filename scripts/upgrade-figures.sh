@@ -18,6 +18,7 @@
 #   ROUNDS=5 RATE=50000 COUNT=250000 scripts/upgrade-figures.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/private-bus.sh
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "upgrade-figures.sh: needs root (network namespace, netlink multicast)" >&2
@@ -54,24 +55,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cat >"$dir/bus.conf" <<EOF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path=$dir/bus</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_destination="*"/>
-    <allow receive_sender="*"/>
-  </policy>
-</busconfig>
-EOF
-dbus-daemon --config-file="$dir/bus.conf" --nofork --nopidfile >/dev/null 2>&1 &
-pids+=($!)
-bus="unix:path=$dir/bus"
+start_private_bus "$dir"
 
 cat >"$dir/faultbridge.toml" <<EOF
 bus = "$bus"
