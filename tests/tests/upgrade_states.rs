@@ -86,6 +86,27 @@ fn lines(p: &Path) -> Vec<String> {
 
 const T: Duration = Duration::from_secs(20);
 
+/// `busctl` calls `method` of `org.faultbridge.Upgrade1` on the Upgrade
+/// side's own name (its reply as JSON with `json`).
+fn upgrade_side(a: &str, method: &str, json: bool) -> Output {
+    let address = format!("--address={a}");
+    let mut args = vec![address.as_str()];
+    if json {
+        args.push("--json=short");
+    }
+    args.extend([
+        "call",
+        "org.faultbridge.Bridge1.Upgrade",
+        "/org/faultbridge/Bridge1",
+        "org.faultbridge.Upgrade1",
+        method,
+    ]);
+    std::process::Command::new("busctl")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 /// Ends the detached Upgrade side should the test stop half-way (it exits
 /// by itself otherwise).
 struct Reaper(u64);
@@ -315,35 +336,14 @@ command = '''/bin/sh -c 'echo "$FAULTBRIDGE_MONITOR $FAULTBRIDGE_SEQUENCE" >> {a
         status(&a)["peer"]["sequences"]["expdrv"].as_u64() == Some(1)
     });
     // The Upgrade side is on the bus under its own name, read-only.
-    let o = std::process::Command::new("busctl")
-        .args([
-            &format!("--address={a}"),
-            "--json=short",
-            "call",
-            "org.faultbridge.Bridge1.Upgrade",
-            "/org/faultbridge/Bridge1",
-            "org.faultbridge.Upgrade1",
-            "Status",
-        ])
-        .output()
-        .unwrap();
+    let o = upgrade_side(&a, "Status", true);
     assert!(o.status.success(), "{}", text(&o));
     let body = String::from_utf8_lossy(&o.stdout);
     assert!(
         body.contains("\"Upgrade\"") && body.contains(&theirs),
         "{body}"
     );
-    let o = std::process::Command::new("busctl")
-        .args([
-            &format!("--address={a}"),
-            "call",
-            "org.faultbridge.Bridge1.Upgrade",
-            "/org/faultbridge/Bridge1",
-            "org.faultbridge.Upgrade1",
-            "Abort",
-        ])
-        .output()
-        .unwrap();
+    let o = upgrade_side(&a, "Abort", false);
     assert!(
         !o.status.success(),
         "the Upgrade side took a request: {}",
@@ -594,18 +594,7 @@ fn the_upgrade_side_starts_from_the_running_sides_monitor_states() {
     let o = upgrade(&a, &["split", "--new-binary", next.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     let _reaper = Reaper(status(&a)["peer"]["pid"].as_u64().unwrap());
-    let o = std::process::Command::new("busctl")
-        .args([
-            &format!("--address={a}"),
-            "--json=short",
-            "call",
-            "org.faultbridge.Bridge1.Upgrade",
-            "/org/faultbridge/Bridge1",
-            "org.faultbridge.Upgrade1",
-            "Status",
-        ])
-        .output()
-        .unwrap();
+    let o = upgrade_side(&a, "Status", true);
     assert!(o.status.success(), "{}", text(&o));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     let in_error = &v["data"][0]["monitors_in_error"]["data"];
