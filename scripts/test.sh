@@ -19,6 +19,14 @@ have gdbus        || need_pkgs+=(libglib2.0-bin)
 have fusermount3  || need_pkgs+=(fuse3)
 have groff        || need_pkgs+=(groff-base)
 have systemd-analyze || need_pkgs+=(systemd)
+# The Cockpit page's browser test: cockpit-ws + cockpit-bridge, headless
+# Chromium driven by Debian's python3-selenium (hence /usr/bin/python3).
+[ -x /usr/lib/cockpit/cockpit-ws ] || [ -x /usr/libexec/cockpit-ws ] || need_pkgs+=(cockpit-ws)
+have cockpit-bridge || need_pkgs+=(cockpit-bridge)
+[ -d /usr/share/cockpit/shell ] || need_pkgs+=(cockpit-system)
+have chromium     || need_pkgs+=(chromium)
+have chromedriver || need_pkgs+=(chromium-driver)
+/usr/bin/python3 -c 'import selenium' >/dev/null 2>&1 || need_pkgs+=(python3-selenium)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: missing ${need_pkgs[*]} and not root to install them" >&2
