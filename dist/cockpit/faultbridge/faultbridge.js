@@ -481,6 +481,11 @@
                 health = "Errors";
                 icon = "⚠";
                 cls = "warning";
+            } else if (n("refused") > 0) {
+                // Datagrams from senders that `accept` does not trust.
+                health = "Refused senders";
+                icon = "⚠";
+                cls = "warning";
             }
             const row = el("tr");
             row.dataset.source = name;
@@ -498,9 +503,11 @@
             cell(row, "Gaps", n("gaps"), "fb-num");
             cell(row, "Malformed", n("malformed"), "fb-num");
             cell(row, "Errors", n("errors"), "fb-num");
+            cell(row, "Refused", n("refused"), "fb-num");
             rows.push(row);
         });
         body.replaceChildren.apply(body, rows);
+        $("sources-empty").hidden = rows.length !== 0;
     }
 
     /* ---- the live stream ----------------------------------------------- */
@@ -744,9 +751,11 @@
             text = filtered ? "No recorded faults match." : "No recorded faults (or no history configured).";
         else if (rows.length === 0)
             text = "No match up to record " + cursor + "; Next page reads on.";
+        else if (rows.length === 1)
+            text = "1 fault, record " + rows[0][0] + (end ? ", the newest." : ".");
         else
-            text = rows.length + (rows.length === 1 ? " fault" : " faults") + ", records " + rows[0][0] + "–" +
-                rows[rows.length - 1][0] + (end ? ", the newest ones." : ".");
+            text = rows.length + " faults, records " + rows[0][0] + "–" + rows[rows.length - 1][0] +
+                (end ? ", the newest ones." : ".");
         $("history-status").textContent = text;
     }
 
