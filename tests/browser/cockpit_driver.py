@@ -7,10 +7,13 @@ script; it writes one JSON command per line on our stdin and reads one JSON
 reply per line from our stdout. Commands:
 
   {"cmd": "open", "url": U}                       load a page
+  {"cmd": "frame", "name": N, "timeout": S}       work inside the iframe N
+        (Cockpit's shell shows a page in one) once it has loaded
   {"cmd": "wait", "css": C, "text": T, "timeout": S}
         until an element matching C exists (whose text contains T, when
         given); the reply holds "ms", the time waited, and "text"
-  {"cmd": "gone", "css": C, "timeout": S}          until none matches C
+  {"cmd": "gone", "css": C, "text": T, "timeout": S}
+        until no element matches C (with text containing T, when given)
   {"cmd": "click", "css": C}                       click the first match
   {"cmd": "type", "css": C, "text": T}             clear the first match, type T
   {"cmd": "js", "script": S}                       "value": what S returns
@@ -74,6 +77,7 @@ def main():
         reply(ok=False, error=f"cannot start {chromium} with {chromedriver}: {e.msg}")
         return 2
     reply(ok=True, ready=True)
+    in_frame = False
     try:
         for line in sys.stdin:
             c = json.loads(line)
@@ -83,7 +87,19 @@ def main():
                     reply(ok=True)
                     break
                 if cmd == "open":
+                    d.switch_to.default_content()
+                    in_frame = False
                     d.get(c["url"])
+                    reply(ok=True)
+                elif cmd == "frame":
+                    deadline = time.monotonic() + float(c.get("timeout", 10))
+                    css = f'iframe[name="{c["name"]}"][data-loaded]'
+                    while not d.find_elements("css selector", css):
+                        if time.monotonic() >= deadline:
+                            raise WebDriverException(f"no loaded frame {c['name']!r}")
+                        time.sleep(POLL_S)
+                    d.switch_to.frame(d.find_element("css selector", css))
+                    in_frame = True
                     reply(ok=True)
                 elif cmd in ("wait", "gone"):
                     start = time.monotonic()
@@ -116,10 +132,12 @@ def main():
                     d.set_window_size(int(c["width"]), int(c["height"]))
                     reply(ok=True)
                 elif cmd == "screenshot":
-                    # The whole page, however long: the window grows to it.
+                    # The whole page, however long: the window grows to it
+                    # (and to the shell's top bar around a frame).
                     h = d.execute_script("return document.documentElement.scrollHeight")
                     w = d.get_window_size()["width"]
-                    d.set_window_size(w, int(h) + 140)
+                    d.set_window_size(w, int(h) + (220 if in_frame else 140))
+                    time.sleep(0.5)
                     ok = d.save_screenshot(c["path"])
                     reply(ok=bool(ok))
                 else:
