@@ -35,6 +35,7 @@ pub const PLACEHOLDERS: &[&str] = &[
     "recovery_action",
     "recovery_target",
     "final_action",
+    "node",
 ];
 
 /// Why a command line is refused.

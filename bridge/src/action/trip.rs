@@ -39,6 +39,7 @@ pub fn variables(m: &MonitorConfig, t: &Trip) -> Vec<(&'static str, String)> {
         ("recovery_action", m.recovery_action.name().to_string()),
         ("recovery_target", m.recovery_target.clone()),
         ("final_action", m.final_action.clone()),
+        ("node", m.node.clone()),
     ]
 }
 

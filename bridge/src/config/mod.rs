@@ -20,8 +20,8 @@ pub use duration::{DurationBound, parse_duration};
 pub use error::ConfigError;
 pub use faultbridge_bus::dbus::BusAddress;
 pub use monitor::{
-    AdapterKind, DEFAULT_TIMEOUT, EXIT_DATA_MAX, MONITOR_NAME_MAX, MonitorConfig, RecoveryAction,
-    Threshold,
+    ATTRIBUTE_MAX, ATTRIBUTE_PREFIX, AdapterKind, DEFAULT_TIMEOUT, EXIT_DATA_MAX, MONITOR_NAME_MAX,
+    MonitorConfig, RecoveryAction, Threshold,
 };
 pub use sources::{
     Accept, ExpdrvConfig, FcConfig, NamePatterns, RtnetlinkConfig, UEVENT_SUBSYSTEMS, UeventConfig,
@@ -319,6 +319,53 @@ timeout = "10s"
         assert!(e.starts_with("t.toml:4:11: unknown duration unit"), "{e}");
         let e = err("bus = [\n");
         assert!(e.starts_with("t.toml:"), "{e}");
+    }
+
+    #[test]
+    fn the_pacemaker_attribute_is_faultbridge_monitor_unless_written_and_only_pacemaker_has_one() {
+        let mon = |extra: &str| {
+            parse(&format!(
+                "[[monitor]]\nname = \"mrw1\"\ncategory = \"NIC\"\n{extra}"
+            ))
+            .map(|c| c.monitors[0].clone())
+        };
+        let m = mon("adapter = \"pacemaker\"\n").unwrap();
+        assert_eq!(m.attribute.as_deref(), Some("faultbridge-mrw1"));
+        let m =
+            mon("adapter = \"pacemaker\"\nattribute = \"eth0-ok\"\nnode = \"node1\"\n").unwrap();
+        assert_eq!(m.attribute.as_deref(), Some("eth0-ok"));
+        assert_eq!(m.node, "node1");
+        let m = mon("adapter = \"pacemaker\"\nattribute = \"\"\n").unwrap();
+        assert_eq!(m.attribute, None);
+        assert_eq!(
+            mon("adapter = \"exec\"\ncommand = \"x\"\n")
+                .unwrap()
+                .attribute,
+            None
+        );
+        let e = mon("adapter = \"exec\"\ncommand = \"x\"\nattribute = \"a\"\n").unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "t.toml:6:13: monitor \"mrw1\": attribute is for adapter = \"pacemaker\" only"
+            ),
+            "{e}"
+        );
+        for bad in ["-U", "a b", "x;y", "é"] {
+            let e = mon(&format!("adapter = \"pacemaker\"\nattribute = \"{bad}\"\n")).unwrap_err();
+            assert!(
+                e.to_string().contains("is not a node attribute name"),
+                "{bad}: {e}"
+            );
+        }
+        let e = parse("[[monitor]]\nname = \"a b\"\ncategory = \"NIC\"\nadapter = \"pacemaker\"\n")
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("the default attribute \"faultbridge-a b\""),
+            "{e}"
+        );
+        let e = mon("adapter = \"pacemaker\"\nnode = \"--all\"\n").unwrap_err();
+        assert!(e.to_string().contains("not starting with '-'"), "{e}");
     }
 
     #[test]

@@ -16,6 +16,13 @@ pub const EXIT_DATA_MAX: usize = 256;
 pub const THRESHOLD_COUNT_MAX: i64 = 1_000_000;
 /// The largest `restart_limit`.
 pub const RESTART_LIMIT_MAX: i64 = 1000;
+/// The longest node `attribute` of the `pacemaker` adapter.
+pub const ATTRIBUTE_MAX: usize = 255;
+/// The node attribute of the `pacemaker` adapter when none is written:
+/// this prefix and the monitor's name (the resource agent's default too).
+pub const ATTRIBUTE_PREFIX: &str = "faultbridge-";
+/// The longest `node`.
+pub const NODE_MAX: usize = 255;
 /// `timeout` when none is written.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -83,6 +90,12 @@ pub struct MonitorConfig {
     pub restart_limit: u32,
     /// `FAULTBRIDGE_EXIT_DATA` for exit programs.
     pub exit_data: String,
+    /// The `pacemaker` adapter's node attribute (`0` in Error, `1` Normal
+    /// again); `None` for the other adapters or with `attribute = ""`.
+    pub attribute: Option<String>,
+    /// This host's cluster node name, the `{node}` placeholder (the
+    /// `pacemaker` adapter's `crm_resource --fail --node`).
+    pub node: String,
 }
 
 /// Validates one `[[monitor]]` table.
@@ -128,6 +141,11 @@ pub(super) fn monitor(cx: &Ctx<'_>, m: &RawMonitor) -> Result<MonitorConfig, Con
         None => String::new(),
         Some(d) => exit_data(cx, d)?,
     };
+    let attribute = attribute(cx, m, adapter)?;
+    let node = match &m.node {
+        Some(n) => node(cx, n)?,
+        None => host_name(),
+    };
     Ok(MonitorConfig {
         name,
         category,
@@ -146,6 +164,8 @@ pub(super) fn monitor(cx: &Ctx<'_>, m: &RawMonitor) -> Result<MonitorConfig, Con
         target_check: m.target_check.clone(),
         restart_limit,
         exit_data,
+        attribute,
+        node,
     })
 }
 
@@ -217,6 +237,73 @@ fn exit_data(cx: &Ctx<'_>, v: &Spanned<String>) -> Result<String, ConfigError> {
         return Err(cx.spanned(v, "exit_data must not hold a NUL"));
     }
     Ok(d.clone())
+}
+
+/// `attribute`: for the `pacemaker` adapter only; by default
+/// `faultbridge-<name>`, none when written `""`. A name Pacemaker and a
+/// location rule take as written: letters, digits, `_ . : -`, not starting
+/// with `-` (it is an argument of `attrd_updater`).
+fn attribute(
+    cx: &Ctx<'_>,
+    m: &RawMonitor,
+    adapter: AdapterKind,
+) -> Result<Option<String>, ConfigError> {
+    let name = m.name.get_ref();
+    if adapter != AdapterKind::Pacemaker {
+        return match &m.attribute {
+            Some(a) => Err(cx.spanned(
+                a,
+                format!("monitor {name:?}: attribute is for adapter = \"pacemaker\" only"),
+            )),
+            None => Ok(None),
+        };
+    }
+    let (value, at) = match &m.attribute {
+        Some(a) if a.get_ref().is_empty() => return Ok(None),
+        Some(a) => (a.get_ref().clone(), a.span().start),
+        None => (format!("{ATTRIBUTE_PREFIX}{name}"), m.name.span().start),
+    };
+    let valid = !value.starts_with('-')
+        && value.len() <= ATTRIBUTE_MAX
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+    if !valid {
+        let written = if m.attribute.is_some() {
+            "attribute"
+        } else {
+            "the default attribute"
+        };
+        return Err(cx.at(
+            at,
+            format!(
+                "monitor {name:?}: {written} {value:?} is not a node attribute name: 1..={ATTRIBUTE_MAX} letters, digits, '_', '.', ':' or '-', not starting with '-' (set attribute, or attribute = \"\" for none)"
+            ),
+        ));
+    }
+    Ok(Some(value))
+}
+
+/// `node`: a name a cluster tool takes as the value of an option.
+fn node(cx: &Ctx<'_>, v: &Spanned<String>) -> Result<String, ConfigError> {
+    let n = v.get_ref();
+    if n.is_empty() || n.len() > NODE_MAX || n.starts_with('-') || n.contains(['\0', '/']) {
+        return Err(cx.spanned(
+            v,
+            format!(
+                "node {n:?} must be 1..={NODE_MAX} bytes, without NUL or '/', not starting with '-'"
+            ),
+        ));
+    }
+    Ok(n.clone())
+}
+
+/// The host name (`uname -n`), Pacemaker's node name when the cluster
+/// configuration gives none; empty when it cannot be read.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn recovery_target(cx: &Ctx<'_>, m: &RawMonitor) -> Result<String, ConfigError> {

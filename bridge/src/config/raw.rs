@@ -110,6 +110,8 @@ pub(super) struct RawMonitor {
     pub target_check: Option<String>,
     pub restart_limit: Option<Spanned<i64>>,
     pub exit_data: Option<Spanned<String>>,
+    pub attribute: Option<Spanned<String>>,
+    pub node: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
