@@ -1,5 +1,5 @@
 //! The cluster adapters' default commands, run by the real daemon with the
-//! cluster's tools (`clprexec`, `crm_resource`) played by scripts on PATH
+//! cluster's tools (`clprexec`, `attrd_updater`, `crm_resource`) played by scripts on PATH
 //! that record their arguments.
 #![allow(clippy::unwrap_used)]
 
@@ -41,6 +41,7 @@ fn expresscluster_and_pacemaker_adapters_run_their_default_commands() {
     let bin = TempDir::new("cluster-tools");
     tool(bin.path(), "clprexec");
     tool(bin.path(), "crm_resource");
+    tool(bin.path(), "attrd_updater");
     let path = format!("{}:/usr/bin:/bin", bin.path().display());
     let d = Daemon::start_with(
         r#"bus = "none"
@@ -58,6 +59,7 @@ name = "mrw-fc-any"
 category = "FC"
 adapter = "pacemaker"
 recovery_target = "vip-group"
+node = "node-a"
 "#,
         &[("PATH", &path)],
     );
@@ -69,7 +71,11 @@ recovery_target = "vip-group"
     faultbridge(&["sim", "send", "-k", "FC.host7", "--seq", "2"]);
     assert_eq!(
         wait_args(bin.path(), "crm_resource"),
-        vec!["--fail", "--resource", "vip-group"]
+        vec!["--fail", "--resource", "vip-group", "--node", "node-a"]
+    );
+    assert_eq!(
+        wait_args(bin.path(), "attrd_updater"),
+        vec!["-n", "faultbridge-mrw-fc-any", "-U", "0"]
     );
     drop(d);
 }

@@ -4,15 +4,21 @@
 //! |---|---|
 //! | `exec` | `command` with the `FAULTBRIDGE_*` environment |
 //! | `expresscluster` | the notice command, default `clprexec --notice -k {key}` (`{key}` = CATEGORY.KEYWORD, or CATEGORY when there is no keyword), so the cluster's mrw goes abnormal |
-//! | `pacemaker` | `crm_resource --fail --resource {recovery_target}` by default, so Pacemaker recovers at once |
+//! | `pacemaker` | `attrd_updater -n ATTRIBUTE -U 0` at once (and `-U 1` when the monitor is Normal again), so a location rule moves resources away; with a `recovery_target` (or a `command`) also `crm_resource --fail --resource {recovery_target} --node {node}`, so Pacemaker recovers that resource at once |
 //! | `exit-program` | the FBEX0100 exit-program protocol ([`super::exit_program`]) |
 //! | `none` | nothing: the cluster polls `faultbridge check` |
 //!
 //! Every action goes one way: [`begin`] on the runner thread, then
 //! [`Begun::finish`] on a worker. `begin` starts a single command with
 //! nothing to check first at once, before a worker thread is made, so the
-//! cluster hears of the fault as soon as the process can run; everything
+//! cluster hears of the fault as soon as the process can run (the
+//! `pacemaker` adapter's attribute too, whatever follows it); everything
 //! else (a target check, the exit-program protocol) waits for the worker.
+//! [`normal`] sets the `pacemaker` adapter's attribute back when the
+//! monitor is Normal again.
+//!
+//! The attribute's name and values come from the configuration only,
+//! never from a fault field.
 
 use super::context::Context;
 use super::exit_program;
@@ -27,10 +33,20 @@ use std::sync::atomic::Ordering::Relaxed;
 /// The default notice command of the `expresscluster` adapter.
 pub const EXPRESSCLUSTER_TEMPLATE: &str = "clprexec --notice -k {key}";
 /// The default command of the `pacemaker` adapter.
-pub const PACEMAKER_TEMPLATE: &str = "crm_resource --fail --resource {recovery_target}";
+pub const PACEMAKER_TEMPLATE: &str =
+    "crm_resource --fail --resource {recovery_target} --node {node}";
+/// The program that sets the `pacemaker` adapter's node attribute
+/// (`attrd_updater -n ATTRIBUTE -U VALUE`).
+pub const ATTRD_UPDATER: &str = "attrd_updater";
+/// The attribute's value while the monitor is in Error.
+pub const ATTRIBUTE_ERROR: &str = "0";
+/// The attribute's value while the monitor is Normal.
+pub const ATTRIBUTE_NORMAL: &str = "1";
 
 /// The command template of the `exec`, `expresscluster` and `pacemaker`
-/// adapters (the configured one or the default), `None` for the others.
+/// adapters (the configured one or the default), `None` for the others and
+/// for a `pacemaker` monitor with neither `command` nor `recovery_target`
+/// (it only sets its attribute).
 pub fn template(m: &MonitorConfig) -> Option<&str> {
     match m.adapter {
         AdapterKind::None | AdapterKind::ExitProgram => None,
@@ -38,37 +54,99 @@ pub fn template(m: &MonitorConfig) -> Option<&str> {
         AdapterKind::ExpressCluster => {
             Some(m.command.as_deref().unwrap_or(EXPRESSCLUSTER_TEMPLATE))
         }
-        AdapterKind::Pacemaker => Some(m.command.as_deref().unwrap_or(PACEMAKER_TEMPLATE)),
+        AdapterKind::Pacemaker => match &m.command {
+            Some(c) => Some(c),
+            None if m.recovery_target.is_empty() => None,
+            None => Some(PACEMAKER_TEMPLATE),
+        },
     }
+}
+
+/// The command line that sets the `pacemaker` adapter's attribute to
+/// `value` (`None` without an attribute). Every word comes from the
+/// configuration.
+pub fn attribute_argv(m: &MonitorConfig, value: &str) -> Option<Vec<String>> {
+    let name = m.attribute.as_ref()?;
+    Some(vec![
+        ATTRD_UPDATER.to_string(),
+        "-n".to_string(),
+        name.clone(),
+        "-U".to_string(),
+        value.to_string(),
+    ])
 }
 
 /// An action on its way.
 #[derive(Debug)]
-pub enum Begun {
+pub struct Begun {
+    /// The `pacemaker` adapter's attribute, started first.
+    attribute: Option<Result<Spawned, Outcome>>,
+    rest: Rest,
+}
+
+/// The part of an action after the attribute.
+#[derive(Debug)]
+enum Rest {
     /// A single command, started (or failed to start).
     Started(Result<Spawned, Outcome>),
     /// Refused before anything started (already logged and counted).
     Refused,
     /// Everything happens on the worker.
     Later,
+    /// Nothing more (a `pacemaker` monitor that only sets its attribute).
+    Nothing,
 }
 
-/// Starts what can start at once: a single command without a target check.
+/// Starts what can start at once: the `pacemaker` adapter's attribute,
+/// and a single command without a target check.
 pub fn begin(m: &MonitorConfig, trip: &Trip, cx: &Context) -> Begun {
-    if m.target_check.is_none() && template(m).is_some() {
+    let attribute = attribute_argv(m, ATTRIBUTE_ERROR).map(|argv| {
+        start_program(
+            m,
+            &argv,
+            &environment(m, trip),
+            &format!("attribute for fault #{}", trip.sequence),
+            cx,
+        )
+    });
+    let rest = if m.adapter == AdapterKind::Pacemaker && template(m).is_none() {
+        Rest::Nothing
+    } else if m.target_check.is_none() && template(m).is_some() {
         start_single(m, trip, cx)
     } else {
-        Begun::Later
-    }
+        Rest::Later
+    };
+    Begun { attribute, rest }
+}
+
+/// Sets the `pacemaker` adapter's attribute back to Normal (on the calling
+/// thread; nothing for a monitor without an attribute).
+pub fn normal(m: &MonitorConfig, cx: &Context) {
+    let Some(argv) = attribute_argv(m, ATTRIBUTE_NORMAL) else {
+        return;
+    };
+    let env = [("FAULTBRIDGE_MONITOR".to_string(), m.name.clone())];
+    let o = match start_program(m, &argv, &env, "attribute, Normal again", cx) {
+        Ok(s) => s.finish(m.timeout, cx.output_limit, &cx.stop),
+        Err(o) => o,
+    };
+    report::finished(&cx.activity, &cx.stats, &m.name, ATTRD_UPDATER, &o);
 }
 
 impl Begun {
     /// Carries the action through; returns the restart count afterwards.
     pub fn finish(self, m: &MonitorConfig, trip: &Trip, restarts_done: u32, cx: &Context) -> u32 {
-        let started = match self {
-            Begun::Started(s) => s,
-            Begun::Refused => return restarts_done,
-            Begun::Later => {
+        if let Some(started) = self.attribute {
+            let o = match started {
+                Ok(s) => s.finish(m.timeout, cx.output_limit, &cx.stop),
+                Err(o) => o,
+            };
+            report::finished(&cx.activity, &cx.stats, &m.name, ATTRD_UPDATER, &o);
+        }
+        let started = match self.rest {
+            Rest::Started(s) => s,
+            Rest::Refused | Rest::Nothing => return restarts_done,
+            Rest::Later => {
                 if !target_active(m, trip, cx) {
                     return restarts_done;
                 }
@@ -89,7 +167,7 @@ impl Begun {
                         return restarts_done;
                     }
                     _ => match start_single(m, trip, cx) {
-                        Begun::Started(s) => s,
+                        Rest::Started(s) => s,
                         _ => return restarts_done,
                     },
                 }
@@ -110,8 +188,10 @@ pub fn perform(m: &MonitorConfig, trip: &Trip, restarts_done: u32, cx: &Context)
     begin(m, trip, cx).finish(m, trip, restarts_done, cx)
 }
 
-fn start_single(m: &MonitorConfig, trip: &Trip, cx: &Context) -> Begun {
-    let template = template(m).unwrap_or_default();
+fn start_single(m: &MonitorConfig, trip: &Trip, cx: &Context) -> Rest {
+    let Some(template) = template(m) else {
+        return Rest::Nothing;
+    };
     let argv = match argv::expand(template, &variables(m, trip)) {
         Ok(a) => a,
         Err(e) => {
@@ -123,25 +203,35 @@ fn start_single(m: &MonitorConfig, trip: &Trip, cx: &Context) -> Begun {
                 trip.sequence,
                 &e,
             );
-            return Begun::Refused;
+            return Rest::Refused;
         }
     };
+    let what = format!(
+        "{} of {:?} for fault #{}",
+        m.recovery_action.name(),
+        m.recovery_target,
+        trip.sequence
+    );
+    Rest::Started(start_program(m, &argv, &environment(m, trip), &what, cx))
+}
+
+/// Starts one program of an action, counted and logged.
+fn start_program(
+    m: &MonitorConfig,
+    argv: &[String],
+    env: &[(String, String)],
+    what: &str,
+    cx: &Context,
+) -> Result<Spawned, Outcome> {
     cx.stats.started.fetch_add(1, Relaxed);
-    let spawned = process::spawn(&argv, &environment(m, trip), b"");
+    let spawned = process::spawn(argv, env, b"");
     cx.activity.add(
         ActivitySeverity::Information,
         &m.name,
         "action-start",
-        format!(
-            "{} ({} of {:?}) for fault #{}: {}",
-            m.adapter.name(),
-            m.recovery_action.name(),
-            m.recovery_target,
-            trip.sequence,
-            report::quoted(&argv)
-        ),
+        format!("{} ({what}): {}", m.adapter.name(), report::quoted(argv)),
     );
-    Begun::Started(spawned)
+    spawned
 }
 
 /// Runs the monitor's `target_check`, if any: true when there is none or it

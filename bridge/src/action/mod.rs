@@ -50,6 +50,10 @@ pub enum RunnerMsg {
     Act { monitor: usize, trip: Trip },
     /// Monitor `monitor` was Reset: its exit-program restart count starts over.
     Reset { monitor: usize },
+    /// Monitor `monitor` is Normal again (Reset, or a CLEAR with
+    /// `auto_clear`): the `pacemaker` adapter sets its attribute back, after
+    /// the action of the Error, if one is still running.
+    Normal { monitor: usize },
     /// Every monitor's exit-program restart count (a live upgrade hands
     /// them to the other side).
     Counts { reply: Sender<Vec<u32>> },
@@ -109,9 +113,21 @@ struct Done {
     generation: u64,
 }
 
+/// What the runner does for a monitor, one at a time per monitor.
+#[derive(Debug)]
+enum Job {
+    /// The recovery action of a trip.
+    Act(Trip),
+    /// The monitor is Normal again.
+    Normal,
+}
+
 #[derive(Default, Clone)]
 struct PerMonitor {
     in_flight: bool,
+    /// The job in flight is a [`Job::Normal`] (a trip after it is a new
+    /// Error, never coalesced into it).
+    in_flight_normal: bool,
     /// The reset generation of the action in flight.
     in_flight_generation: u64,
     restarts_done: u32,
@@ -211,7 +227,7 @@ fn run(
     drop_privileges_for_children(activity);
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<Done>();
     let mut per: Vec<PerMonitor> = vec![PerMonitor::default(); monitors.len()];
-    let mut waiting: VecDeque<(usize, Trip)> = VecDeque::new();
+    let mut waiting: VecDeque<(usize, Job)> = VecDeque::new();
     let mut running = 0usize;
     let mut open = true;
     while open || running > 0 {
@@ -255,13 +271,23 @@ fn run(
                     }
                 }
             }
+            Some(RunnerMsg::Normal { monitor })
+                if monitors.get(monitor).is_some_and(|m| m.attribute.is_some()) =>
+            {
+                waiting.push_back((monitor, Job::Normal));
+            }
             Some(RunnerMsg::Act { monitor, trip }) => {
                 let Some(p) = per.get(monitor) else { continue };
-                let queued = waiting.iter().any(|(m, _)| *m == monitor);
+                // The last job queued for this monitor: a trip joins an
+                // action still waiting, but follows a Normal.
+                let queued = waiting.iter().rev().find(|(m, _)| *m == monitor);
                 // An action started before the last Reset belongs to the old
                 // Error: a trip after the Reset waits for it, then runs.
-                let same_error = p.in_flight && p.in_flight_generation == p.generation;
-                if same_error || queued {
+                let same_error = queued.is_none()
+                    && p.in_flight
+                    && !p.in_flight_normal
+                    && p.in_flight_generation == p.generation;
+                if same_error || queued.is_some_and(|(_, j)| matches!(j, Job::Act(_))) {
                     stats.coalesced.fetch_add(1, Relaxed);
                     activity.add(
                         ActivitySeverity::Information,
@@ -273,10 +299,10 @@ fn run(
                         ),
                     );
                 } else {
-                    waiting.push_back((monitor, trip));
+                    waiting.push_back((monitor, Job::Act(trip)));
                 }
             }
-            None => {}
+            Some(RunnerMsg::Normal { .. }) | None => {}
         }
         while running < cfg.max_concurrent {
             // The oldest request whose monitor has no action in flight: at
@@ -287,26 +313,37 @@ fn run(
             else {
                 break;
             };
-            let Some((monitor, trip)) = waiting.remove(pos) else {
+            let Some((monitor, job)) = waiting.remove(pos) else {
                 break;
             };
             let Some(p) = per.get_mut(monitor) else {
                 continue;
             };
             p.in_flight = true;
+            p.in_flight_normal = matches!(job, Job::Normal);
             p.in_flight_generation = p.generation;
             running += 1;
             let restarts_done = p.restarts_done;
             let generation = p.generation;
             // A single command with nothing to check first starts here,
             // before any thread is made; the worker carries the rest.
-            let begun = adapters::begin(&monitors[monitor], &trip, &cx);
+            let begun = match &job {
+                Job::Act(trip) => Some(adapters::begin(&monitors[monitor], trip, &cx)),
+                Job::Normal => None,
+            };
             let (mons, c, dtx) = (monitors.clone(), cx.clone(), done_tx.clone());
             let b = bell.clone();
             let spawned = std::thread::Builder::new()
                 .name("fb-action".into())
                 .spawn(move || {
-                    let restarts_done = begun.finish(&mons[monitor], &trip, restarts_done, &c);
+                    let m = &mons[monitor];
+                    let restarts_done = match (begun, &job) {
+                        (Some(begun), Job::Act(trip)) => begun.finish(m, trip, restarts_done, &c),
+                        _ => {
+                            adapters::normal(m, &c);
+                            restarts_done
+                        }
+                    };
                     let _ = dtx.send(Done {
                         monitor,
                         restarts_done,

@@ -353,6 +353,8 @@ impl Monitors {
                 let m = &self.view.monitors[i];
                 if m.config.auto_clear && m.state() == MonitorState::Error {
                     m.state.store(MonitorState::Normal as u8, Relaxed);
+                    self.normal_again(i);
+                    let m = &self.view.monitors[i];
                     self.activity.add(
                         ActivitySeverity::Information,
                         &m.config.name,
@@ -427,6 +429,20 @@ impl Monitors {
                     ),
                 );
             }
+        }
+    }
+
+    /// Tells the runner that monitor `i` is Normal again (the `pacemaker`
+    /// adapter sets its attribute back); nothing while not acting.
+    fn normal_again(&self, i: usize) {
+        let Some(tx) = &self.actions else { return };
+        if tx.try_send(RunnerMsg::Normal { monitor: i }).is_err() {
+            self.activity.add(
+                ActivitySeverity::Error,
+                &self.view.monitors[i].config.name,
+                "action-exit",
+                "the action runner's queue is full: the monitor's Normal state was not passed on to the cluster",
+            );
         }
     }
 
@@ -577,6 +593,8 @@ impl Monitors {
                 "Error → Normal: Reset",
             );
             m.state.store(MonitorState::Normal as u8, Relaxed);
+            self.normal_again(i);
+            let m = &self.view.monitors[i];
             self.view.tell(MonitorChange {
                 index: i,
                 state: MonitorState::Normal,
