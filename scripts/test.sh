@@ -27,6 +27,14 @@ have cockpit-bridge || need_pkgs+=(cockpit-bridge)
 have chromium     || need_pkgs+=(chromium)
 have chromedriver || need_pkgs+=(chromium-driver)
 /usr/bin/python3 -c 'import selenium' >/dev/null 2>&1 || need_pkgs+=(python3-selenium)
+# A real single-node cluster for the Pacemaker tests (and ocf-tester,
+# xmllint for its meta-data check; arping for ocf:heartbeat:ethmonitor).
+have corosync     || need_pkgs+=(corosync)
+have pacemakerd   || need_pkgs+=(pacemaker)
+have crm_resource || need_pkgs+=(pacemaker-cli-utils)
+have ocf-tester   || need_pkgs+=(resource-agents)
+have xmllint      || need_pkgs+=(libxml2-utils)
+have arping       || need_pkgs+=(iputils-arping)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: missing ${need_pkgs[*]} and not root to install them" >&2

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod dbus;
+pub mod pacemaker;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
