@@ -428,6 +428,7 @@ fn both_packages_install_the_unit_policy_rules_config_and_man_page() {
         ),
         ("usr/lib/udev/rules.d", "60-faultbridge.rules"),
         ("usr/lib/sysusers.d", "faultbridge.conf"),
+        ("usr/lib/ocf/resource.d/faultbridge", "monitor"),
         ("etc/faultbridge", "faultbridge.toml"),
         ("usr/share/man/man5", "faultbridge.toml.5"),
         ("usr/share/doc/faultbridge", "SECURITY.md"),
