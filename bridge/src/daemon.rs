@@ -10,7 +10,6 @@ use crate::config::Config;
 use crate::history::{HistoryDb, HistoryError, HistoryStats, Retention, WriterInputs, run_writer};
 use crate::monitor::{MonitorView, Monitors};
 use crate::notify::{NotifyError, NotifyRequest, NotifySource};
-use crate::sources::expdrv::ExpdrvNetlink;
 use crate::sources::{Dispatch, IngestSource, SourceTokens};
 use crate::stats::{Stats, StatsSnapshot};
 use crossbeam_channel::{Receiver, Sender};
@@ -21,7 +20,7 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use thiserror::Error;
 
 /// Why the bridge could not start.
@@ -33,6 +32,14 @@ pub enum BridgeError {
         source_name: Source,
         #[source]
         source: NetlinkError,
+    },
+    #[error(
+        "source {source_name}: cannot start: {reason}; the daemon does not run without a configured source unless its table says optional = true ([{table}])"
+    )]
+    SourceStart {
+        source_name: Source,
+        table: &'static str,
+        reason: String,
     },
     #[error("cannot set up the event loop")]
     Poll(#[source] io::Error),
@@ -304,6 +311,43 @@ struct Ingest {
     /// False on the passive side of a live upgrade: nothing is published
     /// and no action is handed over.
     acting: bool,
+    /// Sources that could not start (optional ones) or stopped working,
+    /// tried again with a growing delay.
+    retries: Vec<Retry>,
+    /// The configuration, to open a source again.
+    config: Config,
+}
+
+/// A source to start again, and when.
+#[derive(Debug)]
+struct Retry {
+    source: Source,
+    /// Index into `sources` for a source that recovers by itself
+    /// ([`IngestSource::recover`]); `None`: it is opened anew.
+    index: Option<usize>,
+    at: Instant,
+    delay: Duration,
+}
+
+/// The first delay before a failed source is tried again; it doubles up
+/// to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+impl Retry {
+    fn new(source: Source) -> Retry {
+        Retry {
+            source,
+            index: None,
+            at: Instant::now() + RETRY_FIRST,
+            delay: RETRY_FIRST,
+        }
+    }
+
+    fn later(&mut self) {
+        self.delay = (self.delay * 2).min(RETRY_MAX);
+        self.at = Instant::now() + self.delay;
+    }
 }
 
 /// Faults published since the heap was last given back that make a storm
@@ -326,12 +370,32 @@ impl Bridge {
 
     /// Opens the configured sources, registered with the ingest loop, and
     /// returns the bridge paused: nothing is read until [`Bridge::run`].
-    /// A source that cannot start is reported on stderr and the others run
-    /// without it; with none at all, the expanded driver's error is returned.
+    /// A configured source that cannot start is an error, unless its table
+    /// says `optional = true`: then the bridge runs without it, says so
+    /// (its health, `Status`, the `Degraded` property of the monitors it
+    /// feeds) and tries to start it again with a growing delay.
     pub fn open(config: &Config) -> Result<Bridge, BridgeError> {
-        let mut opened: Vec<Box<dyn IngestSource>> = Vec::new();
-        crate::sources::open_configured(config, &mut opened);
-        Bridge::assemble(config, opened, true)
+        let (opened, failed) = crate::sources::open_all(config);
+        if let Some(f) = failed.iter().find(|f| !f.optional) {
+            return Err(BridgeError::SourceStart {
+                source_name: f.source,
+                table: crate::sources::table(f.source),
+                reason: f.reason.clone(),
+            });
+        }
+        let mut bridge = Bridge::assemble(config, opened, true)?;
+        if let Some(ingest) = bridge.paused.as_mut() {
+            for f in failed {
+                ingest.stats.health.configure(f.source, f.optional);
+                ingest.stats.health.down(f.source, &f.reason);
+                // The device is not reopened beside the netlink group read
+                // in its place (a restart picks it up).
+                if f.source != Source::ExpdrvDevice {
+                    ingest.retries.push(Retry::new(f.source));
+                }
+            }
+        }
+        Ok(bridge)
     }
 
     /// Starts the ingest thread over sources opened by the caller (or handed
@@ -380,23 +444,6 @@ impl Bridge {
         if !configured {
             return Bridge::paused(config, poll, sources);
         }
-        let device_open = sources.iter().any(|s| s.source() == Source::ExpdrvDevice);
-        if config.expdrv.enabled && !device_open {
-            match ExpdrvNetlink::open(&config.expdrv) {
-                Ok(src) => register_or_report(&poll, &mut sources, Box::new(src)),
-                // Fatal only when there is nothing else to run.
-                Err(source) if sources.is_empty() => {
-                    return Err(BridgeError::SourceOpen {
-                        source_name: Source::Expdrv,
-                        source,
-                    });
-                }
-                Err(e) => eprintln!(
-                    "faultbridge: source expdrv: cannot start: {}",
-                    crate::error::error_chain(&e)
-                ),
-            }
-        }
         if config.expdrv.enabled && config.expdrv.accept == crate::config::Accept::Any {
             eprintln!(
                 "faultbridge: warning: [sources.expdrv] accept = \"any\": any local user can send records that make monitors act; for demos only"
@@ -415,6 +462,12 @@ impl Bridge {
         let (publisher, handle) = bus();
         let (ctx, crx) = crossbeam_channel::unbounded();
         let stats = Arc::new(Stats::default());
+        for src in &sources {
+            let name = src.source();
+            stats
+                .health
+                .configure(name, crate::sources::optional(config, name));
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let activity = Arc::new(ActivityLog::new(4096));
         let runner = if config.monitors.is_empty() {
@@ -471,6 +524,8 @@ impl Bridge {
             stop: stop.clone(),
             trimmed_at: 0,
             acting: true,
+            retries: Vec::new(),
+            config: config.clone(),
         };
         Ok(Bridge {
             handle,
@@ -683,6 +738,9 @@ impl Ingest {
                 eprintln!("faultbridge: event loop failed: {e}");
                 break;
             }
+            if !self.retries.is_empty() {
+                self.retry_due();
+            }
             if events.is_empty() {
                 self.after_storm();
                 continue;
@@ -697,10 +755,88 @@ impl Ingest {
     }
 
     /// No timeout at rest; [`QUIET`] while a storm's memory may be given
-    /// back, so the loop wakes once the sources have been quiet that long.
+    /// back, so the loop wakes once the sources have been quiet that long;
+    /// and no later than the next retry of a source that is down.
     fn poll_timeout(&self) -> Option<Duration> {
         let published = self.publisher.stats().published;
-        (published.saturating_sub(self.trimmed_at) >= STORM).then_some(QUIET)
+        let storm = (published.saturating_sub(self.trimmed_at) >= STORM).then_some(QUIET);
+        let now = Instant::now();
+        let retry = self
+            .retries
+            .iter()
+            .map(|r| r.at.saturating_duration_since(now))
+            .min();
+        match (storm, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Tries again the sources whose time has come: a source that could
+    /// not start is opened anew, one whose part stopped working recovers
+    /// it. Success is told everywhere the failure was; a failure waits
+    /// twice as long for the next try.
+    fn retry_due(&mut self) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.retries.len() {
+            if self.retries[i].at > now {
+                i += 1;
+                continue;
+            }
+            let source = self.retries[i].source;
+            let r = match self.retries[i].index {
+                Some(index) => match self.sources.get_mut(index) {
+                    Some(src) => src.recover(),
+                    None => Err("the source is gone".into()),
+                },
+                None => self.reopen(source),
+            };
+            match r {
+                Ok(()) => {
+                    self.retries.swap_remove(i);
+                    if self.stats.health.up(source) {
+                        eprintln!("faultbridge: source {source}: running again");
+                    }
+                }
+                Err(why) => {
+                    self.retries[i].later();
+                    self.stats.health.down(source, &why);
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    /// Opens `source` anew, registers it and lets it publish what it finds.
+    fn reopen(&mut self, source: Source) -> Result<(), String> {
+        let mut src = crate::sources::reopen(&self.config, source).map_err(|f| f.reason)?;
+        let index = self.sources.len();
+        src.register(self.poll.registry(), Tok::source(index))
+            .map_err(|e| format!("cannot poll it: {e}"))?;
+        self.sources.push(src);
+        self.on_source(index, None);
+        Ok(())
+    }
+
+    /// Source `i` says part of it stopped working: down until it recovers.
+    fn check_trouble(&mut self, i: usize) {
+        let Some(src) = self.sources.get(i) else {
+            return;
+        };
+        let Some(why) = src.trouble() else {
+            return;
+        };
+        let source = src.source();
+        if self.retries.iter().any(|r| r.index == Some(i)) {
+            return;
+        }
+        if self.stats.health.down(source, &why) {
+            eprintln!("faultbridge: source {source}: down: {why}; trying to start it again");
+        }
+        let mut r = Retry::new(source);
+        r.index = Some(i);
+        self.retries.push(r);
     }
 
     /// The sources have been quiet for [`QUIET`] after a storm: once every
@@ -734,6 +870,7 @@ impl Ingest {
         if let Err(e) = r {
             eprintln!("faultbridge: {name}: receive failed: {e}");
         }
+        self.check_trouble(i);
         self.after_publish();
     }
 
@@ -843,6 +980,7 @@ impl Ingest {
         }
         // Closed here; the other side holds the sockets from now on.
         self.sources.clear();
+        self.retries.clear();
         self.acting = false;
         self.monitors.set_acting(false);
         Ok(Released {
@@ -858,6 +996,7 @@ impl Ingest {
     /// is queued in the taken sockets is read at once.
     fn take_over(&mut self, taken: Taken) {
         self.sources.clear();
+        self.retries.clear();
         self.monitors.adopt(&taken.monitors);
         self.monitors.set_acting(true);
         self.notify.set_next_sequence(taken.notify_next);

@@ -55,6 +55,8 @@ pub struct Stats {
     pub sources: [SourceCounters; Source::COUNT],
     /// Deliveries dropped because a subscriber's queue was full (all subscribers).
     pub subscriber_drops: CachePadded<AtomicU64>,
+    /// Whether each configured source runs.
+    pub health: crate::health::Health,
 }
 
 impl Stats {

@@ -58,6 +58,9 @@ pub fn status_line(stats: &Stats, monitors: &MonitorView, bus: Option<&BusHealth
         "{received} records, {lost} lost, {malformed} malformed; {in_error} of {} monitors in Error",
         monitors.monitors.len()
     );
+    if let Some(h) = stats.health.summary() {
+        line = format!("{h}; {line}");
+    }
     if let Some(down) = bus.and_then(BusHealth::down_for) {
         line.push_str(&format!(
             "; D-Bus down for {} s, reconnecting",
@@ -95,13 +98,19 @@ pub fn spawn_keepalive(
         .spawn(move || {
             let mut last_status = std::time::Instant::now() - Duration::from_secs(60);
             let mut was_up = true;
+            let mut health_seen = u64::MAX;
             while !stop.load(Ordering::Acquire) {
                 if watchdog.is_some() && control.ping(tick).is_ok() {
                     let _ = sd_notify::notify(&[NotifyState::Watchdog]);
                 }
                 let up = bus.as_ref().is_none_or(BusHealth::is_connected);
-                if last_status.elapsed() >= Duration::from_secs(5) || up != was_up {
+                let health = stats.health.generation();
+                if last_status.elapsed() >= Duration::from_secs(5)
+                    || up != was_up
+                    || health != health_seen
+                {
                     was_up = up;
+                    health_seen = health;
                     let line = status_line(&stats, &monitors, bus.as_ref());
                     let _ = sd_notify::notify(&[NotifyState::Status(&line)]);
                     last_status = std::time::Instant::now();

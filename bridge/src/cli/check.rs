@@ -1,12 +1,15 @@
 //! `faultbridge check MONITOR`: a cluster Check script (PRIMECLUSTER
 //! Cmdline resource, Pacemaker monitor with `--ocf`). One connection, one
-//! property `Get`, a tight deadline on the whole exchange.
+//! `GetAll` of the monitor's properties, a tight deadline on the whole exchange.
 //!
 //! | state | exit | with `--ocf` |
 //! |---|---|---|
 //! | Normal | 0 (Online) | 0 (`OCF_SUCCESS`) |
 //! | Error | 2 (Faulted) | 7 (`OCF_NOT_RUNNING`) |
 //! | unknown monitor, daemon unreachable, no answer in time | 1 (Offline) | 1 (`OCF_ERR_GENERIC`) |
+//! | Normal, but a source that reports its category is down (`Degraded`) | 1 (Offline) | 1 (`OCF_ERR_GENERIC`) |
+//!
+//! A monitor in Error stays Error while a source is down: the fault was seen.
 
 use super::reset::monitor_failure;
 use faultbridge_bus::dbus::client::connect;
@@ -30,20 +33,35 @@ pub struct CheckArgs {
     pub timeout: u64,
 }
 
-/// The monitor's `State` property, or why it could not be read.
-async fn state(bus: &BusAddress, path: &str, timeout: Duration) -> zbus::Result<String> {
+/// The monitor's `State` and `Degraded` properties (one `GetAll`), or why
+/// they could not be read.
+async fn state(
+    bus: &BusAddress,
+    path: &str,
+    timeout: Duration,
+) -> zbus::Result<(String, String)> {
     let conn = connect(bus, Some(timeout)).await?;
     let reply = conn
         .call_method(
             Some(BUS_NAME),
             path,
             Some(PROPERTIES_INTERFACE),
-            "Get",
-            &(MONITOR_INTERFACE, "State"),
+            "GetAll",
+            &(MONITOR_INTERFACE,),
         )
         .await?;
-    let v: zbus::OwnedVariant = reply.body().deserialize()?;
-    String::try_from(v)
+    let mut all: std::collections::HashMap<String, zbus::OwnedVariant> =
+        reply.body().deserialize()?;
+    let state = all
+        .remove("State")
+        .ok_or_else(|| zbus::Error::Failure("the monitor has no State property".into()))
+        .and_then(|v| String::try_from(v).map_err(zbus::Error::from))?;
+    // A daemon without the property: nothing known to be down.
+    let degraded = all
+        .remove("Degraded")
+        .and_then(|v| String::try_from(v).ok())
+        .unwrap_or_default();
+    Ok((state, degraded))
 }
 
 pub fn run(args: CheckArgs, bus: &BusAddress) -> ExitCode {
@@ -64,15 +82,19 @@ pub fn run(args: CheckArgs, bus: &BusAddress) -> ExitCode {
         return ExitCode::from(unknown);
     }
     match rx.recv_timeout(timeout) {
-        Ok(Ok(s)) if s == "Normal" => {
+        Ok(Ok((s, why))) if s == "Normal" && !why.is_empty() => {
+            println!("{}: unknown ({why})", args.monitor);
+            ExitCode::from(unknown)
+        }
+        Ok(Ok((s, _))) if s == "Normal" => {
             println!("{}: Normal", args.monitor);
             ExitCode::from(normal)
         }
-        Ok(Ok(s)) if s == "Error" => {
+        Ok(Ok((s, _))) if s == "Error" => {
             println!("{}: Error", args.monitor);
             ExitCode::from(error)
         }
-        Ok(Ok(s)) => {
+        Ok(Ok((s, _))) => {
             eprintln!("faultbridge check: {}: unknown state {s:?}", args.monitor);
             ExitCode::from(unknown)
         }

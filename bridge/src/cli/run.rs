@@ -49,6 +49,11 @@ pub fn run(args: RunArgs) -> CliResult {
     // Opened paused: D-Bus and the printer subscribe before the sources'
     // start-up reports are published.
     let mut bridge = Bridge::open(&config)?;
+    if let Some(h) = bridge.counters().health.summary() {
+        eprintln!(
+            "faultbridge: warning: running {h}; retried with a growing delay (the monitors those sources feed answer \"unknown\" meanwhile)"
+        );
+    }
     let dbus = start_dbus(&bridge, &config)?;
     // Live self-upgrade, driven over D-Bus beside the bridge's service.
     let config_path = args

@@ -117,11 +117,15 @@ pub fn status_text(j: &Value) -> String {
             };
             let _ = writeln!(
                 out,
-                "  {name:<16} {:<6} {kw:<12} {:<6}  errors {}  last sequence {}",
+                "  {name:<16} {:<6} {kw:<12} {:<6}  errors {}  last sequence {}{}",
                 s(m, "Category"),
                 s(m, "State"),
                 n(m, "ErrorCount"),
-                n(m, "LastSequence")
+                n(m, "LastSequence"),
+                match s(m, "Degraded") {
+                    "" => String::new(),
+                    why => format!("  (unknown: {why})"),
+                }
             );
         }
     }
@@ -129,25 +133,48 @@ pub fn status_text(j: &Value) -> String {
         .get("sources")
         .and_then(Value::as_object)
         .unwrap_or(&empty);
-    if sources.is_empty() {
-        let _ = writeln!(out, "sources: no records received");
+    let states = j
+        .get("source_states")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    if s(j, "health") == "degraded" {
+        let _ = writeln!(
+            out,
+            "health: DEGRADED: a configured source is down; monitors it feeds are unknown"
+        );
+    } else if !states.is_empty() {
+        let _ = writeln!(out, "health: ok, every configured source running");
+    }
+    let mut names: Vec<&String> = sources.keys().chain(states.keys()).collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        let _ = writeln!(out, "sources: none running, no records received");
     } else {
         let _ = writeln!(out, "sources:");
-        let mut names: Vec<&String> = sources.keys().collect();
-        names.sort();
         for name in names {
-            let c = &sources[name];
-            let _ = writeln!(
-                out,
-                "  {name:<14} received {}  delivered {}  malformed {}  lost {}  (datagrams {}, overruns {}, gaps {})",
-                n(c, "received"),
-                n(c, "delivered"),
-                n(c, "malformed"),
-                n(c, "lost"),
-                n(c, "datagrams"),
-                n(c, "overruns"),
-                n(c, "gaps")
-            );
+            let state = match states.get(name.as_str()).and_then(Value::as_str) {
+                Some(st) if st.starts_with("down") => {
+                    format!("DOWN ({})", st.strip_prefix("down: ").unwrap_or(st))
+                }
+                Some(st) => st.to_string(),
+                None => "-".to_string(),
+            };
+            let _ = write!(out, "  {name:<14} {state}");
+            if let Some(c) = sources.get(name.as_str()) {
+                let _ = write!(
+                    out,
+                    "  received {}  delivered {}  malformed {}  lost {}  (datagrams {}, overruns {}, gaps {})",
+                    n(c, "received"),
+                    n(c, "delivered"),
+                    n(c, "malformed"),
+                    n(c, "lost"),
+                    n(c, "datagrams"),
+                    n(c, "overruns"),
+                    n(c, "gaps")
+                );
+            }
+            let _ = writeln!(out);
         }
     }
     let _ = writeln!(out, "subscriber queue drops {}", n(j, "subscriber_drops"));

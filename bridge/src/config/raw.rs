@@ -40,6 +40,7 @@ pub(super) struct RawSources {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawExpdrv {
     pub enabled: Option<bool>,
+    pub optional: Option<bool>,
     pub netlink_protocol: Option<Spanned<i64>>,
     pub netlink_group: Option<Spanned<i64>>,
     pub device: Option<PathBuf>,
@@ -52,6 +53,7 @@ pub(super) struct RawExpdrv {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRtnetlink {
     pub enabled: Option<bool>,
+    pub optional: Option<bool>,
     pub include: Option<Vec<Spanned<String>>>,
     pub exclude: Option<Vec<Spanned<String>>>,
     pub recv_buffer: Option<Spanned<i64>>,
@@ -61,6 +63,7 @@ pub(super) struct RawRtnetlink {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawFc {
     pub enabled: Option<bool>,
+    pub optional: Option<bool>,
     pub netlink_protocol: Option<Spanned<i64>>,
     pub netlink_group: Option<Spanned<i64>>,
     pub recv_buffer: Option<Spanned<i64>>,
@@ -70,6 +73,7 @@ pub(super) struct RawFc {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUevent {
     pub enabled: Option<bool>,
+    pub optional: Option<bool>,
     pub subsystems: Option<Vec<Spanned<String>>>,
     pub include: Option<Vec<Spanned<String>>>,
     pub exclude: Option<Vec<Spanned<String>>>,

@@ -33,6 +33,9 @@ named_enum! {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExpdrvConfig {
     pub enabled: bool,
+    /// The daemon may run without it (`optional = true`): when it cannot
+    /// start, the daemon runs degraded and says so; otherwise it does not start.
+    pub optional: bool,
     pub netlink_protocol: i32,
     pub netlink_group: u32,
     pub device: Option<PathBuf>,
@@ -49,6 +52,7 @@ impl Default for ExpdrvConfig {
     fn default() -> Self {
         ExpdrvConfig {
             enabled: true,
+            optional: false,
             netlink_protocol: faultbridge_ffi::sys::netlink::NETLINK_USERSOCK,
             netlink_group: 1,
             device: None,
@@ -108,6 +112,9 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RtnetlinkConfig {
     pub enabled: bool,
+    /// The daemon may run without it (`optional = true`): when it cannot
+    /// start, the daemon runs degraded and says so; otherwise it does not start.
+    pub optional: bool,
     /// Which interfaces are watched (loopback never is).
     pub interfaces: NamePatterns,
     /// Socket receive buffer in bytes.
@@ -118,6 +125,7 @@ impl Default for RtnetlinkConfig {
     fn default() -> Self {
         RtnetlinkConfig {
             enabled: false,
+            optional: false,
             interfaces: NamePatterns::default(),
             recv_buffer: 1 << 20,
         }
@@ -128,6 +136,9 @@ impl Default for RtnetlinkConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FcConfig {
     pub enabled: bool,
+    /// The daemon may run without it (`optional = true`): when it cannot
+    /// start, the daemon runs degraded and says so; otherwise it does not start.
+    pub optional: bool,
     /// `NETLINK_SCSITRANSPORT` (18); another protocol only for tests.
     pub netlink_protocol: i32,
     /// 4: the group the kernel sends FC events to.
@@ -139,6 +150,7 @@ impl Default for FcConfig {
     fn default() -> Self {
         FcConfig {
             enabled: false,
+            optional: false,
             netlink_protocol: faultbridge_ffi::sys::netlink::NETLINK_SCSITRANSPORT,
             netlink_group: faultbridge_ffi::wire::fc::FC_EVENTS_GROUP,
             recv_buffer: 1 << 20,
@@ -153,6 +165,9 @@ pub const UEVENT_SUBSYSTEMS: [&str; 3] = ["net", "block", "scsi"];
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UeventConfig {
     pub enabled: bool,
+    /// The daemon may run without it (`optional = true`): when it cannot
+    /// start, the daemon runs degraded and says so; otherwise it does not start.
+    pub optional: bool,
     /// Subsystems watched, a subset of [`UEVENT_SUBSYSTEMS`].
     pub subsystems: Vec<String>,
     /// Which devices (by name: interface, `DEVNAME`, or sysfs name) are watched.
@@ -164,6 +179,7 @@ impl Default for UeventConfig {
     fn default() -> Self {
         UeventConfig {
             enabled: false,
+            optional: false,
             subsystems: UEVENT_SUBSYSTEMS.iter().map(|s| s.to_string()).collect(),
             devices: NamePatterns::default(),
             recv_buffer: 1 << 20,
@@ -214,6 +230,7 @@ pub(super) fn expdrv(cx: &Ctx<'_>, raw: Option<&RawExpdrv>) -> Result<ExpdrvConf
     let mut c = ExpdrvConfig::default();
     let Some(e) = raw else { return Ok(c) };
     c.enabled = e.enabled.unwrap_or(true);
+    c.optional = e.optional.unwrap_or(false);
     if let Some(p) = &e.netlink_protocol {
         c.netlink_protocol = cx.netlink_protocol(p)?;
     }
@@ -240,6 +257,7 @@ pub(super) fn rtnetlink(
     let mut c = RtnetlinkConfig::default();
     let Some(r) = raw else { return Ok(c) };
     c.enabled = r.enabled.unwrap_or(true);
+    c.optional = r.optional.unwrap_or(false);
     c.interfaces = cx.patterns(&r.include, &r.exclude)?;
     if let Some(b) = &r.recv_buffer {
         c.recv_buffer = cx.recv_buffer(b)?;
@@ -251,6 +269,7 @@ pub(super) fn fc(cx: &Ctx<'_>, raw: Option<&RawFc>) -> Result<FcConfig, ConfigEr
     let mut c = FcConfig::default();
     let Some(f) = raw else { return Ok(c) };
     c.enabled = f.enabled.unwrap_or(true);
+    c.optional = f.optional.unwrap_or(false);
     if let Some(p) = &f.netlink_protocol {
         c.netlink_protocol = cx.netlink_protocol(p)?;
     }
@@ -267,6 +286,7 @@ pub(super) fn uevent(cx: &Ctx<'_>, raw: Option<&RawUevent>) -> Result<UeventConf
     let mut c = UeventConfig::default();
     let Some(u) = raw else { return Ok(c) };
     c.enabled = u.enabled.unwrap_or(true);
+    c.optional = u.optional.unwrap_or(false);
     if let Some(list) = &u.subsystems {
         c.subsystems.clear();
         for s in list {

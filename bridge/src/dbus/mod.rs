@@ -193,6 +193,14 @@ impl Backend for BridgeBackend {
         })
     }
 
+    fn degraded(&self, index: usize) -> String {
+        self.monitors
+            .monitors
+            .get(index)
+            .and_then(|m| self.stats.health.degrades(m.config.category))
+            .unwrap_or_default()
+    }
+
     fn status(&self) -> HashMap<String, OwnedVariant> {
         let snap = self.stats.snapshot();
         let mut sources: HashMap<String, HashMap<String, u64>> = HashMap::new();
@@ -230,6 +238,24 @@ impl Backend for BridgeBackend {
             (self.started.elapsed().as_nanos() as u64).into(),
         );
         out.insert("sources".into(), sources.into());
+        // Every configured source: "running", or "down: why".
+        let health = self.stats.health.snapshot();
+        let states: HashMap<String, String> = health
+            .iter()
+            .map(|h| {
+                let state = match &h.down {
+                    None => "running".to_string(),
+                    Some(d) => format!("down: {}", d.reason),
+                };
+                (h.source.name().to_string(), state)
+            })
+            .collect();
+        let degraded = health.iter().any(|h| h.down.is_some());
+        out.insert(
+            "health".into(),
+            text(if degraded { "degraded" } else { "ok" }),
+        );
+        out.insert("source_states".into(), states.into());
         out.insert("subscriber_drops".into(), snap.subscriber_drops.into());
         out.insert(
             "monitor_change_drops".into(),

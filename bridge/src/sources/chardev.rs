@@ -247,8 +247,12 @@ pub struct ExpdrvDevice {
     netlink: Option<Listener>,
     timer: TimerFd,
     timer_armed: bool,
-    /// The ingest loop's registry, to stop polling a device that failed.
+    /// The ingest loop's registry, to stop polling a device that failed
+    /// (and poll it again once reopened), and this source's tokens.
     registry: Option<Registry>,
+    tokens: Option<SourceTokens>,
+    /// Why the device is not read (it failed); `None` while it is.
+    trouble: Option<String>,
     dev_batch: Batch,
     /// Records of the netlink datagram in hand (its bytes are the
     /// listener's: `Listener::last`).
@@ -344,6 +348,8 @@ impl ExpdrvDevice {
             timer,
             timer_armed: false,
             registry: None,
+            tokens: None,
+            trouble: None,
             dev_batch: Batch::new(READ_BUF),
             nl_batch: Batch::new(0),
             st: DeviceState {
@@ -441,6 +447,10 @@ impl ExpdrvDevice {
                         "faultbridge: expdrv-device: {}: read failed, no longer reading it: {e}",
                         self.path.display()
                     );
+                    self.trouble = Some(format!(
+                        "{}: read failed ({e}); the driver's netlink group is still read",
+                        self.path.display()
+                    ));
                     if let Some(r) = &self.registry {
                         let _ = r.deregister(&mut SourceFd(&self.dev.as_raw_fd()));
                     }
@@ -737,6 +747,57 @@ impl super::IngestSource for ExpdrvDevice {
             Interest::READABLE,
         )?;
         self.registry = Some(registry.try_clone()?);
+        self.tokens = Some(tokens);
+        Ok(())
+    }
+
+    fn trouble(&self) -> Option<String> {
+        self.trouble.clone()
+    }
+
+    /// Opens the device again (the driver is back): its records are read
+    /// again, after a resync that reconciles what changed meanwhile.
+    fn recover(&mut self) -> Result<(), String> {
+        if self.dev_ok {
+            return Ok(());
+        }
+        let (Some(registry), Some(tokens)) = (&self.registry, self.tokens) else {
+            return Err("not polled by the ingest loop".into());
+        };
+        let dev = File::options()
+            .read(true)
+            .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC).bits())
+            .open(&self.path)
+            .map_err(|e| format!("{}: cannot open it: {e}", self.path.display()))?;
+        let info = ioctl::get_info(&dev)
+            .map_err(|e| format!("{}: EXPDRV_IOC_GET_INFO failed: {e}", self.path.display()))?;
+        if info.abi_version != u32::from(ABI_VERSION) {
+            return Err(format!(
+                "{}: the driver speaks ABI {}, not {ABI_VERSION}",
+                self.path.display(),
+                info.abi_version
+            ));
+        }
+        registry
+            .register(
+                &mut SourceFd(&dev.as_raw_fd()),
+                tokens.token(DEVICE),
+                Interest::READABLE,
+            )
+            .map_err(|e| format!("{}: cannot poll it: {e}", self.path.display()))?;
+        eprintln!(
+            "faultbridge: expdrv-device: {}: reading it again (driver {:?}, last sequence {})",
+            self.path.display(),
+            info.driver_name(),
+            info.last_sequence
+        );
+        self.dev = dev;
+        self.info = info;
+        self.dev_ok = true;
+        self.trouble = None;
+        self.st.acked = 0;
+        self.st.resync_pending = true;
+        self.dev_batch.live = true;
         Ok(())
     }
 
@@ -818,6 +879,8 @@ mod tests {
             timer: TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK).unwrap(),
             timer_armed: false,
             registry: None,
+            tokens: None,
+            trouble: None,
             dev_batch,
             nl_batch,
             st: DeviceState {

@@ -275,6 +275,17 @@ pub trait IngestSource: Send + std::fmt::Debug {
     fn restore_cursor(&mut self, driver_id: u32, last: u64) {
         let _ = (driver_id, last);
     }
+    /// Why part of this source has stopped working while the rest goes on
+    /// (the driver's char device gone, its netlink group still read);
+    /// `None` while all of it works.
+    fn trouble(&self) -> Option<String> {
+        None
+    }
+    /// Tries to bring back what [`IngestSource::trouble`] reports (called
+    /// by the ingest loop with a growing delay until it succeeds).
+    fn recover(&mut self) -> Result<(), String> {
+        Err("this source cannot be restarted".into())
+    }
     /// Whether [`IngestSource::hand_over`] can give this source to another
     /// process (a live upgrade's other side).
     fn can_hand_over(&self) -> bool {
@@ -383,64 +394,149 @@ pub fn take_handed(
     }
 }
 
-/// Opens every source of `config`, the expanded driver's netlink group
-/// included when its char device is not open (as the daemon starts). A
-/// source that cannot start is reported on stderr and left out.
-pub fn open_all(config: &crate::Config) -> Vec<Box<dyn IngestSource>> {
-    let mut v: Vec<Box<dyn IngestSource>> = Vec::new();
-    open_configured(config, &mut v);
-    let device_open = v.iter().any(|s| s.source() == Source::ExpdrvDevice);
-    if config.expdrv.enabled && !device_open {
-        match expdrv::ExpdrvNetlink::open(&config.expdrv) {
-            Ok(s) => v.push(Box::new(s)),
-            Err(e) => eprintln!(
-                "faultbridge: source expdrv: cannot start: {}",
-                crate::error::error_chain(&e)
-            ),
-        }
-    }
-    v
+/// A configured source that could not start, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotStarted {
+    pub source: Source,
+    /// `optional = true` in its table: the daemon may run without it.
+    pub optional: bool,
+    pub reason: String,
 }
 
-/// Opens the sources of `config` other than the expanded driver's netlink
-/// group: the driver's char device (`[sources.expdrv] device`, which brings
-/// the driver's own netlink group), rtnetlink, FC transport and uevents. A
-/// source that cannot start is reported on stderr and left out.
-pub fn open_configured(config: &crate::Config, sources: &mut Vec<Box<dyn IngestSource>>) {
-    fn report(name: Source, e: &(dyn std::error::Error + 'static)) {
-        eprintln!(
-            "faultbridge: source {name}: cannot start: {}",
-            crate::error::error_chain(e)
-        );
+impl NotStarted {
+    fn new(source: Source, optional: bool, e: &(dyn std::error::Error + 'static)) -> Self {
+        NotStarted {
+            source,
+            optional,
+            reason: reason(e),
+        }
     }
-    if let (true, Some(path)) = (config.expdrv.enabled, &config.expdrv.device) {
-        match chardev::ExpdrvDevice::open(path, &config.expdrv) {
-            Ok(s) => sources.push(Box::new(s)),
-            Err(e) => {
-                report(Source::ExpdrvDevice, &e);
-                eprintln!(
-                    "faultbridge: source expdrv: using the configured netlink protocol {} group {}",
-                    config.expdrv.netlink_protocol, config.expdrv.netlink_group
-                );
+}
+
+/// The configuration table of `source` (`sources.expdrv`, …).
+pub fn table(source: Source) -> &'static str {
+    match source {
+        Source::Expdrv | Source::ExpdrvDevice => "sources.expdrv",
+        Source::Rtnetlink => "sources.rtnetlink",
+        Source::FcTransport => "sources.fc",
+        Source::Uevent => "sources.uevent",
+        _ => "sources",
+    }
+}
+
+/// Why a source could not start, in one line: the error chain, and what to
+/// do when the cause is a missing privilege.
+pub fn reason(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = crate::error::error_chain(e);
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        let denied = c
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::raw_os_error)
+            .is_some_and(|n| n == nix::errno::Errno::EPERM as i32);
+        if denied {
+            text.push_str(
+                " (joining a netlink multicast group needs CAP_NET_ADMIN: run as root, or as the packaged service, which has AmbientCapabilities=CAP_NET_ADMIN)",
+            );
+            break;
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// Opens every source of `config`: the driver's char device (when
+/// configured; it brings the driver's own netlink group), the expanded
+/// driver's netlink group when the device is not open, rtnetlink, FC
+/// transport and uevents. Returns the sources that run, and those that
+/// could not start (the caller says so: nothing is printed here).
+pub fn open_all(config: &crate::Config) -> (Vec<Box<dyn IngestSource>>, Vec<NotStarted>) {
+    let mut v: Vec<Box<dyn IngestSource>> = Vec::new();
+    let mut failed = Vec::new();
+    let e = &config.expdrv;
+    let mut device_open = false;
+    if let (true, Some(path)) = (e.enabled, &e.device) {
+        match chardev::ExpdrvDevice::open(path, e) {
+            Ok(s) => {
+                device_open = true;
+                v.push(Box::new(s));
+            }
+            Err(err) => {
+                let mut f = NotStarted::new(Source::ExpdrvDevice, e.optional, &err);
+                f.reason.push_str(&format!(
+                    "; reading the configured netlink protocol {} group {} instead",
+                    e.netlink_protocol, e.netlink_group
+                ));
+                failed.push(f);
             }
         }
     }
-    if config.rtnetlink.enabled {
-        match rtnetlink::RtnetlinkSource::open(&config.rtnetlink) {
-            Ok(s) => sources.push(Box::new(s)),
-            Err(e) => report(Source::Rtnetlink, &e),
+    if e.enabled && !device_open {
+        match reopen(config, Source::Expdrv) {
+            Ok(s) => v.push(s),
+            Err(f) => failed.push(f),
         }
     }
-    if config.fc.enabled {
-        match fc::FcSource::open(&config.fc) {
-            Ok(s) => sources.push(Box::new(s)),
-            Err(e) => report(Source::FcTransport, &e),
+    for (enabled, source) in [
+        (config.rtnetlink.enabled, Source::Rtnetlink),
+        (config.fc.enabled, Source::FcTransport),
+        (config.uevent.enabled, Source::Uevent),
+    ] {
+        if enabled {
+            match reopen(config, source) {
+                Ok(s) => v.push(s),
+                Err(f) => failed.push(f),
+            }
         }
     }
-    if config.uevent.enabled {
-        match uevent::UeventSource::open(&config.uevent) {
-            Ok(s) => sources.push(Box::new(s)),
-            Err(e) => report(Source::Uevent, &e),
-        }
+    (v, failed)
+}
+
+/// Whether `config` lets the daemon run without `source`.
+pub fn optional(config: &crate::Config, source: Source) -> bool {
+    match source {
+        Source::Expdrv | Source::ExpdrvDevice => config.expdrv.optional,
+        Source::Rtnetlink => config.rtnetlink.optional,
+        Source::FcTransport => config.fc.optional,
+        Source::Uevent => config.uevent.optional,
+        _ => true,
+    }
+}
+
+/// Opens one netlink source of `config` (at start-up, and again after it
+/// failed): the expanded driver's group, rtnetlink, FC transport or
+/// uevents. The char device is reopened by its own source.
+pub fn reopen(config: &crate::Config, source: Source) -> Result<Box<dyn IngestSource>, NotStarted> {
+    let optional = optional(config, source);
+    fn boxed<S: IngestSource + 'static, E: std::error::Error + 'static>(
+        r: Result<S, E>,
+        source: Source,
+        optional: bool,
+    ) -> Result<Box<dyn IngestSource>, NotStarted> {
+        r.map(|s| Box::new(s) as Box<dyn IngestSource>)
+            .map_err(|e| NotStarted::new(source, optional, &e))
+    }
+    match source {
+        Source::Expdrv => boxed(
+            expdrv::ExpdrvNetlink::open(&config.expdrv),
+            source,
+            optional,
+        ),
+        Source::Rtnetlink => boxed(
+            rtnetlink::RtnetlinkSource::open(&config.rtnetlink),
+            source,
+            optional,
+        ),
+        Source::FcTransport => boxed(fc::FcSource::open(&config.fc), source, optional),
+        Source::Uevent => boxed(
+            uevent::UeventSource::open(&config.uevent),
+            source,
+            optional,
+        ),
+        _ => Err(NotStarted {
+            source,
+            optional,
+            reason: "not a source that is opened again on its own".into(),
+        }),
     }
 }

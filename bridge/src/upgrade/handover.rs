@@ -826,7 +826,13 @@ impl OldSide {
             "the Upgrade side ended while acting without handing back ({why}): this side opens its sources again and acts; records sent meanwhile may be lost"
         );
         eprintln!("faultbridge: upgrade: {msg}");
-        let sources = crate::sources::open_all(&self.local.config);
+        let (sources, not_started) = crate::sources::open_all(&self.local.config);
+        for f in &not_started {
+            eprintln!(
+                "faultbridge: upgrade: source {}: cannot start: {}",
+                f.source, f.reason
+            );
+        }
         let t = Taken {
             sources,
             monitors: Vec::new(),

@@ -40,6 +40,7 @@ impl BridgeObject {
                 d.insert("ErrorCount".into(), s.error_count.into());
                 d.insert("LastSequence".into(), s.last_sequence.into());
             }
+            d.insert("Degraded".into(), text(&self.backend.degraded(i)));
             out.insert(m.name.clone(), d);
         }
         out

@@ -200,6 +200,12 @@ pub trait Backend: Send + Sync + 'static {
     fn monitors(&self) -> Vec<MonitorInfo>;
     /// Monitor `index`'s properties now.
     fn monitor(&self, index: usize) -> Option<MonitorSnapshot>;
+    /// Why monitor `index`'s Normal cannot be trusted now (a source that
+    /// reports its category is down); empty when it can.
+    fn degraded(&self, index: usize) -> String {
+        let _ = index;
+        String::new()
+    }
     /// The daemon's counters for `Status` (`version`, `pid`, `uptime_ns`,
     /// `sources`, `subscriber_drops`, …); the service adds `monitors`,
     /// `dbus` and `rejected_requests`.

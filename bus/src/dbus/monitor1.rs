@@ -66,6 +66,15 @@ impl MonitorObject {
         self.now().last_sequence
     }
 
+    /// Empty while every source that reports this monitor's category runs;
+    /// otherwise why its Normal cannot be trusted (a source is down), so
+    /// `faultbridge check` answers "unknown". Read it when needed: no
+    /// change signal is sent for it.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn degraded(&self) -> String {
+        self.backend.degraded(self.index)
+    }
+
     /// Clears the Error state. For root, the daemon's user and group
     /// faultbridge only.
     async fn reset(
