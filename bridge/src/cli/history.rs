@@ -190,10 +190,37 @@ fn run_bus(a: &HistoryArgs, bus: &BusAddress) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Why the database file at `path` cannot be read, naming the real cause:
+/// a missing file, or a permission (of the file or of a directory above
+/// it, such as the daemon's own 0700 state directory).
+fn file_problem(path: &Path, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            format!("no history database at {} (no such file)", path.display())
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            let dir = path
+                .ancestors()
+                .skip(1)
+                .find(|d| std::fs::read_dir(d).is_err() && d.exists())
+                .map(|d| format!(" (the directory {} is not readable for this user)", d.display()))
+                .unwrap_or_default();
+            format!(
+                "history database {}: permission denied{dir}; the file belongs to the daemon's user: read it as root, or without --db over D-Bus from the running daemon",
+                path.display()
+            )
+        }
+        _ => format!("history database {}: cannot read it: {e}", path.display()),
+    }
+}
+
 /// The history database at `path`, read directly.
 fn run_file(a: &HistoryArgs, path: &Path) -> CliResult {
-    if !path.exists() {
-        return Err(format!("no history database at {}", path.display()).into());
+    if let Err(e) = std::fs::metadata(path) {
+        return Err(file_problem(path, &e).into());
+    }
+    if let Err(e) = std::fs::File::open(path) {
+        return Err(file_problem(path, &e).into());
     }
     let db = HistoryDb::open_read_only(path)?;
     let since = a.since.as_deref().map(since_ms).transpose()?;

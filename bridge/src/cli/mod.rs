@@ -134,6 +134,14 @@ pub fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let name = cli.command.name();
+    // Client commands end quietly when their reader goes (`| head -1`);
+    // the daemon and its helpers keep SIGPIPE ignored and see EPIPE.
+    if !matches!(
+        cli.command,
+        Command::Run(_) | Command::Demo(_) | Command::Sim(_) | Command::UpgradeSide(_)
+    ) {
+        faultbridge_ffi::sys::process::default_sigpipe();
+    }
     let result = match cli.command {
         Command::Run(a) => run::run(a),
         Command::Demo(a) => demo::run(a),

@@ -40,15 +40,18 @@ pub enum HistoryError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("history database {path}: cannot create its directory")]
+    #[error("history database {path}: cannot create its directory{hint}")]
     CreateDir {
         path: PathBuf,
+        /// What to do about it (empty when there is nothing to say).
+        hint: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("history database {path}: cannot create the file")]
+    #[error("history database {path}: cannot create the file{hint}")]
     CreateFile {
         path: PathBuf,
+        hint: String,
         #[source]
         source: std::io::Error,
     },
@@ -165,6 +168,7 @@ fn create_private(path: &Path) -> Result<(), HistoryError> {
             .create(dir)
             .map_err(|source| HistoryError::CreateDir {
                 path: dir.to_path_buf(),
+                hint: permission_hint(&source, dir),
                 source,
             })?;
     }
@@ -178,7 +182,26 @@ fn create_private(path: &Path) -> Result<(), HistoryError> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(source) => Err(HistoryError::CreateFile {
             path: path.to_path_buf(),
+            hint: permission_hint(&source, path.parent().unwrap_or(Path::new("."))),
             source,
         }),
     }
+}
+
+/// What to do when this user may not create `dir` (or a file in it): the
+/// packages and systemd's `StateDirectory=` create the state directory for
+/// the service user; started by hand, someone with the right must.
+fn permission_hint(e: &std::io::Error, dir: &Path) -> String {
+    if e.kind() != std::io::ErrorKind::PermissionDenied {
+        return String::new();
+    }
+    let uid = nix::unistd::getuid();
+    let user = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |u| u.name);
+    format!(
+        " as user {user}: create it for that user first, e.g. as root `install -d -m 0700 -o {user} {}` (the packages and systemd's StateDirectory= do this for the service), or set [history] path to a place {user} may write",
+        dir.display()
+    )
 }

@@ -142,3 +142,15 @@ pub mod fdpass {
         }
     }
 }
+
+/// Restores the default action of `SIGPIPE` (end the process), as a filter
+/// has it: a client command whose reader has gone (`faultbridge history |
+/// head -1`) ends quietly at its next write, like any Unix tool, instead of
+/// failing on `EPIPE`. Call it before any other thread starts.
+pub fn default_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: `SigDfl` installs no handler, so no code of ours runs in
+    // signal context; the caller has not started other threads, so no
+    // other thread is changing signal dispositions at the same time.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
