@@ -180,13 +180,22 @@ mod tests {
         h.configure(Source::Rtnetlink, true);
         assert_eq!(h.summary(), None);
         assert!(h.down(Source::Rtnetlink, "Operation not permitted"));
-        assert!(h.degrades(Category::Nic).is_some_and(|r| r.contains("rtnetlink")));
+        assert!(
+            h.degrades(Category::Nic)
+                .is_some_and(|r| r.contains("rtnetlink"))
+        );
         assert_eq!(h.degrades(Category::Fc), None);
         assert!(!h.down(Source::Rtnetlink, "again"), "already down");
         assert_eq!(h.snapshot()[1].down.as_ref().map(|d| d.retries), Some(1));
-        assert!(h.summary().is_some_and(|s| s.contains("rtnetlink down (again)")));
+        assert!(
+            h.summary()
+                .is_some_and(|s| s.contains("rtnetlink down (again)"))
+        );
         h.down(Source::Expdrv, "gone");
-        assert!(h.degrades(Category::Fc).is_some_and(|r| r.contains("expdrv")));
+        assert!(
+            h.degrades(Category::Fc)
+                .is_some_and(|r| r.contains("expdrv"))
+        );
         assert!(h.up(Source::Rtnetlink));
         assert!(!h.up(Source::Rtnetlink));
         assert!(h.up(Source::Expdrv));

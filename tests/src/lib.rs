@@ -5,6 +5,7 @@
 
 pub mod dbus;
 pub mod pacemaker;
+pub mod simdev;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};

@@ -9,79 +9,15 @@
 #![allow(clippy::unwrap_used)]
 
 use faultbridge::monitor::MonitorState;
-use faultbridge::sim::device::DeviceControl;
 use faultbridge::{Bridge, Config, Event, LostReason, Source, SubscribeOptions};
 use faultbridge_ffi::wire::record::F_SNAPSHOT;
-use faultbridge_tests::{Daemon, TempDir, binary, private_netns, source_stats};
+use faultbridge_tests::simdev::SimDevice;
+use faultbridge_tests::{Daemon, private_netns, source_stats};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(10);
-
-/// A `faultbridge sim device` process and its control socket.
-struct SimDevice {
-    child: Child,
-    device: PathBuf,
-    control: DeviceControl,
-    _dir: TempDir,
-}
-
-impl SimDevice {
-    fn start(args: &[&str]) -> SimDevice {
-        assert!(
-            Path::new("/dev/fuse").exists(),
-            "no /dev/fuse: the emulated char device needs FUSE (the fuse kernel module)"
-        );
-        let dir = TempDir::new("simdev");
-        let mount = dir.path().join("mnt");
-        std::fs::create_dir(&mount).unwrap();
-        let mut child = Command::new(binary())
-            .args(["sim", "device", "--mount"])
-            .arg(&mount)
-            .arg("--control")
-            .arg(dir.path().join("control"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let ready: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("sim device did not get ready ({e}): {line:?}"));
-        assert_eq!(ready["type"], "ready");
-        let device = PathBuf::from(ready["device"].as_str().unwrap());
-        let control =
-            DeviceControl::connect(Path::new(ready["control"].as_str().unwrap())).unwrap();
-        SimDevice {
-            child,
-            device,
-            control,
-            _dir: dir,
-        }
-    }
-
-    fn send(&mut self, command: &str) -> String {
-        self.control
-            .send(command)
-            .unwrap_or_else(|e| panic!("sim device: {command}: {e}"))
-    }
-}
-
-impl Drop for SimDevice {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn start_up_learns_the_group_replays_active_faults_and_resyncs_after_a_gap() {

@@ -35,11 +35,7 @@ pub struct CheckArgs {
 
 /// The monitor's `State` and `Degraded` properties (one `GetAll`), or why
 /// they could not be read.
-async fn state(
-    bus: &BusAddress,
-    path: &str,
-    timeout: Duration,
-) -> zbus::Result<(String, String)> {
+async fn state(bus: &BusAddress, path: &str, timeout: Duration) -> zbus::Result<(String, String)> {
     let conn = connect(bus, Some(timeout)).await?;
     let reply = conn
         .call_method(
@@ -55,7 +51,7 @@ async fn state(
     let state = all
         .remove("State")
         .ok_or_else(|| zbus::Error::Failure("the monitor has no State property".into()))
-        .and_then(|v| String::try_from(v).map_err(zbus::Error::from))?;
+        .and_then(String::try_from)?;
     // A daemon without the property: nothing known to be down.
     let degraded = all
         .remove("Degraded")

@@ -203,7 +203,12 @@ fn file_problem(path: &Path, e: &std::io::Error) -> String {
                 .ancestors()
                 .skip(1)
                 .find(|d| std::fs::read_dir(d).is_err() && d.exists())
-                .map(|d| format!(" (the directory {} is not readable for this user)", d.display()))
+                .map(|d| {
+                    format!(
+                        " (the directory {} is not readable for this user)",
+                        d.display()
+                    )
+                })
                 .unwrap_or_default();
             format!(
                 "history database {}: permission denied{dir}; the file belongs to the daemon's user: read it as root, or without --db over D-Bus from the running daemon",

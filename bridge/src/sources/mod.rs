@@ -528,11 +528,7 @@ pub fn reopen(config: &crate::Config, source: Source) -> Result<Box<dyn IngestSo
             optional,
         ),
         Source::FcTransport => boxed(fc::FcSource::open(&config.fc), source, optional),
-        Source::Uevent => boxed(
-            uevent::UeventSource::open(&config.uevent),
-            source,
-            optional,
-        ),
+        Source::Uevent => boxed(uevent::UeventSource::open(&config.uevent), source, optional),
         _ => Err(NotStarted {
             source,
             optional,
