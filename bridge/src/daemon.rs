@@ -291,6 +291,8 @@ pub struct Bridge {
     thread: Option<JoinHandle<()>>,
     /// The history writer; it ends once the ingest thread has stopped.
     history: Option<(JoinHandle<()>, Arc<HistoryStats>)>,
+    /// The fleet forwarder (`[forward.nats]`), fed from the history database.
+    forward: Option<crate::forward::Forwarder>,
     /// Dropped after the ingest thread has stopped (field order).
     runner: Option<Runner>,
 }
@@ -513,6 +515,7 @@ impl Bridge {
                 )?)
             }
         };
+        let forward = start_forwarder(config, history.as_ref())?;
         let ingest = Ingest {
             poll,
             sources,
@@ -537,7 +540,8 @@ impl Bridge {
             stop,
             paused: Some(Box::new(ingest)),
             thread: None,
-            history,
+            history: history.map(|(t, s, _)| (t, s)),
+            forward,
             runner,
         })
     }
@@ -579,14 +583,9 @@ impl Bridge {
             return Ok(());
         }
         let db = HistoryDb::open(&h.path).map_err(BridgeError::History)?;
-        self.history = Some(start_writer(
-            db,
-            h,
-            &self.handle,
-            &self.monitors,
-            &self.activity,
-            config,
-        )?);
+        let started = start_writer(db, h, &self.handle, &self.monitors, &self.activity, config)?;
+        self.forward = start_forwarder(config, Some(&started))?;
+        self.history = Some((started.0, started.1));
         self.history_path = Some(h.path.clone());
         Ok(())
     }
@@ -626,6 +625,11 @@ impl Bridge {
         self.history.as_ref().map(|h| h.1.clone())
     }
 
+    /// The fleet forwarder's state (absent without `[forward.nats]`).
+    pub fn forward_state(&self) -> Option<Arc<crate::forward::ForwardState>> {
+        self.forward.as_ref().map(crate::forward::Forwarder::state)
+    }
+
     /// The activity log: state changes and recovery actions.
     pub fn activity(&self) -> Arc<ActivityLog> {
         self.activity.clone()
@@ -661,6 +665,11 @@ impl Bridge {
         if let Some((t, _)) = self.history.take() {
             let _ = t.join();
         }
+        // Everything is committed: the forwarder sends what it can for a
+        // moment, saves its cursor and ends.
+        if let Some(f) = self.forward.take() {
+            f.stop();
+        }
     }
 }
 
@@ -679,8 +688,13 @@ fn start_writer(
     monitor_view: &Arc<MonitorView>,
     activity: &Arc<ActivityLog>,
     config: &Config,
-) -> Result<(JoinHandle<()>, Arc<HistoryStats>), BridgeError> {
+) -> Result<StartedWriter, BridgeError> {
+    let committed = config
+        .forward
+        .as_ref()
+        .map(|_| Arc::new(tokio::sync::Notify::new()));
     let inputs = WriterInputs {
+        committed: committed.clone(),
         events: handle
             .subscribe(
                 SubscribeOptions::new("history")
@@ -703,7 +717,30 @@ fn start_writer(
         .name("fb-history".into())
         .spawn(move || run_writer(db, inputs, retention, hs))
         .map_err(BridgeError::Thread)?;
-    Ok((t, hstats))
+    Ok((t, hstats, committed))
+}
+
+/// A started history writer: its thread, its counters, and what it tells
+/// after each commit when a forwarder reads the database.
+type StartedWriter = (
+    JoinHandle<()>,
+    Arc<HistoryStats>,
+    Option<Arc<tokio::sync::Notify>>,
+);
+
+/// Starts the fleet forwarder when `[forward.nats]` is configured, over
+/// the database the writer (`started`) writes.
+fn start_forwarder(
+    config: &Config,
+    started: Option<&StartedWriter>,
+) -> Result<Option<crate::forward::Forwarder>, BridgeError> {
+    let (Some(f), Some(h), Some((_, _, Some(wake)))) = (&config.forward, &config.history, started)
+    else {
+        return Ok(None);
+    };
+    crate::forward::Forwarder::start(f, &h.path, wake.clone())
+        .map(Some)
+        .map_err(BridgeError::Thread)
 }
 
 /// Registers `src` under the next source index, or reports why it cannot

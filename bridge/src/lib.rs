@@ -14,6 +14,7 @@ pub mod config;
 pub mod daemon;
 pub mod dbus;
 pub mod error;
+pub mod forward;
 pub mod health;
 pub mod history;
 pub mod monitor;

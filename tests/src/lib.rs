@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod dbus;
+pub mod nats;
 pub mod pacemaker;
 pub mod simdev;
 

@@ -229,7 +229,12 @@ fn a_schema_v1_database_is_migrated_and_a_newer_one_refused() {
     match HistoryDb::open(&newer) {
         Err(e @ HistoryError::TooNew { found: 7, .. }) => {
             let msg = e.to_string();
-            assert!(msg.contains("schema version 7, newer than the 2"), "{msg}");
+            assert!(
+                msg.contains(&format!(
+                    "schema version 7, newer than the {SCHEMA_VERSION}"
+                )),
+                "{msg}"
+            );
         }
         other => panic!("expected TooNew, got {other:?}"),
     }
@@ -247,7 +252,9 @@ fn a_schema_v1_database_is_migrated_and_a_newer_one_refused() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("newer than the 2"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("newer than the {SCHEMA_VERSION}"))
+    );
 }
 
 #[test]

@@ -336,6 +336,7 @@ fn a_man_page_per_subcommand_and_one_for_the_configuration_are_generated() {
     let top = subcommands(&[]);
     for sub in [
         "run", "demo", "sim", "watch", "notify", "status", "check", "reset", "history", "config",
+        "fleet",
     ] {
         assert!(top.iter().any(|t| t == sub), "--help lacks {sub}: {top:?}");
     }
@@ -379,6 +380,7 @@ fn a_man_page_per_subcommand_and_one_for_the_configuration_are_generated() {
         "[sources.fc]",
         "[sources.uevent]",
         "[history]",
+        "[forward.nats]",
         "[actions]",
         "[ingest]",
         "[[monitor]]",

@@ -45,7 +45,7 @@ pub struct HistoryArgs {
     pub db: Option<PathBuf>,
 }
 
-fn since_ms(s: &str) -> Result<i64, String> {
+pub(crate) fn since_ms(s: &str) -> Result<i64, String> {
     if let Ok(d) = crate::config::parse_duration(s) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -64,7 +64,7 @@ fn since_ms(s: &str) -> Result<i64, String> {
     ms.ok_or_else(|| format!("--since {s:?}: expected a duration such as 10m or a time such as \"2026-11-23 10:00:00\""))
 }
 
-fn time_text(ms: i64) -> String {
+pub(crate) fn time_text(ms: i64) -> String {
     let conn = rusqlite::Connection::open_in_memory();
     conn.and_then(|c| {
         c.query_row(

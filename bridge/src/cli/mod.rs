@@ -3,6 +3,7 @@
 pub mod check;
 pub mod config;
 pub mod demo;
+pub mod fleet;
 pub mod format;
 pub mod history;
 pub mod notify;
@@ -80,6 +81,9 @@ pub enum Command {
     /// The Upgrade side of a live self-upgrade (started by the daemon).
     #[command(hide = true, name = "upgrade-side")]
     UpgradeSide(upgrade::SideArgs),
+    /// The faults of every forwarding host, from the NATS JetStream stream.
+    #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
     /// Configuration tools.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -117,6 +121,8 @@ impl Command {
             Command::UpgradeInfo(_) => "upgrade-info",
             Command::UpgradeSide(_) => "upgrade-side",
             Command::Config(config::ConfigCommand::Check { .. }) => "config check",
+            Command::Fleet(fleet::FleetCommand::Watch(_)) => "fleet watch",
+            Command::Fleet(fleet::FleetCommand::Status(_)) => "fleet status",
             Command::Man { .. } => "man",
         }
     }
@@ -175,6 +181,7 @@ pub fn main() -> ExitCode {
         Command::UpgradeInfo(a) => upgrade::info(a),
         Command::UpgradeSide(a) => upgrade::side(a),
         Command::Config(c) => config::run(c),
+        Command::Fleet(c) => fleet::run(c),
         Command::Man { out, dir } => config::man(out, dir),
     };
     match result {

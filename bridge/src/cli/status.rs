@@ -1,6 +1,7 @@
 //! `faultbridge status`: the running daemon's monitors, states and
 //! counters, read over D-Bus (`Status`).
 
+use super::format::printable;
 use super::{CliResult, dbus_failure};
 use faultbridge_bus::dbus::client::connect;
 use faultbridge_bus::dbus::{BUS_NAME, BusAddress, INTERFACE, OBJECT_PATH};
@@ -205,6 +206,33 @@ pub fn status_text(j: &Value) -> String {
             n(a, "not_performed"),
             n(a, "refused")
         );
+    }
+    if let Some(f) = j.get("forward") {
+        let server = match s(f, "server") {
+            "" => "not connected".to_string(),
+            x => format!("connected to {}", printable(x)),
+        };
+        let _ = write!(
+            out,
+            "\nforward: {server}; cursor row {}, backlog {}, {} forwarded, {} duplicates, last ack #{} at {} ms; {} errors",
+            n(f, "cursor"),
+            n(f, "backlog"),
+            n(f, "forwarded"),
+            n(f, "duplicates"),
+            n(f, "last_ack_sequence"),
+            n(f, "last_ack_ms"),
+            n(f, "errors"),
+        );
+        if !s(f, "last_error").is_empty() {
+            let _ = write!(out, " (last: {})", printable(s(f, "last_error")));
+        }
+        if n(f, "removed_unforwarded") > 0 {
+            let _ = write!(
+                out,
+                "; {} rows removed by retention before they were forwarded",
+                n(f, "removed_unforwarded")
+            );
+        }
     }
     // (time_ms, severity, monitor, kind, message, exit_code)
     if let Some(entries) = j

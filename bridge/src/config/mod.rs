@@ -11,6 +11,7 @@
 
 pub mod duration;
 mod error;
+pub mod forward;
 mod monitor;
 pub mod names;
 mod raw;
@@ -19,6 +20,7 @@ mod sources;
 pub use duration::{DurationBound, parse_duration};
 pub use error::ConfigError;
 pub use faultbridge_bus::dbus::BusAddress;
+pub use forward::NatsForwardConfig;
 pub use monitor::{
     ATTRIBUTE_MAX, ATTRIBUTE_PREFIX, AdapterKind, DEFAULT_TIMEOUT, EXIT_DATA_MAX, MONITOR_NAME_MAX,
     MonitorConfig, RecoveryAction, Threshold,
@@ -58,6 +60,8 @@ pub struct Config {
     pub actions: ActionsConfig,
     /// `[upgrade]`: the live self-upgrade's custom actions.
     pub upgrade: crate::upgrade::UpgradeConfig,
+    /// `[forward.nats]`: fleet forwarding, fed from the history database.
+    pub forward: Option<NatsForwardConfig>,
 }
 
 /// `[actions]`: the recovery-action runner.
@@ -142,7 +146,14 @@ impl Config {
             Some(u) => crate::upgrade::UpgradeConfig::from_raw(u.get_ref().clone())
                 .map_err(|e| cx.spanned(u, e.to_string()))?,
         };
+        let forward = raw
+            .forward
+            .as_ref()
+            .and_then(|f| f.nats.as_ref())
+            .map(|n| forward::nats(&cx, n, history.is_some()))
+            .transpose()?;
         Ok(Config {
+            forward,
             bus,
             expdrv,
             rtnetlink,
@@ -175,6 +186,7 @@ impl Config {
             ingest: IngestConfig::default(),
             actions: ActionsConfig::default(),
             upgrade: crate::upgrade::UpgradeConfig::default(),
+            forward: None,
         }
     }
 }

@@ -18,6 +18,7 @@ pub(super) struct RawConfig {
     pub monitor: Vec<RawMonitor>,
     pub actions: Option<RawActions>,
     pub upgrade: Option<Spanned<crate::upgrade::RawUpgrade>>,
+    pub forward: Option<RawForward>,
 }
 
 #[derive(Deserialize)]
@@ -123,4 +124,23 @@ pub(super) struct RawMonitor {
 pub(super) struct RawThreshold {
     pub count: Spanned<i64>,
     pub window: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawForward {
+    pub nats: Option<Spanned<RawNats>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNats {
+    pub servers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub stream: Option<Spanned<String>>,
+    pub subject_prefix: Option<Spanned<String>>,
+    pub host: Option<Spanned<String>>,
+    pub credentials: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }

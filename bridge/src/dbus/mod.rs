@@ -102,6 +102,7 @@ pub struct BridgeBackend {
     activity: Arc<ActivityLog>,
     actions: Option<Arc<RunnerStats>>,
     history: Option<std::path::PathBuf>,
+    forward: Option<Arc<crate::forward::ForwardState>>,
     started: Instant,
 }
 
@@ -114,6 +115,7 @@ impl BridgeBackend {
             activity: bridge.activity(),
             actions: bridge.action_stats(),
             history: bridge.history_path().map(std::path::Path::to_path_buf),
+            forward: bridge.forward_state(),
             started: Instant::now(),
         }
     }
@@ -276,6 +278,9 @@ impl Backend for BridgeBackend {
             .collect();
             out.insert("actions".into(), c.into());
         }
+        if let Some(f) = &self.forward {
+            out.insert("forward".into(), forward_status(&f.snapshot()).into());
+        }
         // The activity log's newest entries: (time_ms, severity, monitor,
         // kind, message, exit_code or -1).
         let recent: Vec<(u64, String, String, String, String, i32)> = self
@@ -311,6 +316,28 @@ impl Backend for BridgeBackend {
             }
         }
     }
+}
+
+/// The fleet forwarder's state in `Status`: `forward` → a{sv}.
+fn forward_status(f: &crate::forward::ForwardSnapshot) -> HashMap<String, OwnedVariant> {
+    let mut m: HashMap<String, OwnedVariant> = [
+        ("cursor", f.cursor),
+        ("backlog", f.backlog),
+        ("forwarded", f.forwarded),
+        ("duplicates", f.duplicates),
+        ("last_ack_sequence", f.last_ack_sequence),
+        ("last_ack_ms", f.last_ack_ms),
+        ("errors", f.errors),
+        ("last_error_ms", f.last_error_ms),
+        ("removed_unforwarded", f.removed_unforwarded),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), OwnedVariant::from(v)))
+    .collect();
+    m.insert("connected".into(), f.connected.into());
+    m.insert("server".into(), text(&f.server));
+    m.insert("last_error".into(), text(&f.last_error));
+    m
 }
 
 /// Rows of the database read at a time while a `History` reply is built.

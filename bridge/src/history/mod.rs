@@ -12,16 +12,19 @@
 //! - [`schema`]: the tables of each schema version and the migrations;
 //! - [`query`]: what the CLI, D-Bus and a restart read back;
 //! - [`cursors`]: the last sequence per driver, bounded and pruned;
+//! - [`forward`]: the rows a forwarder sends and its cursor;
 //! - [`retention`]: removing rows beyond `max_age` and `max_rows`;
 //! - [`writer`]: the subscriber thread that writes batches.
 
 mod cursors;
+mod forward;
 mod query;
 mod retention;
 mod schema;
 mod writer;
 
 pub use cursors::MAX_STORED_CURSORS;
+pub use forward::ForwardRow;
 pub use query::{HistoryRow, Query};
 pub use schema::{SCHEMA_VERSION, create_v1};
 pub use writer::{HistoryStats, WriterInputs, run_writer};

@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use std::path::Path;
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE faults (
@@ -79,6 +79,18 @@ INSERT OR REPLACE INTO cursors (source, driver_id, last_sequence)
 PRAGMA user_version = 2;
 ";
 
+/// Version 3: where each forwarder is in the `events` table (the id of
+/// the last row the stream acknowledged), so forwarding resumes there
+/// after a restart.
+const MIGRATE_2_TO_3: &str = "
+CREATE TABLE forward_cursor (
+    name TEXT PRIMARY KEY,              -- nats:<stream>
+    last_id INTEGER NOT NULL,           -- events.id acknowledged last
+    updated_at_ms INTEGER NOT NULL
+);
+PRAGMA user_version = 3;
+";
+
 /// Creates a database of schema version 1 (for migration tests and fixtures).
 pub fn create_v1(path: &Path) -> Result<Connection, HistoryError> {
     let conn = Connection::open(path).map_err(|source| HistoryError::Open {
@@ -101,8 +113,9 @@ impl HistoryDb {
         }
         while v < SCHEMA_VERSION {
             let step = match v {
-                0 => format!("{SCHEMA_V1}{MIGRATE_1_TO_2}"),
+                0 => format!("{SCHEMA_V1}{MIGRATE_1_TO_2}{MIGRATE_2_TO_3}"),
                 1 => MIGRATE_1_TO_2.to_string(),
+                2 => MIGRATE_2_TO_3.to_string(),
                 _ => break,
             };
             let from = v;
@@ -130,5 +143,48 @@ impl HistoryDb {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schema_v2_database_gains_the_forward_cursor_and_keeps_its_rows() {
+        let dir = std::env::temp_dir().join(format!("fb-schema-v2-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("h.db");
+        {
+            let conn = create_v1(&path).unwrap();
+            conn.execute_batch(MIGRATE_1_TO_2).unwrap();
+            conn.execute(
+                "INSERT INTO events (kind, source, driver_id, sequence, category, keyword, severity, recorded_at_ms)
+                 VALUES ('fault', 'expdrv', 1, 5, 'NIC', 'eth0', 'fatal', 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let db = HistoryDb::open(&path).unwrap();
+        assert_eq!(db.version().unwrap(), 3);
+        assert_eq!(
+            db.forward_cursor("nats:FAULTBRIDGE").unwrap(),
+            0,
+            "no cursor yet"
+        );
+        let rows = db.forward_rows(0, 10).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].driver_id, rows[0].sequence), (1, 5));
+        db.save_forward_cursor("nats:FAULTBRIDGE", rows[0].id)
+            .unwrap();
+        drop(db);
+        let db = HistoryDb::open(&path).unwrap();
+        assert_eq!(
+            db.forward_cursor("nats:FAULTBRIDGE").unwrap(),
+            rows[0].id,
+            "kept across a reopen"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

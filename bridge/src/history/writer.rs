@@ -127,6 +127,8 @@ pub struct WriterInputs {
     pub changes: Receiver<MonitorChange>,
     pub activity: Receiver<ActivityEntry>,
     pub monitors: Arc<MonitorView>,
+    /// Told after each commit (the forwarder waits on it).
+    pub committed: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// Runs the writer until the bridge stops (its subscription closes).
@@ -145,6 +147,7 @@ pub fn run_writer(
         cursors: BatchCursors::default(),
         unwritten: Vec::new(),
         resync_monitors: false,
+        committed_hook: inputs.committed.clone(),
     };
     let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
     loop {
@@ -200,6 +203,8 @@ struct Writer {
     /// A batch of monitor changes was not written: the next write records
     /// every monitor's state.
     resync_monitors: bool,
+    /// Told after each commit.
+    committed_hook: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// Records a `lost` row for sequences `first..=last` of `source` that the
@@ -351,6 +356,9 @@ impl Writer {
             }
         }
         tx.commit()?;
+        if let Some(n) = &self.committed_hook {
+            n.notify_one();
+        }
         self.unwritten.clear();
         self.resync_monitors = false;
         self.stats.rows.fetch_add(events.len() as u64, Relaxed);
@@ -425,6 +433,7 @@ mod tests {
             cursors: BatchCursors::default(),
             unwritten: Vec::new(),
             resync_monitors: false,
+            committed_hook: None,
         };
         w.write_retrying(&events, &[], &[], &view);
         assert_eq!(w.unwritten, vec![("expdrv", 7, 9, 3)]);

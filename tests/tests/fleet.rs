@@ -1,0 +1,416 @@
+//! Fleet forwarding against real `nats-server` processes with JetStream:
+//! three daemons in three network namespaces forwarding to one server; a
+//! server killed in the middle of a flood (and a daemon restarted while it
+//! is down); a three-server cluster losing the stream's leader; a server
+//! that refuses us. Each checks the stream message by message: every
+//! record once, in per-host order, subjects, ids and bodies as designed.
+#![allow(clippy::unwrap_used)]
+
+use faultbridge_tests::dbus::{BusPolicy, daemon_config, private_bus, status};
+use faultbridge_tests::nats::{
+    LinkedNetns, NatsServer, StreamMsg, cluster, read_stream, sequences_of, stream_leader,
+    stream_state, wait_messages,
+};
+use faultbridge_tests::{Daemon, TempDir, binary, faultbridge, private_netns, text};
+use serde_json::Value;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const STREAM: &str = "FAULTBRIDGE";
+
+fn lo_up() {
+    let o = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+/// A daemon configuration: the simulator's group 1, history at `db`,
+/// forwarding to `servers` as `host`.
+fn config(db: &std::path::Path, servers: &[String], host: &str) -> String {
+    let list: Vec<String> = servers.iter().map(|s| format!("{s:?}")).collect();
+    format!(
+        "bus = \"none\"\n[sources.expdrv]\naccept = \"root\"\nnetlink_protocol = 2\nnetlink_group = 1\n\
+         [history]\npath = \"{}\"\n[forward.nats]\nservers = [{}]\nhost = \"{host}\"\n",
+        db.display(),
+        list.join(", ")
+    )
+}
+
+/// `faultbridge sim …` run through `wrapper` (a namespace's `ip netns exec`).
+fn sim(wrapper: &[String], args: &[&str]) {
+    let mut cmd = match wrapper.split_first() {
+        Some((w, rest)) => {
+            let mut c = Command::new(w);
+            c.args(rest).arg(binary());
+            c
+        }
+        None => Command::new(binary()),
+    };
+    let o = cmd.arg("sim").args(args).output().unwrap();
+    assert!(o.status.success(), "sim {args:?}: {}", text(&o));
+}
+
+/// Rows of the history database at `db` (read while the daemon writes).
+fn recorded(db: &std::path::Path) -> u64 {
+    rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|c| c.query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0)))
+        .map_or(0, |n| n as u64)
+}
+
+fn wait_recorded(db: &std::path::Path, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while recorded(db) < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} recorded",
+            recorded(db)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every record of `host` is in the stream exactly once and in order:
+/// its sequences in stream order are exactly `1..=n`.
+fn assert_once_in_order(msgs: &[StreamMsg], host: &str, n: u64) {
+    let got = sequences_of(msgs, host);
+    let want: Vec<u64> = (1..=n).collect();
+    if got != want {
+        let mut sorted = got.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        panic!(
+            "{host}: {} messages, {} distinct sequences of {n}; in order: {}",
+            got.len(),
+            sorted.len(),
+            got.windows(2).all(|w| w[0] < w[1])
+        );
+    }
+}
+
+#[test]
+fn three_hosts_in_three_namespaces_forward_every_record_once_as_designed() {
+    private_netns();
+    lo_up();
+    let dir = TempDir::new("fleet3");
+    let server = NatsServer::start(dir.path(), "0.0.0.0");
+    let nets: Vec<LinkedNetns> = (1..=3).map(LinkedNetns::new).collect();
+    let mut daemons = Vec::new();
+    for ns in &nets {
+        let url = format!("nats://{}:{}", ns.outer_address(), server.port);
+        let db = dir.path().join(format!("h{}.db", ns.n));
+        let wrapper = ns.exec();
+        let w: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+        daemons.push(Daemon::start_under(
+            &w,
+            &config(&db, &[url], &format!("node{}", ns.n)),
+            &[],
+        ));
+    }
+    // Each host's simulator: 300 NIC faults, 200 FC faults, one CLEAR of a
+    // keyword that needs encoding in a subject.
+    for ns in &nets {
+        let w = ns.exec();
+        sim(
+            &w,
+            &["send", "-k", "NIC.eth0", "--count", "300", "--batch", "30"],
+        );
+        sim(
+            &w,
+            &[
+                "send",
+                "-k",
+                "FC.host3",
+                "--seq",
+                "301",
+                "--count",
+                "200",
+                "--batch",
+                "20",
+                "--severity",
+                "fatal",
+            ],
+        );
+        sim(
+            &w,
+            &[
+                "send",
+                "-k",
+                "HA/SS.db.1 *",
+                "--seq",
+                "501",
+                "--clear",
+                "--detail-hex",
+                "ab01",
+            ],
+        );
+    }
+    let urls = [server.url()];
+    let n = wait_messages(&urls, STREAM, 3 * 501, Duration::from_secs(60));
+    assert_eq!(
+        n,
+        3 * 501,
+        "messages in the stream\n{}",
+        daemons[0].stderr()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let msgs = read_stream(&urls, STREAM);
+    assert_eq!(msgs.len(), 3 * 501, "nothing more arrived");
+    for ns in &nets {
+        let host = format!("node{}", ns.n);
+        assert_once_in_order(&msgs, &host, 501);
+        for m in msgs.iter().filter(|m| m.body["host"] == host.as_str()) {
+            let seq = m.body["sequence"].as_u64().unwrap();
+            let (cat, kw_token, kw) = match seq {
+                1..=300 => ("NIC", "eth0", "eth0"),
+                301..=500 => ("FC", "host3", "host3"),
+                _ => ("HA/SS", "db%2E1%20%2A", "db.1 *"),
+            };
+            assert_eq!(
+                m.subject,
+                format!("faultbridge.fault.{host}.{cat}.{kw_token}")
+            );
+            assert_eq!(m.msg_id, format!("{host}:expdrv:1:{seq}"));
+            let b = &m.body;
+            assert_eq!(b["type"], "fault");
+            assert_eq!(b["source"], "expdrv");
+            assert_eq!(
+                (b["category"].as_str(), b["keyword"].as_str()),
+                (Some(cat), Some(kw))
+            );
+            assert_eq!(b["cleared"], seq == 501, "{b}");
+            let keys: Vec<&String> = b.as_object().unwrap().keys().collect();
+            assert_eq!(
+                keys,
+                [
+                    "category",
+                    "cleared",
+                    "detail",
+                    "event_code",
+                    "host",
+                    "keyword",
+                    "sequence",
+                    "severity",
+                    "source",
+                    "timestamp_ns",
+                    "type"
+                ],
+                "the watch --json object with host added"
+            );
+            if seq == 501 {
+                assert_eq!(b["detail"], "ab01");
+            }
+            if (301..=500).contains(&seq) {
+                assert_eq!(b["severity"], "fatal");
+            }
+        }
+    }
+
+    // The commands read the same stream.
+    let st: Value = serde_json::from_str(&faultbridge(&[
+        "fleet",
+        "status",
+        "--nats",
+        &server.url(),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(st["messages"], 3 * 501);
+    for h in ["node1", "node2", "node3"] {
+        let f = &st["hosts"][h];
+        assert_eq!(
+            (f["faults"].as_u64(), f["clears"].as_u64()),
+            (Some(500), Some(1)),
+            "{st}"
+        );
+        assert_eq!(
+            f["by_category"],
+            serde_json::json!({"NIC": 300, "FC": 200, "HA/SS": 1})
+        );
+        assert_eq!(f["last_fault"]["sequence"], 500);
+    }
+    let text_status = faultbridge(&["fleet", "status", "--nats", &server.url()]);
+    assert!(
+        text_status.contains("node2") && text_status.contains("FC 200"),
+        "{text_status}"
+    );
+    let watch = faultbridge_tests::dbus::LineReader::spawn({
+        let mut c = Command::new(binary());
+        c.args([
+            "fleet",
+            "watch",
+            "--nats",
+            &server.url(),
+            "--since",
+            "1h",
+            "--json",
+            "--host",
+            "node2",
+            "--category",
+            "FC",
+        ]);
+        c
+    });
+    let lines = watch.until(Duration::from_secs(20), |l| l.contains("\"sequence\":500"));
+    assert_eq!(lines.len(), 200, "{}", watch.stderr());
+    for l in &lines {
+        let v: Value = serde_json::from_str(l).unwrap();
+        assert_eq!(
+            (v["host"].as_str(), v["category"].as_str()),
+            (Some("node2"), Some("FC"))
+        );
+    }
+    for d in daemons {
+        d.stop();
+    }
+}
+
+#[test]
+fn a_server_killed_mid_flood_and_a_daemon_restarted_meanwhile_leave_every_record_once_in_order() {
+    private_netns();
+    lo_up();
+    let dir = TempDir::new("fleet-kill");
+    let mut server = NatsServer::start(dir.path(), "127.0.0.1");
+    let urls = [server.url()];
+    let db = dir.path().join("h.db");
+    let cfg = config(&db, &urls, "node1");
+    let d = Daemon::start(&cfg);
+    let flood = std::thread::spawn(|| {
+        sim(&[], &["flood", "--rate", "20000", "--count", "20000"]);
+    });
+    // Killed while messages are in flight: some in the stream, more coming.
+    let before = wait_messages(&urls, STREAM, 2000, Duration::from_secs(30));
+    server.kill();
+    assert!(before >= 2000, "{}", d.stderr());
+    flood.join().unwrap();
+    wait_recorded(&db, 20_000);
+    // The daemon restarts while the server is down, and records more.
+    let first = d.stop();
+    assert_eq!(first["type"], "stats");
+    let d = Daemon::start(&cfg);
+    sim(
+        &[],
+        &[
+            "flood", "--rate", "20000", "--count", "5000", "--seq", "20001",
+        ],
+    );
+    wait_recorded(&db, 25_000);
+    let err = d.stderr();
+    assert!(
+        err.contains("faultbridge: forward: cannot connect"),
+        "the outage is said: {err}"
+    );
+    server.restart();
+    let n = wait_messages(&urls, STREAM, 25_000, Duration::from_secs(60));
+    assert_eq!(n, 25_000, "{}", d.stderr());
+    std::thread::sleep(Duration::from_millis(500));
+    let msgs = read_stream(&urls, STREAM);
+    assert_eq!(msgs.len(), 25_000);
+    assert_once_in_order(&msgs, "node1", 25_000);
+    d.stop();
+}
+
+#[test]
+fn an_r3_cluster_losing_the_stream_leader_mid_flood_loses_and_repeats_nothing() {
+    private_netns();
+    lo_up();
+    let dir = TempDir::new("fleet-r3");
+    let mut servers = cluster(dir.path());
+    let urls: Vec<String> = servers.iter().map(NatsServer::url).collect();
+    let db = dir.path().join("h.db");
+    let d = Daemon::start(&config(&db, &urls, "node1"));
+    // The forwarder creates the stream (R3) once the cluster has elected
+    // its JetStream leader.
+    sim(&[], &["send", "--count", "1"]);
+    assert_eq!(
+        wait_messages(&urls, STREAM, 1, Duration::from_secs(60)),
+        1,
+        "{}",
+        d.stderr()
+    );
+    let flood = std::thread::spawn(|| {
+        sim(
+            &[],
+            &["flood", "--rate", "20000", "--count", "20000", "--seq", "2"],
+        );
+    });
+    wait_messages(&urls, STREAM, 3000, Duration::from_secs(30));
+    let leader = stream_leader(&urls, STREAM).expect("an R3 stream has a leader");
+    let killed = servers.iter_mut().find(|s| s.name == leader).unwrap();
+    killed.kill();
+    let killed_port = killed.port;
+    flood.join().unwrap();
+    let alive: Vec<String> = servers
+        .iter()
+        .filter(|s| s.port != killed_port)
+        .map(NatsServer::url)
+        .collect();
+    let n = wait_messages(&alive, STREAM, 20_001, Duration::from_secs(60));
+    assert_eq!(n, 20_001, "{}", d.stderr());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(stream_state(&alive, STREAM).map(|s| s.0), Some(20_001));
+    let msgs = read_stream(&alive, STREAM);
+    let mut seqs = sequences_of(&msgs, "node1");
+    let in_order = seqs.windows(2).all(|w| w[0] < w[1]);
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (1..=20_001).collect::<Vec<u64>>(),
+        "every record once"
+    );
+    eprintln!("leader {leader} killed; per-host order kept: {in_order}");
+    d.stop();
+}
+
+#[test]
+fn a_server_that_refuses_us_is_an_error_in_status_and_the_log() {
+    private_netns();
+    lo_up();
+    let dir = TempDir::new("fleet-refused");
+    let server = NatsServer::start_with(
+        dir.path(),
+        "127.0.0.1",
+        "fb-auth",
+        &[
+            "--user".into(),
+            "fleet".into(),
+            "--pass".into(),
+            "secret".into(),
+        ],
+    );
+    let bus = private_bus(BusPolicy::Open);
+    let db = dir.path().join("h.db");
+    let d = Daemon::start(&daemon_config(
+        &bus,
+        &format!(
+            "[history]\npath = \"{}\"\n[forward.nats]\nservers = [\"{}\"]\nhost = \"node1\"\n",
+            db.display(),
+            server.url()
+        ),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let f = loop {
+        let s = status(bus.address());
+        let f = s["forward"].clone();
+        if f["errors"].as_u64().unwrap_or(0) > 0 || Instant::now() > deadline {
+            break f;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(f["connected"], false, "{f}");
+    let e = f["last_error"].as_str().unwrap_or("");
+    assert!(e.contains("authorization violation"), "{f}");
+    let text_status = faultbridge_tests::dbus::client(bus.address(), &["status"]);
+    let out = String::from_utf8_lossy(&text_status.stdout);
+    assert!(
+        out.contains("forward: not connected") && out.contains("authorization violation"),
+        "{out}"
+    );
+    assert!(
+        d.stderr().contains("authorization violation"),
+        "{}",
+        d.stderr()
+    );
+    d.stop();
+}
