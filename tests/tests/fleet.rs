@@ -414,3 +414,26 @@ fn a_server_that_refuses_us_is_an_error_in_status_and_the_log() {
     );
     d.stop();
 }
+
+#[test]
+fn the_fleet_demo_runs_in_one_command_and_ends_with_every_record_once() {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fleet-demo.sh");
+    let out = Command::new(&script)
+        .env("FAULTBRIDGE_BIN", binary())
+        .env("COUNT", "2000")
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    for host in ["node1", "node2", "node3"] {
+        assert!(
+            all.contains(&format!("{host}        FAULT #1")),
+            "fleet watch showed {host}: {all}"
+        );
+    }
+    assert!(all.contains("nats-server killed"), "{all}");
+    assert!(
+        all.contains("every record of every host is in the stream once: 6005 of 6005"),
+        "{all}"
+    );
+}
