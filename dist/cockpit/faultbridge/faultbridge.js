@@ -36,6 +36,7 @@
     let statusTimer = null;
     let retryTimer = null;
     let resetClient = null;   // superuser "try": Cockpit's administrative access, when on
+    let lastUnknownRefresh = 0;
 
     /** path → { props, row, cells, button, message } */
     const monitors = new Map();
@@ -353,8 +354,13 @@
         const entry = monitors.get(path);
         if (!entry) {
             // A monitor we do not know yet (the daemon restarted with
-            // another configuration): read them all again.
-            refreshAll(generation);
+            // another configuration): read them all again, once a second
+            // at most.
+            const t = Date.now();
+            if (t - lastUnknownRefresh > 1000) {
+                lastUnknownRefresh = t;
+                refreshAll(generation);
+            }
             return;
         }
         updateMonitor(entry, changed);
@@ -573,9 +579,10 @@
             badge.appendChild(el("span", "fb-badge-text", "LOST"));
             li.appendChild(badge);
             const n = e.last >= e.first ? e.last - e.first + 1 : 0;
-            li.appendChild(el("span", "fb-entry-text",
-                              n + (n === 1 ? " record" : " records") + " of source " + e.source +
-                              " lost: sequences " + e.first + "–" + e.last));
+            li.appendChild(el("span", "fb-entry-text", n
+                ? n + (n === 1 ? " record" : " records") + " of source " + e.source +
+                  " lost: sequences " + e.first + "–" + e.last
+                : "records of source " + e.source + " lost (range unknown)"));
         } else {
             li.dataset.category = e.category;
             li.dataset.keyword = e.keyword;
