@@ -12,9 +12,9 @@
 #![allow(clippy::unwrap_used)]
 
 use faultbridge_tests::dbus::{
-    BusPolicy, PrivateBus, daemon_config, private_bus, require_real_root, status,
+    BusPolicy, PrivateBus, client, daemon_config, private_bus, require_real_root, status,
 };
-use faultbridge_tests::{Daemon, TempDir, faultbridge, private_netns};
+use faultbridge_tests::{Daemon, TempDir, faultbridge, private_netns, text};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -435,7 +435,32 @@ fn the_page_shows_monitors_faults_losses_resets_and_a_stopped_daemon() {
     b.wait(&monitor("mrw2", "Error"), None, 5.0);
     b.wait(&monitor("mrw1", "Normal"), None, 1.0);
 
-    // History: the first page, the next one, and a filter.
+    // History: the first page, the next one, and a filter. The history
+    // writer may run behind the signals on a loaded machine: wait until it
+    // has recorded the last fault.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = client(
+            &addr,
+            &[
+                "history",
+                "--category",
+                "FC",
+                "--keyword",
+                "host3",
+                "--json",
+            ],
+        );
+        if out.status.success() && !out.stdout.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the history has no FC host3 after 60 s: {}",
+            text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let ids = |b: &mut Browser| -> Vec<u64> {
         b.texts("#history tbody td[data-label=\"Record\"]")
             .iter()

@@ -48,6 +48,7 @@
         next: null,        // the record id the next page starts after, null at the end
         back: [],          // the starts of earlier pages
         busy: false,
+        queued: null,      // [after, back] of a click while busy
         loaded: false,
     };
 
@@ -676,8 +677,16 @@
      * full, the history ends, or HISTORY_CALLS calls were made (a filter
      * that matches little must not read the whole database per click). */
     function loadHistory(after, back) {
-        if (history.busy || !client)
+        if (history.busy) {
+            // A click while a page is read: its page comes next.
+            history.queued = [after, back];
             return;
+        }
+        if (!client) {
+            history.loaded = false; // read again once connected
+            $("history-status").textContent = "Not connected: the history is read once the daemon answers.";
+            return;
+        }
         const gen = generation;
         const f = historyFilter();
         history.busy = true;
@@ -726,6 +735,10 @@
                 .finally(function () {
                     history.busy = false;
                     updatePager();
+                    const q = history.queued;
+                    history.queued = null;
+                    if (q)
+                        loadHistory(q[0], q[1]);
                 });
     }
 
