@@ -80,6 +80,95 @@ node = "node-a"
     drop(d);
 }
 
+/// A stand-in that appends its arguments, one call per line, to NAME.calls.
+fn recorder(dir: &Path, name: &str) {
+    let p = dir.join(name);
+    std::fs::write(
+        &p,
+        format!("#!/bin/sh\necho \"$*\" >> {}/{name}.calls\n", dir.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn wait_calls(dir: &Path, name: &str, n: usize) -> Vec<String> {
+    let p = dir.join(format!("{name}.calls"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let calls: Vec<String> = std::fs::read_to_string(&p)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect();
+        if calls.len() >= n {
+            return calls;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} ran {} times, not {n}: {calls:?}",
+            calls.len()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn the_pacemaker_attribute_goes_to_0_on_a_trip_and_back_to_1_when_normal_again() {
+    private_netns();
+    let bin = TempDir::new("attrd");
+    recorder(bin.path(), "attrd_updater");
+    recorder(bin.path(), "crm_resource");
+    let path = format!("{}:/usr/bin:/bin", bin.path().display());
+    let d = Daemon::start_with(
+        r#"bus = "none"
+[sources.expdrv]
+accept = "root"
+netlink_protocol = 2
+netlink_group = 1
+[[monitor]]
+name = "nic-any"
+category = "NIC"
+adapter = "pacemaker"
+auto_clear = true
+[[monitor]]
+name = "fc-named"
+category = "FC"
+adapter = "pacemaker"
+attribute = "fc-paths-ok"
+"#,
+        &[("PATH", &path)],
+    );
+    // A keyword written like options and shell: the command line is the
+    // configuration's alone.
+    faultbridge(&["sim", "send", "-k", "NIC.-D;rm -rf x", "--detail=-U 7"]);
+    assert_eq!(
+        wait_calls(bin.path(), "attrd_updater", 1),
+        vec!["-n faultbridge-nic-any -U 0"]
+    );
+    faultbridge(&[
+        "sim",
+        "send",
+        "-k",
+        "NIC.-D;rm -rf x",
+        "--clear",
+        "--seq",
+        "2",
+    ]);
+    assert_eq!(
+        wait_calls(bin.path(), "attrd_updater", 2)[1],
+        "-n faultbridge-nic-any -U 1"
+    );
+    faultbridge(&["sim", "send", "-k", "FC.host1", "--seq", "3"]);
+    assert_eq!(
+        wait_calls(bin.path(), "attrd_updater", 3)[2],
+        "-n fc-paths-ok -U 0"
+    );
+    // Neither has a recovery_target: no crm_resource --fail.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!bin.path().join("crm_resource.calls").exists());
+    drop(d);
+}
+
 /// The ```python block of a page under docs/.
 fn doc_example(page: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
