@@ -213,6 +213,7 @@ impl Cluster {
         };
         for dir in STATE_DIRS {
             let dir = PathBuf::from(dir);
+            put_back_after_a_killed_run(&dir);
             let aside = dir.with_file_name(format!(
                 "{}.faultbridge-tests-{}",
                 dir.file_name().unwrap().to_string_lossy(),
@@ -381,6 +382,29 @@ impl Cluster {
                     }
                 }
             }
+        }
+    }
+}
+
+/// A run killed before its teardown left the machine's state aside as
+/// `<dir>.faultbridge-tests-<pid>`: put it back (the cluster is not
+/// running, [`Cluster::start`] checked).
+fn put_back_after_a_killed_run(dir: &Path) {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.faultbridge-tests-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = n.strip_prefix(&prefix).and_then(|p| p.parse::<u64>().ok()) else {
+            continue;
+        };
+        if !crate::alive(pid) {
+            let _ = std::fs::remove_dir_all(dir);
+            let _ = std::fs::rename(e.path(), dir);
         }
     }
 }
