@@ -16,11 +16,17 @@ use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-/// The workspace's `target/<profile>` directory of this test binary.
+/// The workspace's `target/<profile>` directory of this test binary (or
+/// of a program of this crate, such as `pacemaker-figures`).
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test-binary>
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
+    // target/<profile>/deps/<test-binary>, or target/<profile>/<program>
+    let dir = exe.parent().unwrap();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().unwrap().to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// A finished command's exit code, stdout and stderr, for assertion
