@@ -169,6 +169,53 @@ attribute = "fc-paths-ok"
     drop(d);
 }
 
+#[test]
+fn a_trip_a_clear_and_a_trip_while_attrd_updater_is_slow_set_0_1_0_in_order() {
+    private_netns();
+    let bin = TempDir::new("attrd-slow");
+    let p = bin.path().join("attrd_updater");
+    std::fs::write(
+        &p,
+        format!(
+            "#!/bin/sh\nsleep 0.3\necho \"$*\" >> {}/attrd_updater.calls\n",
+            bin.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:/usr/bin:/bin", bin.path().display());
+    let d = Daemon::start_with(
+        r#"bus = "none"
+[sources.expdrv]
+accept = "root"
+netlink_protocol = 2
+netlink_group = 1
+[[monitor]]
+name = "nic"
+category = "NIC"
+keyword = "eth0"
+adapter = "pacemaker"
+auto_clear = true
+"#,
+        &[("PATH", &path)],
+    );
+    // All three within the first call's 300 ms: the Normal waits for the
+    // trip's action, and the second trip follows the Normal instead of
+    // being coalesced into the first.
+    faultbridge(&["sim", "send", "-k", "NIC.eth0"]);
+    faultbridge(&["sim", "send", "-k", "NIC.eth0", "--clear", "--seq", "2"]);
+    faultbridge(&["sim", "send", "-k", "NIC.eth0", "--seq", "3"]);
+    assert_eq!(
+        wait_calls(bin.path(), "attrd_updater", 3),
+        vec![
+            "-n faultbridge-nic -U 0",
+            "-n faultbridge-nic -U 1",
+            "-n faultbridge-nic -U 0"
+        ]
+    );
+    drop(d);
+}
+
 /// The ```python block of a page under docs/.
 fn doc_example(page: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
