@@ -347,8 +347,15 @@ timeout = "10s"
             mon("adapter = \"pacemaker\"\nattribute = \"eth0-ok\"\nnode = \"node1\"\n").unwrap();
         assert_eq!(m.attribute.as_deref(), Some("eth0-ok"));
         assert_eq!(m.node, "node1");
-        let m = mon("adapter = \"pacemaker\"\nattribute = \"\"\n").unwrap();
+        let m =
+            mon("adapter = \"pacemaker\"\nattribute = \"\"\nrecovery_target = \"web\"\n").unwrap();
         assert_eq!(m.attribute, None);
+        let e = mon("adapter = \"pacemaker\"\nattribute = \"\"\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("does nothing without a recovery_target"),
+            "{e}"
+        );
         assert_eq!(
             mon("adapter = \"exec\"\ncommand = \"x\"\n")
                 .unwrap()

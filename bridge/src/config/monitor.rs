@@ -142,6 +142,19 @@ pub(super) fn monitor(cx: &Ctx<'_>, m: &RawMonitor) -> Result<MonitorConfig, Con
         Some(d) => exit_data(cx, d)?,
     };
     let attribute = attribute(cx, m, adapter)?;
+    if adapter == AdapterKind::Pacemaker
+        && attribute.is_none()
+        && m.command.is_none()
+        && m.recovery_target.as_deref().unwrap_or_default().is_empty()
+    {
+        return Err(cx.spanned(
+            &m.name,
+            format!(
+                "monitor {:?}: adapter pacemaker with attribute = \"\" does nothing without a recovery_target (or a command)",
+                m.name.get_ref()
+            ),
+        ));
+    }
     let node = match &m.node {
         Some(n) => node(cx, n)?,
         None => host_name(),
