@@ -312,12 +312,25 @@
         entry.button.setAttribute("aria-label", "Reset monitor " + name);
     }
 
+    /* A monitor's state, and why a Normal cannot be trusted when a source
+     * that reports its category is down (the Degraded property). */
     function showState(entry, state) {
         const icons = { Error: "⚠", Normal: "✓", Unknown: "?" };
-        const badge = el("span", "fb-badge fb-badge-" + state.toLowerCase());
-        badge.appendChild(el("span", "fb-icon", icons[state])).setAttribute("aria-hidden", "true");
-        badge.appendChild(el("span", "fb-badge-text", state));
+        const degraded = state !== "Unknown" && entry.props.Degraded ? String(entry.props.Degraded) : "";
+        let badge;
+        if (degraded && state === "Normal") {
+            badge = el("span", "fb-badge fb-badge-warning");
+            badge.appendChild(el("span", "fb-icon", "?")).setAttribute("aria-hidden", "true");
+            badge.appendChild(el("span", "fb-badge-text", "Normal, unconfirmed"));
+        } else {
+            badge = el("span", "fb-badge fb-badge-" + state.toLowerCase());
+            badge.appendChild(el("span", "fb-icon", icons[state])).setAttribute("aria-hidden", "true");
+            badge.appendChild(el("span", "fb-badge-text", state));
+        }
         entry.cells.State.replaceChildren(badge);
+        if (degraded)
+            entry.cells.State.appendChild(el("p", "fb-degraded", "Degraded: " + degraded));
+        entry.row.dataset.degraded = degraded ? "true" : "false";
         entry.row.dataset.state = state;
         entry.row.classList.toggle("fb-row-error", state === "Error");
         entry.button.hidden = state !== "Error";
@@ -453,7 +466,10 @@
                     if (dbus.lost_signals)
                         parts.push(dbus.lost_signals + " loss notices sent on D-Bus");
                     $("daemon-info").textContent = parts.join(" · ");
-                    showSources(unwrap(st.sources) || {});
+                    const states = unwrap(st.source_states);
+                    showSources(unwrap(st.sources) || {}, states || {});
+                    showHealth(unwrap(st.health), states);
+                    showDegraded(unwrap(st.monitors) || {});
                 }, function (err) {
                     if (gen !== generation || !client)
                         return;
@@ -467,11 +483,58 @@
                 });
     }
 
-    function showSources(sources) {
+    /* The daemon's own verdict: "ok" while every configured source runs. */
+    function showHealth(health, states) {
+        const p = $("sources-health");
+        if (health === undefined || states === undefined) {
+            p.textContent = ""; // a daemon that does not tell
+            p.classList.remove("fb-summary-error");
+            $("sources-down").hidden = true;
+            return;
+        }
+        const down = Object.keys(states).filter(function (k) {
+            return String(states[k]) !== "running";
+        });
+        p.textContent = health === "ok" && down.length === 0
+            ? "✓ Every configured source runs."
+            : "⚠ Degraded: " + (down.length ? down.join(", ") : "a source") + (down.length === 1 ? " is" : " are") +
+              " down; a Normal monitor of the categories " + (down.length === 1 ? "it reports" : "they report") +
+              " cannot be trusted.";
+        p.classList.toggle("fb-summary-error", p.textContent.charAt(0) === "⚠");
+        const list = $("sources-down");
+        list.replaceChildren.apply(list, down.map(function (k) {
+            const li = el("li");
+            li.appendChild(el("strong", null, k + ": "));
+            li.appendChild(document.createTextNode(String(states[k]).replace(/^down: /, "")));
+            return li;
+        }));
+        list.hidden = down.length === 0;
+    }
+
+    /* Degraded has no change signal: Status brings it with every poll. */
+    function showDegraded(byName) {
+        for (const entry of monitors.values()) {
+            const m = byName[entry.row.dataset.monitor];
+            if (!m)
+                continue;
+            const d = unwrap(m.Degraded);
+            if (d === undefined || String(d) === String(entry.props.Degraded || ""))
+                continue;
+            entry.props.Degraded = d;
+            showState(entry, entry.row.dataset.state);
+        }
+    }
+
+    function showSources(sources, states) {
         const body = $("sources").querySelector("tbody");
         const rows = [];
-        Object.keys(sources).sort().forEach(function (name) {
+        const names = Object.keys(sources).concat(Object.keys(states).filter(function (k) {
+            return !(k in sources);
+        }));
+        names.sort().forEach(function (name) {
             const c = sources[name] || {};
+            const state = states[name] === undefined ? null : String(states[name]);
+            const down = state !== null && state !== "running";
             const n = function (k) {
                 return Number(c[k] || 0);
             };
@@ -480,7 +543,12 @@
             let health = "OK";
             let icon = "✓";
             let cls = "ok";
-            if (lost > 0 || n("overruns") > 0 || n("gaps") > 0) {
+            if (down) {
+                // Why: in the list under the summary.
+                health = "Down";
+                icon = "✗";
+                cls = "error";
+            } else if (lost > 0 || n("overruns") > 0 || n("gaps") > 0) {
                 health = "Records lost";
                 icon = "⚠";
                 cls = "error";
