@@ -37,6 +37,10 @@ keyword = "host3"
 
 const PAGE: &str = "/cockpit/@localhost/faultbridge/index.html";
 
+/// A netlink protocol no kernel implements: the FC transport source on it
+/// cannot start, and being optional it leaves the daemon degraded.
+const NO_SUCH_PROTOCOL: &str = "31";
+
 /// The first of `candidates` that exists, or a failure naming the package
 /// that provides it.
 fn program(candidates: &[&str], package: &str) -> PathBuf {
@@ -333,7 +337,8 @@ fn the_page_shows_monitors_faults_losses_resets_and_a_stopped_daemon() {
 
     let mut bus = private_bus(BusPolicy::SystemLike);
     let cfg = format!(
-        "recv_buffer = 4096\n[history]\npath = \"{}/history.db\"\n{MONITORS}",
+        "recv_buffer = 4096\n[sources.fc]\noptional = true\nnetlink_protocol = {NO_SUCH_PROTOCOL}\n\
+         [history]\npath = \"{}/history.db\"\n{MONITORS}",
         dir.path().display()
     );
     let daemon = Daemon::start(&daemon_config(&bus, &cfg));
@@ -353,6 +358,30 @@ fn the_page_shows_monitors_faults_losses_resets_and_a_stopped_daemon() {
         b.texts("#monitors tbody td.fb-name"),
         ["mrw1", "mrw2"],
         "the page lists the configured monitors"
+    );
+
+    // The sources' health: the FC transport source is down, so mrw2's
+    // Normal is unconfirmed; mrw1's sources run.
+    b.wait(
+        "#sources tr[data-source=\"fc-transport\"][data-health=\"error\"]",
+        Some("Down"),
+        10.0,
+    );
+    b.wait("#sources-down li", Some("protocol 31"), 1.0);
+    b.wait(
+        "#sources-health.fb-summary-error",
+        Some("fc-transport is down"),
+        10.0,
+    );
+    b.wait(
+        "#monitors tr[data-monitor=\"mrw2\"][data-degraded=\"true\"]",
+        Some("Normal, unconfirmed"),
+        10.0,
+    );
+    b.wait(
+        "#monitors tr[data-monitor=\"mrw1\"][data-degraded=\"false\"]",
+        Some("Normal"),
+        1.0,
     );
 
     // A record from the simulator: mrw1 turns to Error within a second.
