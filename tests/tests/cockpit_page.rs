@@ -401,6 +401,14 @@ fn the_page_shows_monitors_faults_losses_resets_and_a_stopped_daemon() {
     );
     b.wait(&monitor("mrw2", "Normal"), None, 1.0);
 
+    // Fault fields are attacker text: markup in a keyword stays text.
+    let hostile = "<img src=x onerror=window.fbPwned=1>";
+    sim.send(&format!("HA/AM.{hostile}"), "error");
+    b.wait("#live li[data-kind=\"fault\"]", Some(hostile), 5.0);
+    let dom =
+        b.js("return [document.querySelectorAll('img').length, window.fbPwned === undefined]");
+    assert_eq!(dom, json!([0, true]), "a keyword became markup");
+
     // A user whose Reset the policy refuses sees why, and the state stays.
     let user = Cockpit::start(&bus, &share, &home, 9091, true);
     b.open(&user.url());
