@@ -231,12 +231,13 @@
                         return;
                     const name = err && err.name;
                     if (name === "org.freedesktop.DBus.Error.ServiceUnknown" ||
-                        name === "org.freedesktop.DBus.Error.NameHasNoOwner")
-                        setConnection("not-running");
-                    else if (err && err.problem === "not-found")
+                        name === "org.freedesktop.DBus.Error.NameHasNoOwner" ||
+                        (err && err.problem === "not-found"))
                         setConnection("not-running");
                     else
                         setConnection("failed", errorText(err));
+                    stopStatus();
+                    reconnectSoon(); // and try again
                 });
     }
 
