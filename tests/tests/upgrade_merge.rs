@@ -17,6 +17,7 @@ use faultbridge_ffi::sys::netlink::{NETLINK_USERSOCK, NetlinkSocket, group_mask}
 use faultbridge_ffi::wire::fc::{fch, push_fc_event};
 use faultbridge_ffi::wire::record::Category;
 use faultbridge_tests::dbus::{BusPolicy, LineReader, client, daemon_config, private_bus};
+use faultbridge_tests::simdev::SimDevice;
 use faultbridge_tests::{Daemon, TempDir, alive, binary, private_netns, text};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -646,5 +647,93 @@ fn rtnetlink_carrier_changes_move_with_acting() {
         }
     }
     // The new side ends at the reaper.
+    let _ = daemon.stderr();
+}
+
+/// The driver's char device goes with acting too: the old side hands over
+/// its open device (the same open file, so the driver's queue for it goes
+/// on), its netlink socket, the cursor and the faults held active. Records
+/// flow through the device all along split, merge and commit; the history
+/// holds every one of them once, none lost, and the new side reads the
+/// device after the old one has gone.
+#[test]
+fn char_device_records_move_with_acting() {
+    private_netns();
+    let bus = private_bus(BusPolicy::Open);
+    let a = bus.address().to_string();
+    let dir = TempDir::new("upgrade-dev");
+    let db = dir.path().join("history.db");
+    let sim = SimDevice::start(&[]);
+    let device = sim.device.clone();
+    let mut daemon = Daemon::start(&format!(
+        "bus = \"{a}\"\n[sources.expdrv]\naccept = \"root\"\ndevice = \"{}\"\n[history]\npath = \"{}\"\n",
+        device.display(),
+        db.display()
+    ));
+    let sim = Arc::new(std::sync::Mutex::new(sim));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let (s2, n2, sim2) = (stop.clone(), sent.clone(), sim.clone());
+    let sender = std::thread::spawn(move || {
+        let mut i = 0u64;
+        while !s2.load(Ordering::Acquire) {
+            i += 1;
+            let what = if i % 2 == 1 { "fault" } else { "clear" };
+            sim2.lock()
+                .unwrap()
+                .send(&format!("{what} NIC.dev{}", (i / 2) % 7));
+            n2.fetch_add(1, Ordering::Release);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let sent_at = |n: usize| wait_until("device records", || sent.load(Ordering::Acquire) >= n);
+    sent_at(20);
+    let s = upgrade(
+        &a,
+        &["split", "--new-binary", next_binary().to_str().unwrap()],
+    );
+    let mut reaper = Reaper(None);
+    reaper.0 = Some(s["peer"]["pid"].as_u64().unwrap() as u32);
+    sent_at(60);
+    let s = upgrade(&a, &["merge"]);
+    assert_eq!(
+        (at(&s), s["side"].as_str()),
+        (("Merge", "Ready"), Some("Upgrade")),
+        "the device is handed over, not refused: {s}"
+    );
+    sent_at(100);
+    let s = upgrade(&a, &["commit"]);
+    assert_eq!(at(&s), ("Commit", "Ready"), "{s}");
+    wait_until("the old side to exit", || {
+        daemon.child.try_wait().unwrap().is_some()
+    });
+    sent_at(160);
+    stop.store(true, Ordering::Release);
+    sender.join().unwrap();
+    let total = sent.load(Ordering::Acquire) as u64;
+    // Every record sent reaches the history, once.
+    let deadline = Instant::now() + T;
+    let rows = loop {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let rows: Vec<(String, u64)> = conn
+            .prepare(
+                "SELECT kind, sequence FROM events WHERE source = 'expdrv-device' ORDER BY sequence, id",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        if rows.iter().filter(|r| r.0 != "lost").count() as u64 >= total
+            || Instant::now() > deadline
+        {
+            break rows;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(rows.iter().all(|r| r.0 != "lost"), "{rows:?}");
+    let seqs: Vec<u64> = rows.iter().map(|r| r.1).collect();
+    let want: Vec<u64> = (1..=total).collect();
+    assert_eq!(seqs, want, "device sequences (sent {total})");
     let _ = daemon.stderr();
 }

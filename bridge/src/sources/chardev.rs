@@ -237,6 +237,30 @@ fn clear_code(category: Category, event_code: u32) -> u32 {
     }
 }
 
+/// What a device source hands over beside its descriptors and cursors
+/// (`HandedState::extra`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Handed {
+    path: String,
+    /// The device was being read (not failed).
+    dev_ok: bool,
+    /// A netlink descriptor follows the device's.
+    netlink: bool,
+    acked: u64,
+    resync_pending: bool,
+    active: Vec<HandedActive>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct HandedActive {
+    category: u16,
+    keyword: String,
+    sequence: u64,
+    event_code: u32,
+    device_index: u32,
+    driver_id: u32,
+}
+
 /// The expanded driver's char device source.
 #[derive(Debug)]
 pub struct ExpdrvDevice {
@@ -360,6 +384,99 @@ impl ExpdrvDevice {
                 last_resync: None,
                 // The start-up snapshot.
                 resync_pending: true,
+                resyncs: 0,
+                synth: Vec::with_capacity(256),
+            },
+        })
+    }
+
+    /// Takes over the device source another process handed over at a live
+    /// upgrade: its open device (the same open file, so the driver's queue
+    /// for it goes on where the other process stopped reading), its netlink
+    /// socket, the sequence cursor, the acknowledged position and the
+    /// faults held active. A resync timer of its own is made here.
+    pub fn from_handed(
+        fds: Vec<std::os::fd::OwnedFd>,
+        cfg: &ExpdrvConfig,
+        h: &super::HandedState,
+    ) -> Result<Self, String> {
+        let handed: Handed = serde_json::from_value(h.extra.clone()).map_err(|e| {
+            format!("source expdrv-device: the handed state is not understood: {e}")
+        })?;
+        let mut fds = fds.into_iter();
+        let dev = File::from(
+            fds.next()
+                .ok_or("source expdrv-device: no device descriptor handed over")?,
+        );
+        let netlink = if handed.netlink {
+            let fd = fds
+                .next()
+                .ok_or("source expdrv-device: no netlink descriptor handed over")?;
+            Some(Listener::from_socket(
+                faultbridge_ffi::sys::netlink::NetlinkSocket::from_fd(fd, h.protocol),
+                cfg.accept,
+                NETLINK_BUF,
+            ))
+        } else {
+            None
+        };
+        let path = PathBuf::from(&handed.path);
+        let (info, dev_ok) = match (handed.dev_ok, ioctl::get_info(&dev)) {
+            (true, Ok(info)) => (info, true),
+            _ => (ExpdrvInfoRaw::default(), false),
+        };
+        let timer = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )
+        .map_err(|e| format!("source expdrv-device: cannot create the resync timer: {e}"))?;
+        let mut seq = SeqTracker::default();
+        for &(driver_id, last) in &h.cursors {
+            seq.set(driver_id, last);
+        }
+        if h.overrun_pending {
+            seq.overrun();
+        }
+        let mut active = ActiveSet::default();
+        for a in &handed.active {
+            if let Some(c) = Category::from_code(a.category) {
+                active.set(
+                    c,
+                    &a.keyword,
+                    Active {
+                        sequence: a.sequence,
+                        event_code: a.event_code,
+                        device_index: a.device_index,
+                        driver_id: a.driver_id,
+                    },
+                );
+            }
+        }
+        Ok(ExpdrvDevice {
+            trouble: (!dev_ok).then(|| {
+                format!(
+                    "{}: not readable since before the hand-over; the driver's netlink group is read",
+                    path.display()
+                )
+            }),
+            path,
+            dev,
+            dev_ok,
+            info,
+            netlink,
+            timer,
+            timer_armed: false,
+            registry: None,
+            tokens: None,
+            dev_batch: Batch::new(READ_BUF),
+            nl_batch: Batch::new(0),
+            st: DeviceState {
+                seq,
+                acked: handed.acked,
+                active,
+                resync_interval: cfg.resync_interval,
+                last_resync: None,
+                resync_pending: handed.resync_pending,
                 resyncs: 0,
                 synth: Vec::with_capacity(256),
             },
@@ -753,6 +870,62 @@ impl super::IngestSource for ExpdrvDevice {
 
     fn trouble(&self) -> Option<String> {
         self.trouble.clone()
+    }
+
+    fn can_hand_over(&self) -> bool {
+        true
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        if self.dev_ok {
+            registry.deregister(&mut SourceFd(&self.dev.as_raw_fd()))?;
+        }
+        if let Some(n) = &self.netlink {
+            n.deregister(registry)?;
+        }
+        registry.deregister(&mut SourceFd(&self.timer.as_fd().as_raw_fd()))
+    }
+
+    /// The open device and the netlink socket (duplicates of the same open
+    /// files), the cursor, the acknowledged position and the faults held
+    /// active: the taking process reads on where this one stopped, with the
+    /// same view of the driver's active set.
+    fn hand_over(&self) -> Option<super::HandedSource> {
+        let mut fds = vec![std::os::fd::OwnedFd::from(self.dev.try_clone().ok()?)];
+        if let Some(n) = &self.netlink {
+            fds.push(n.socket().try_clone().ok()?.into_fd());
+        }
+        let handed = Handed {
+            path: self.path.display().to_string(),
+            dev_ok: self.dev_ok,
+            netlink: self.netlink.is_some(),
+            acked: self.st.acked,
+            resync_pending: self.st.resync_pending,
+            active: self
+                .st
+                .active
+                .iter()
+                .map(|(c, keyword, a)| HandedActive {
+                    category: c.code(),
+                    keyword: keyword.to_string(),
+                    sequence: a.sequence,
+                    event_code: a.event_code,
+                    device_index: a.device_index,
+                    driver_id: a.driver_id,
+                })
+                .collect(),
+        };
+        Some(super::HandedSource {
+            fds,
+            state: super::HandedState {
+                source: Source::ExpdrvDevice.name().to_string(),
+                protocol: self.netlink.as_ref().map_or(0, |n| n.socket().protocol()),
+                cursors: self.st.seq.cursors().collect(),
+                overrun_pending: self.st.seq.overrun_pending(),
+                next_sequence: 0,
+                extra: serde_json::to_value(handed).ok()?,
+            },
+        })
     }
 
     /// Opens the device again (the driver is back): its records are read

@@ -390,6 +390,11 @@ pub fn take_handed(
                 &h.state,
             )?))
         }
+        "expdrv-device" => Ok(Box::new(chardev::ExpdrvDevice::from_handed(
+            h.fds,
+            &config.expdrv,
+            &h.state,
+        )?)),
         other => Err(format!("source {other} cannot be taken over by this build")),
     }
 }

@@ -568,7 +568,7 @@ impl Sides for ProcessSides {
             if !cannot.is_empty() {
                 let names: Vec<String> = cannot.iter().map(|s| s.to_string()).collect();
                 return Err(format!(
-                    "source {} cannot be handed over by this build (every netlink source can; the driver's char device cannot); abort, or run without it",
+                    "source {} cannot be handed over by this build; abort, or run without it",
                     names.join(", ")
                 ));
             }
