@@ -1,10 +1,14 @@
 //! `ocf:faultbridge:monitor` and the `pacemaker` adapter on a real
 //! single-node corosync + Pacemaker cluster, started once for every step
-//! (DC election is the slow part): `ocf-tester` passes on the agent; a veth
+//! (DC election is the slow part): `ocf-tester` passes on the agent, and
+//! the agent fails as documented without its parameter, its programs or a
+//! monitor the daemon knows; a veth
 //! carrier drop, seen by faultbridge on rtnetlink, stops an
 //! `ocf:pacemaker:Dummy` resource through the agent's node attribute and a
 //! location rule (one node: the resource is stopped, there is nowhere to
-//! move it), the carrier's return and a Reset start it again; and
+//! move it), the carrier's return leaves it stopped (Error is latched, and
+//! the agent's monitor puts a drifted attribute back to 0), a Reset starts
+//! it again; and
 //! `crm_resource --fail` raises the resource's fail-count and Pacemaker
 //! recovers it. At the end no cluster process is left.
 #![allow(clippy::unwrap_used)]
@@ -77,6 +81,59 @@ attribute = ""
     );
     // Its stop deleted the attribute it had set.
     assert_eq!(cluster.attribute("fb-ocf-tester"), None);
+
+    // --- the agent's own failures: configuration, programs, the daemon ------
+    let agent = |action: &str, env: &[(&str, &str)], path: &str| {
+        Command::new(AGENT)
+            .arg(action)
+            .env_clear()
+            .env("PATH", path)
+            .env("OCF_ROOT", "/usr/lib/ocf")
+            .env("OCF_RESOURCE_INSTANCE", "fb-probe")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let bus_env = ("OCF_RESKEY_bus", bus.address());
+    let o = agent("validate-all", &[bus_env], &cluster.path);
+    assert_eq!(o.status.code(), Some(6), "no monitor: {}", text(&o));
+    assert!(text(&o).contains("ocf-exit-reason:the monitor parameter"));
+    let bad_name = [("OCF_RESKEY_monitor", "mrw1"), ("OCF_RESKEY_name", "-D")];
+    let o = agent("validate-all", &bad_name, &cluster.path);
+    assert_eq!(o.status.code(), Some(6), "name -D: {}", text(&o));
+    let o = agent(
+        "validate-all",
+        &[("OCF_RESKEY_monitor", "mrw1")],
+        "/usr/sbin:/usr/bin:/sbin:/bin",
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "no faultbridge in PATH: {}",
+        text(&o)
+    );
+    assert!(text(&o).contains("faultbridge is not in PATH"));
+    // A monitor the daemon does not know: start fails, says why, and leaves
+    // the attribute at 0 (nothing watches that hardware); stop deletes it.
+    let unknown = [bus_env, ("OCF_RESKEY_monitor", "no-such-monitor")];
+    let o = agent("start", &unknown, &cluster.path);
+    assert_eq!(o.status.code(), Some(1), "unknown monitor: {}", text(&o));
+    assert!(
+        text(&o).contains("ocf-exit-reason:faultbridge check no-such-monitor"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        cluster.attribute("faultbridge-no-such-monitor").as_deref(),
+        Some("0")
+    );
+    let o = agent("stop", &unknown, &cluster.path);
+    assert_eq!(o.status.code(), Some(0), "stop: {}", text(&o));
+    cluster.wait("stop deletes the attribute", Duration::from_secs(5), || {
+        cluster.attribute("faultbridge-no-such-monitor").is_none()
+    });
+    let o = agent("monitor", &unknown, &cluster.path);
+    assert_eq!(o.status.code(), Some(7), "monitor after stop: {}", text(&o));
 
     // --- the agent cloned, a Dummy resource with the location rule ---------
     let state = TempDir::new("dummy");
@@ -163,6 +220,29 @@ attribute = ""
     assert!(!cluster.running("web"), "web runs while mrw1 is in Error");
     // The agent reported its own health, not the fault: never restarted.
     assert_eq!(cluster.fail_count("fb-mrw1"), 0);
+    // The attribute set to 1 behind faultbridge's back: the agent's next
+    // monitor puts it back to 0, and web stops again.
+    // (Seen at 1 first: a monitor just then could put it back unseen, so
+    // once more if so.)
+    let seen_at_1 = (0..2).any(|_| {
+        cluster.ok("attrd_updater", &["-n", "faultbridge-mrw1", "-U", "1"]);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(500) {
+            if cluster.attribute("faultbridge-mrw1").as_deref() == Some("1") {
+                return true;
+            }
+        }
+        false
+    });
+    assert!(seen_at_1, "attrd_updater -U 1 never showed");
+    cluster.wait(
+        "the agent's monitor sets faultbridge-mrw1 back to 0",
+        Duration::from_millis(AGENT_INTERVAL_MS * 3),
+        || cluster.attribute("faultbridge-mrw1").as_deref() == Some("0"),
+    );
+    cluster.wait("web is stopped", t, || {
+        !web_state.exists() && !cluster.running("web")
+    });
 
     // --- Reset: the attribute is 1 again, the resource runs again -----------
     faultbridge(&["reset", "--bus", bus.address(), "mrw1"]);
