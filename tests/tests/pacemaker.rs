@@ -2,15 +2,14 @@
 //! single-node corosync + Pacemaker cluster, started once for every step
 //! (DC election is the slow part): `ocf-tester` passes on the agent, and
 //! the agent fails as documented without its parameter, its programs or a
-//! monitor the daemon knows; a veth
-//! carrier drop, seen by faultbridge on rtnetlink, stops an
-//! `ocf:pacemaker:Dummy` resource through the agent's node attribute and a
-//! location rule (one node: the resource is stopped, there is nowhere to
-//! move it), the carrier's return leaves it stopped (Error is latched, and
-//! the agent's monitor puts a drifted attribute back to 0), a Reset starts
-//! it again; and
-//! `crm_resource --fail` raises the resource's fail-count and Pacemaker
-//! recovers it. At the end no cluster process is left.
+//! monitor the daemon knows; a veth carrier drop, seen by faultbridge on
+//! rtnetlink, stops an `ocf:pacemaker:Dummy` resource through the agent's
+//! node attribute and a location rule (one node: the resource is stopped,
+//! there is nowhere to move it); the carrier's return leaves it stopped
+//! (Error is latched, and the agent's monitor puts a drifted attribute back
+//! to 0), a Reset starts it again; and `crm_resource --fail` raises the
+//! resource's fail-count and Pacemaker recovers it. At the end no cluster
+//! process is left.
 #![allow(clippy::unwrap_used)]
 
 use faultbridge_tests::dbus::{BusPolicy, daemon_config, private_bus};
