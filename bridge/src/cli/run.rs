@@ -22,6 +22,17 @@ pub enum Print {
     Json,
 }
 
+impl Print {
+    /// The option's value (`None` for [`Print::None`]).
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            Print::None => None,
+            Print::Text => Some("text"),
+            Print::Json => Some("json"),
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Configuration file.
@@ -46,6 +57,10 @@ pub fn run(args: RunArgs) -> CliResult {
         }
     };
     let signals = block_stop_signals()?;
+    if let Some(mode) = args.print.name() {
+        use std::os::fd::AsFd;
+        crate::upgrade::set_printer(mode, std::io::stdout().as_fd().try_clone_to_owned()?);
+    }
     // Opened paused: D-Bus and the printer subscribe before the sources'
     // start-up reports are published.
     let mut bridge = Bridge::open(&config)?;
@@ -185,8 +200,13 @@ fn start_dbus(
 
 /// Prints events until the bridge stops; flushes whenever the queue is empty.
 pub fn print_events(sub: Subscription, mode: Print) {
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    print_events_to(sub, mode, std::io::stdout().lock());
+}
+
+/// [`print_events`] on `out` (the output a live upgrade's new side took
+/// over from the old one).
+pub fn print_events_to(sub: Subscription, mode: Print, out: impl Write) {
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
     for ev in sub.iter() {
         let line = match (&ev, mode) {
             (Event::Fault(f), Print::Json) => fault_json(f).to_string(),

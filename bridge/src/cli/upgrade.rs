@@ -15,6 +15,7 @@ use faultbridge_bus::dbus::client::connect;
 use faultbridge_bus::dbus::upgrade1::client;
 use serde_json::Value;
 use std::fmt::Write as _;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -91,6 +92,12 @@ pub struct SideArgs {
     /// The running daemon's configuration file.
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Print faults as the running daemon did (`run --print`), once acting.
+    #[arg(long, value_enum, default_value_t = super::run::Print::None)]
+    pub print: super::run::Print,
+    /// The inherited descriptor to print on (the running daemon's output).
+    #[arg(long, value_name = "FD", requires = "print")]
+    pub print_fd: Option<i32>,
 }
 
 fn status(bus: &BusAddress) -> zbus::Result<Value> {
@@ -298,6 +305,15 @@ pub fn side(args: SideArgs) -> CliResult {
         Some(p) => Config::load(p)?,
         None => Config::parse("", std::path::Path::new(DEFAULT_PATH))?,
     };
-    crate::upgrade::side::run(&config, args.config.as_deref())?;
+    let printer = match (args.print, args.print_fd) {
+        (super::run::Print::None, _) => None,
+        (mode, Some(fd)) => Some((
+            mode,
+            faultbridge_ffi::sys::process::take_inherited_fd(fd)
+                .ok_or_else(|| format!("--print-fd {fd}: not an open descriptor"))?,
+        )),
+        (mode, None) => Some((mode, std::io::stdout().as_fd().try_clone_to_owned()?)),
+    };
+    crate::upgrade::side::run(&config, args.config.as_deref(), printer)?;
     Ok(ExitCode::SUCCESS)
 }

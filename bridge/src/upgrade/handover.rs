@@ -503,6 +503,13 @@ impl Sides for ProcessSides {
         if let Some(c) = &self.config {
             cmd.arg("--config").arg(c);
         }
+        // A daemon that prints its faults hands its output on: the new side
+        // prints there from the moment it acts.
+        if let Some((mode, out)) = super::printer() {
+            let out = out.map_err(|e| format!("cannot pass on the fault output: {e}"))?;
+            cmd.args(["--print", mode, "--print-fd", "3"]);
+            faultbridge_ffi::sys::process::pass_fd(&mut cmd, out, 3);
+        }
         // Its own watchdog keep-alives count under systemd once it is the
         // main process (WATCHDOG_PID names this one).
         cmd.current_dir("/")

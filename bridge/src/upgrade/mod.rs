@@ -32,6 +32,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 static HANDED_OVER: AtomicBool = AtomicBool::new(false);
 
+/// The `run --print` mode of this daemon, if it prints faults on its
+/// standard output: the new side of an upgrade gets the same output and
+/// prints from the moment it acts.
+static PRINTER: std::sync::OnceLock<(&'static str, std::os::fd::OwnedFd)> =
+    std::sync::OnceLock::new();
+
+/// This daemon prints faults as `mode` (`json`, `text`) on `out` (a
+/// duplicate of the output it prints on): an upgrade hands it on.
+pub fn set_printer(mode: &'static str, out: std::os::fd::OwnedFd) {
+    let _ = PRINTER.set((mode, out));
+}
+
+/// The print mode and output an upgrade's new side takes over, if any.
+pub(crate) fn printer() -> Option<(&'static str, std::io::Result<std::os::fd::OwnedFd>)> {
+    PRINTER.get().map(|(m, fd)| (*m, fd.try_clone()))
+}
+
 /// True once this process has handed acting to the other side for good
 /// (the old side at Commit, the new side at an abort from Merge): it is
 /// ending, and is not the one to tell systemd the unit stops.

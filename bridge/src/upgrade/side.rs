@@ -174,12 +174,39 @@ struct Acting {
 
 /// Runs the Upgrade side until the Production side says exit or goes, or,
 /// once it has taken over, until it is stopped like the daemon.
-pub fn run(config: &Config, config_path: Option<&Path>) -> Result<(), DynError> {
+/// With `printer`, it prints faults there as the running daemon did (`run
+/// --print`): nothing while passive, every fault it publishes once acting.
+pub fn run(
+    config: &Config,
+    config_path: Option<&Path>,
+    printer: Option<(crate::cli::run::Print, OwnedFd)>,
+) -> Result<(), DynError> {
     let signals = block_stop_signals()?;
     let mut bridge = Bridge::open(&passive(config))?;
     let seqs = bridge
         .set_passive()
         .ok_or("the bridge was running before it could be made passive")?;
+    // Subscribed before it runs: a passive bridge publishes nothing, so
+    // the first line printed is the first record it acts on.
+    let printing = match printer {
+        None => None,
+        Some((mode, fd)) => {
+            // Handed on again at this side's own next upgrade.
+            if let Some(name) = mode.name() {
+                crate::upgrade::set_printer(name, fd.try_clone()?);
+            }
+            let sub = bridge.subscribe(
+                faultbridge_bus::SubscribeOptions::new("stdout").capacity(config.ingest.queue),
+            )?;
+            Some(
+                std::thread::Builder::new()
+                    .name("fb-print".into())
+                    .spawn(move || {
+                        crate::cli::run::print_events_to(sub, mode, std::fs::File::from(fd))
+                    })?,
+            )
+        }
+    };
     bridge.run()?;
     let backend = Arc::new(SideBackend {
         seqs: seqs.clone(),
@@ -249,6 +276,9 @@ pub fn run(config: &Config, config_path: Option<&Path>) -> Result<(), DynError> 
             e.stop();
         }
         let _ = bridge.shutdown();
+        if let Some(p) = printing {
+            let _ = p.join();
+        }
         eprintln!(
             "faultbridge: Upgrade side (pid {}) exits",
             std::process::id()
@@ -326,6 +356,19 @@ pub fn run(config: &Config, config_path: Option<&Path>) -> Result<(), DynError> 
     let stats = bridge.shutdown();
     if let Some(s) = acting.service {
         s.stop();
+    }
+    if let Some(p) = printing {
+        let _ = p.join();
+        // The stats line `run --print json` ends with.
+        if let Some(("json", Ok(fd))) = crate::upgrade::printer() {
+            use std::io::Write;
+            let mut out = std::fs::File::from(fd);
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::json!({"type": "stats", "stats": stats})
+            );
+        }
     }
     eprintln!("{stats}");
     Ok(())

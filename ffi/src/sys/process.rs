@@ -154,3 +154,54 @@ pub fn default_sigpipe() {
     // other thread is changing signal dispositions at the same time.
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
+
+/// Makes the program `cmd` starts find `fd` open as descriptor `target`
+/// (inherited across `exec`, like a shell's `3>&1`); `fd` itself is closed
+/// here once `cmd` has been spawned and dropped.
+pub fn pass_fd(cmd: &mut Command, fd: std::os::fd::OwnedFd, target: i32) -> &mut Command {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the closure runs in the child between fork and exec, where
+    // only async-signal-safe functions may be called; it calls dup2(2)
+    // only (async-signal-safe), which allocates nothing and touches no
+    // lock. dup2 leaves the new descriptor without FD_CLOEXEC, so it
+    // survives exec; `fd` (close-on-exec, owned by the closure) does not.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd.as_raw_fd() == target {
+                // Already there: clear close-on-exec instead.
+                let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFD)?;
+                let flags =
+                    nix::fcntl::FdFlag::from_bits_truncate(flags) & !nix::fcntl::FdFlag::FD_CLOEXEC;
+                nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFD(flags))?;
+                return Ok(());
+            }
+            match libc_dup2(fd.as_raw_fd(), target) {
+                -1 => Err(std::io::Error::last_os_error()),
+                _ => Ok(()),
+            }
+        })
+    }
+}
+
+fn libc_dup2(from: i32, to: i32) -> i32 {
+    // SAFETY: dup2 on two descriptor numbers: it reads no memory of ours;
+    // `from` is open (owned by the caller), `to` is replaced atomically.
+    unsafe { libc::dup2(from, to) }
+}
+
+/// Takes descriptor `n`, inherited from the parent (see [`pass_fd`]), if it
+/// is open; `None` otherwise. Call it once per descriptor: the result owns
+/// it.
+pub fn take_inherited_fd(n: i32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::{BorrowedFd, FromRawFd};
+    if n < 3 {
+        return None;
+    }
+    // SAFETY: `n` is only borrowed for the F_GETFD probe below, which
+    // fails with EBADF (and touches nothing) when it is not open.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(n) };
+    nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_GETFD).ok()?;
+    // SAFETY: `n` is open (checked above) and was passed to this process
+    // to own; nothing else in the process refers to it.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(n) })
+}
