@@ -278,11 +278,14 @@ fn a_hung_action_is_killed_at_its_timeout_while_another_monitor_is_served_on_tim
     private_netns();
     let dir = TempDir::new("hung");
     let marker = dir.path().join("hung-started");
+    // A duration no other process on the machine sleeps, so the check
+    // below sees this test's sleepers only.
+    let nap = format!("{}.5", 100_000 + std::process::id());
     let hung = script(
         &dir,
         "hang",
         &format!(
-            "#!/bin/sh\necho started > {}\nsleep 1000 & sleep 1000\n",
+            "#!/bin/sh\necho started > {}\nsleep {nap} & sleep {nap}\n",
             marker.display()
         ),
     );
@@ -316,7 +319,7 @@ fn a_hung_action_is_killed_at_its_timeout_while_another_monitor_is_served_on_tim
     // nothing of the hung action's process group survives
     std::thread::sleep(Duration::from_millis(200));
     let ps = std::process::Command::new("pgrep")
-        .args(["-f", "sleep 1000"])
+        .args(["-f", &format!("sleep {nap}")])
         .output()
         .unwrap();
     assert!(
