@@ -126,6 +126,45 @@ pub fn body(host: &str, row: &ForwardRow) -> serde_json::Value {
     }
 }
 
+/// A fault's body as the session sends it: the same object as [`body`],
+/// serialized from borrowed fields without building a JSON tree.
+#[derive(serde::Serialize)]
+struct FaultBody<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    source: &'a str,
+    category: &'a str,
+    keyword: &'a str,
+    severity: &'a str,
+    cleared: bool,
+    event_code: u32,
+    sequence: u64,
+    timestamp_ns: u64,
+    detail: String,
+    host: &'a str,
+}
+
+/// The body of a row as bytes (what is published).
+pub fn body_bytes(host: &str, row: &ForwardRow) -> Vec<u8> {
+    if row.kind == "lost" {
+        return body(host, row).to_string().into_bytes();
+    }
+    serde_json::to_vec(&FaultBody {
+        kind: "fault",
+        source: &row.source,
+        category: &row.category,
+        keyword: &row.keyword,
+        severity: &row.severity,
+        cleared: row.kind == "clear",
+        event_code: row.event_code,
+        sequence: row.sequence,
+        timestamp_ns: row.timestamp_ns,
+        detail: hex(&row.detail),
+        host,
+    })
+    .unwrap_or_else(|_| body(host, row).to_string().into_bytes())
+}
+
 /// The loss notice of history rows `first..=last` that retention removed
 /// before they were forwarded (source `history`, the row ids as sequences).
 pub fn retention_gap(host: &str, first: i64, last: i64) -> (ForwardRow, serde_json::Value) {
@@ -222,5 +261,11 @@ mod tests {
         let mut want = crate::cli::watch::fault_json(&sig);
         want["host"] = "node1".into();
         assert_eq!(body("node1", &r), want);
+        let sent: serde_json::Value = serde_json::from_slice(&body_bytes("node1", &r)).unwrap();
+        assert_eq!(sent, want, "what is published is the same object");
+        let mut l = row("lost", "");
+        l.last_sequence = Some(50);
+        let sent: serde_json::Value = serde_json::from_slice(&body_bytes("node1", &l)).unwrap();
+        assert_eq!(sent, body("node1", &l));
     }
 }

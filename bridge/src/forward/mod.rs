@@ -81,6 +81,8 @@ pub enum ForwardError {
         #[source]
         source: async_nats::jetstream::context::PublishError,
     },
+    #[error("publishing {msg_id}: the client took no more messages for {ACK_TIMEOUT:?}")]
+    PublishStalled { msg_id: String },
     #[error("disconnected from {server}")]
     Disconnected { server: String },
     #[error("history database")]

@@ -2,7 +2,7 @@
 //! send the rows after the cursor with a window of acknowledgements in
 //! flight, awaited in order, until stopped or until anything fails.
 
-use super::message::{body, msg_id, retention_gap, subject};
+use super::message::{body_bytes, msg_id, retention_gap, subject};
 use super::{ACK_TIMEOUT, ErrorLog, ForwardError, SAVE_EVERY, STOP_GRACE, Shared, WINDOW, now_ms};
 use crate::history::HistoryDb;
 use async_nats::jetstream::{self, context::PublishAckFuture, stream};
@@ -169,16 +169,23 @@ async fn publish(
     js: &jetstream::Context,
     subject: String,
     msg_id: &str,
-    body: &serde_json::Value,
+    body: Vec<u8>,
 ) -> Result<PublishAckFuture, ForwardError> {
     let mut headers = HeaderMap::new();
     headers.insert("Nats-Msg-Id", msg_id);
-    js.publish_with_headers(subject, headers, body.to_string().into())
-        .await
-        .map_err(|source| ForwardError::Publish {
-            msg_id: msg_id.to_string(),
-            source,
-        })
+    // Bounded: a connection that went away must not hold the session.
+    tokio::time::timeout(
+        ACK_TIMEOUT,
+        js.publish_with_headers(subject, headers, body.into()),
+    )
+    .await
+    .map_err(|_| ForwardError::PublishStalled {
+        msg_id: msg_id.to_string(),
+    })?
+    .map_err(|source| ForwardError::Publish {
+        msg_id: msg_id.to_string(),
+        source,
+    })
 }
 
 /// One session: returns `Ok` when stopped, an error when it must end.
@@ -230,7 +237,9 @@ pub(super) async fn run(
         }
         let stopping_over = stop_by.is_some_and(|t| Instant::now() >= t);
         // Fill the window.
-        if inflight.len() < WINDOW && !stopping_over {
+        // Read rows a batch at a time: when the window is half empty, or
+        // empty (caught up: what was just committed).
+        if inflight.len() <= WINDOW / 2 && !stopping_over {
             let room = WINDOW - inflight.len();
             let rows = db.forward_rows(sent, room)?;
             if let Some(first) = rows.first() {
@@ -242,7 +251,13 @@ pub(super) async fn run(
                         .removed_unforwarded
                         .fetch_add((first.id - 1 - sent) as u64, Relaxed);
                     let id = msg_id(host, &gap);
-                    let ack = publish(&js, subject(&c.subject_prefix, host, &gap), &id, &b).await?;
+                    let ack = publish(
+                        &js,
+                        subject(&c.subject_prefix, host, &gap),
+                        &id,
+                        b.to_string().into_bytes(),
+                    )
+                    .await?;
                     inflight.push_back(InFlight {
                         id: first.id - 1,
                         msg_id: id,
@@ -264,7 +279,7 @@ pub(super) async fn run(
                     &js,
                     subject(&c.subject_prefix, host, row),
                     &id,
-                    &body(host, row),
+                    body_bytes(host, row),
                 )
                 .await?;
                 inflight.push_back(InFlight {
