@@ -36,6 +36,7 @@ have ocf-tester   || need_pkgs+=(resource-agents)
 have xmllint      || need_pkgs+=(libxml2-utils)
 have arping       || need_pkgs+=(iputils-arping)
 have nats-server  || need_pkgs+=(nats-server)
+have openssl      || need_pkgs+=(openssl)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: missing ${need_pkgs[*]} and not root to install them" >&2

@@ -437,3 +437,205 @@ fn the_fleet_demo_runs_in_one_command_and_ends_with_every_record_once() {
         "{all}"
     );
 }
+
+/// A CA and a server certificate for 127.0.0.1 (openssl), in `dir`.
+fn certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("openssl is needed for the TLS test ({e}); Debian package openssl")
+            });
+        assert!(o.status.success(), "openssl {args:?}: {}", text(&o));
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=faultbridge test CA",
+    ]);
+    run(&ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&csr);
+    std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ]);
+}
+
+#[test]
+fn tls_with_the_ca_forwards_and_without_it_the_error_names_the_certificate() {
+    private_netns();
+    lo_up();
+    let dir = TempDir::new("fleet-tls");
+    certificates(dir.path());
+    let p = |f: &str| dir.path().join(f).to_str().unwrap().to_string();
+    let server = NatsServer::start_with(
+        dir.path(),
+        "127.0.0.1",
+        "fb-tls",
+        &[
+            "--tls".into(),
+            "--tlscert".into(),
+            p("server.pem"),
+            "--tlskey".into(),
+            p("server.key"),
+        ],
+    );
+    let with_ca = format!(
+        "{}tls_ca = \"{}\"\n",
+        config(&dir.path().join("a.db"), &[server.url()], "node1"),
+        p("ca.pem")
+    );
+    let d = Daemon::start(&with_ca);
+    sim(&[], &["send", "--count", "3"]);
+    let st = faultbridge(&[
+        "fleet",
+        "status",
+        "--nats",
+        &server.url(),
+        "--tls-ca",
+        &p("ca.pem"),
+        "--json",
+    ]);
+    let mut st: Value = serde_json::from_str(&st).unwrap_or(Value::Null);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while st["messages"] != 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        let o = Command::new(binary())
+            .args([
+                "fleet",
+                "status",
+                "--nats",
+                &server.url(),
+                "--tls-ca",
+                &p("ca.pem"),
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        st = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    }
+    assert_eq!(st["messages"], 3, "{st}\n{}", d.stderr());
+    d.stop();
+    // Without the CA the server's certificate is unknown: said, not a stall.
+    let without = config(&dir.path().join("b.db"), &[server.url()], "node2");
+    let d = Daemon::start(&without);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !d.stderr().contains("UnknownIssuer") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(d.stderr().contains("cannot connect"), "{}", d.stderr());
+    assert!(
+        d.stderr()
+            .contains("invalid peer certificate: UnknownIssuer"),
+        "{}",
+        d.stderr()
+    );
+    d.stop();
+}
+
+#[test]
+fn rows_retention_removes_before_they_are_forwarded_are_a_loss_notice_on_the_stream() {
+    private_netns();
+    lo_up();
+    let dir = TempDir::new("fleet-retention");
+    let mut server = NatsServer::start(dir.path(), "127.0.0.1");
+    let urls = [server.url()];
+    let db = dir.path().join("h.db");
+    let cfg =
+        config(&db, &urls, "node1").replace("[forward.nats]", "max_rows = 100\n[forward.nats]");
+    let d = Daemon::start(&cfg);
+    // The forwarder is connected (the stream exists), then the server goes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stream_state(&urls, STREAM).is_none() {
+        assert!(Instant::now() < deadline, "{}", d.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.kill();
+    sim(&[], &["send", "--count", "500", "--batch", "50"]);
+    // Retention keeps the newest 100 rows: 401..=500.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while recorded(&db) != 100 || first_recorded(&db) != 401 {
+        assert!(Instant::now() < deadline, "rows {}", recorded(&db));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.restart();
+    assert_eq!(
+        wait_messages(&urls, STREAM, 101, Duration::from_secs(30)),
+        101,
+        "{}",
+        d.stderr()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let msgs = read_stream(&urls, STREAM);
+    assert_eq!(msgs.len(), 101);
+    assert_eq!(msgs[0].subject, "faultbridge.lost.node1");
+    let b = &msgs[0].body;
+    assert_eq!(
+        (b["type"].as_str(), b["source"].as_str()),
+        (Some("lost"), Some("history")),
+        "{b}"
+    );
+    assert_eq!(
+        (b["first_sequence"].as_u64(), b["last_sequence"].as_u64()),
+        (Some(1), Some(400)),
+        "{b}"
+    );
+    assert_eq!(msgs[0].msg_id, "node1:history:lost:1:400");
+    let seqs: Vec<u64> = msgs[1..]
+        .iter()
+        .map(|m| m.body["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (401..=500).collect::<Vec<u64>>());
+    d.stop();
+}
+
+/// The lowest `sequence` recorded in the history database at `db`.
+fn first_recorded(db: &std::path::Path) -> u64 {
+    rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|c| {
+            c.query_row("SELECT coalesce(min(sequence), 0) FROM events", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .map_or(0, |n| n as u64)
+}

@@ -293,7 +293,21 @@ fn run(shared: &Shared, path: &Path) {
             return;
         }
     };
-    let mut cursor = match db.forward_cursor(&shared.cursor_name) {
+    // The first time: from the first row there is (rows older than the
+    // forwarding were never promised to the stream); the cursor is saved at
+    // once, so that rows retention removes before they are sent from now on
+    // are told as lost.
+    let first_start = |db: &HistoryDb| -> Result<i64, HistoryError> {
+        let start = (db.first_id()? - 1).max(0);
+        db.save_forward_cursor(&shared.cursor_name, start)?;
+        Ok(start)
+    };
+    let cursor = match db.forward_cursor(&shared.cursor_name) {
+        Ok(Some(c)) => Ok(c),
+        Ok(None) => first_start(&db),
+        Err(e) => Err(e),
+    };
+    let mut cursor = match cursor {
         Ok(c) => c,
         Err(e) => {
             let text = crate::error::error_chain(&e);

@@ -243,7 +243,7 @@ pub(super) async fn run(
             let room = WINDOW - inflight.len();
             let rows = db.forward_rows(sent, room)?;
             if let Some(first) = rows.first() {
-                if sent > 0 && first.id > sent + 1 {
+                if first.id > sent + 1 {
                     // Retention removed rows before they were forwarded:
                     // said on the stream, never silent.
                     let (gap, b) = retention_gap(host, sent + 1, first.id - 1);

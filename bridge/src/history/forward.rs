@@ -73,8 +73,8 @@ impl HistoryDb {
             .map_err(HistoryError::Query)
     }
 
-    /// The cursor of forwarder `name`: 0 when it never forwarded.
-    pub fn forward_cursor(&self, name: &str) -> Result<i64, HistoryError> {
+    /// The cursor of forwarder `name`; `None` when it never ran.
+    pub fn forward_cursor(&self, name: &str) -> Result<Option<i64>, HistoryError> {
         self.conn
             .query_row(
                 "SELECT last_id FROM forward_cursor WHERE name = ?1",
@@ -82,7 +82,13 @@ impl HistoryDb {
                 |r| r.get(0),
             )
             .optional()
-            .map(|v| v.unwrap_or(0))
+            .map_err(HistoryError::Query)
+    }
+
+    /// The lowest row id (0 when the table is empty).
+    pub fn first_id(&self) -> Result<i64, HistoryError> {
+        self.conn
+            .query_row("SELECT coalesce(min(id), 0) FROM events", [], |r| r.get(0))
             .map_err(HistoryError::Query)
     }
 

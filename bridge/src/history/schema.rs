@@ -170,7 +170,7 @@ mod tests {
         assert_eq!(db.version().unwrap(), 3);
         assert_eq!(
             db.forward_cursor("nats:FAULTBRIDGE").unwrap(),
-            0,
+            None,
             "no cursor yet"
         );
         let rows = db.forward_rows(0, 10).unwrap();
@@ -182,7 +182,7 @@ mod tests {
         let db = HistoryDb::open(&path).unwrap();
         assert_eq!(
             db.forward_cursor("nats:FAULTBRIDGE").unwrap(),
-            rows[0].id,
+            Some(rows[0].id),
             "kept across a reopen"
         );
         let _ = std::fs::remove_dir_all(&dir);
