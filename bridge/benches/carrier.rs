@@ -177,10 +177,10 @@ fn carrier_latency(toggles: usize) {
     let fb = std::thread::spawn(move || {
         while let Ok(ev) = sub.recv() {
             let now = monotonic_ns();
-            if let Event::Fault(f) = ev {
-                if fb_tx.send((now, !f.cleared())).is_err() {
-                    break;
-                }
+            if let Event::Fault(f) = ev
+                && fb_tx.send((now, !f.cleared())).is_err()
+            {
+                break;
             }
         }
     });

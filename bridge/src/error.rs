@@ -18,7 +18,7 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// carry every one).
 #[inline]
 pub fn thinned(n: u64) -> bool {
-    n <= 5 || n % 10_000 == 0
+    n <= 5 || n.is_multiple_of(10_000)
 }
 
 #[cfg(test)]

@@ -387,7 +387,7 @@ fn main() {
     assert_eq!(payloads.len(), RECORDS);
     let unaligned = payloads
         .iter()
-        .filter(|p| p.as_ptr() as usize % 8 != 0)
+        .filter(|p| !(p.as_ptr() as usize).is_multiple_of(8))
         .count();
     check_baseline_agrees(&payloads);
 

@@ -275,10 +275,10 @@ impl Cluster {
             "corosync" => self.corosync.as_mut(),
             _ => self.pacemakerd.as_mut(),
         };
-        if let Some(c) = child {
-            if let Ok(Some(st)) = c.try_wait() {
-                panic!("{prog} exited ({st}):\n{}", self.log(prog));
-            }
+        if let Some(c) = child
+            && let Ok(Some(st)) = c.try_wait()
+        {
+            panic!("{prog} exited ({st}):\n{}", self.log(prog));
         }
     }
 

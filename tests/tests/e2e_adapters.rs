@@ -25,10 +25,10 @@ fn wait_args(dir: &Path, name: &str) -> Vec<String> {
     let p = dir.join(format!("{name}.args"));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Ok(s) = std::fs::read_to_string(&p) {
-            if s.ends_with('\n') {
-                return s.lines().map(String::from).collect();
-            }
+        if let Ok(s) = std::fs::read_to_string(&p)
+            && s.ends_with('\n')
+        {
+            return s.lines().map(String::from).collect();
         }
         assert!(Instant::now() < deadline, "{name} was never run");
         std::thread::sleep(Duration::from_millis(10));

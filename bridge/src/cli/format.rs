@@ -19,7 +19,7 @@ pub fn unhex(s: &str) -> Result<Vec<u8>, String> {
     if !b.iter().all(u8::is_ascii_hexdigit) {
         return Err(format!("{s:?} is not hex"));
     }
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return Err(format!("hex {s:?} has an odd number of digits"));
     }
     let digit = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;

@@ -158,14 +158,14 @@ pub fn status_text(j: &Value) -> String {
             }
         }
     }
-    if let Some(times) = j.get("step_times_ns").and_then(Value::as_object) {
-        if !times.is_empty() {
-            let _ = write!(out, "step times:");
-            for (s, ns) in times {
-                let _ = write!(out, " {s} {:.1} ms", ns.as_u64().unwrap_or(0) as f64 / 1e6);
-            }
-            let _ = writeln!(out);
+    if let Some(times) = j.get("step_times_ns").and_then(Value::as_object)
+        && !times.is_empty()
+    {
+        let _ = write!(out, "step times:");
+        for (s, ns) in times {
+            let _ = write!(out, " {s} {:.1} ms", ns.as_u64().unwrap_or(0) as f64 / 1e6);
         }
+        let _ = writeln!(out);
     }
     if let Some(gap) = j
         .get("acting_gap_ns")
@@ -178,12 +178,12 @@ pub fn status_text(j: &Value) -> String {
             gap as f64 / 1e6
         );
     }
-    if let Some(a) = j.get("activity").and_then(Value::as_array) {
-        if !a.is_empty() {
-            let _ = writeln!(out, "activity (newest last):");
-            for e in a {
-                let _ = writeln!(out, "  {}", e.as_str().unwrap_or(""));
-            }
+    if let Some(a) = j.get("activity").and_then(Value::as_array)
+        && !a.is_empty()
+    {
+        let _ = writeln!(out, "activity (newest last):");
+        for e in a {
+            let _ = writeln!(out, "  {}", e.as_str().unwrap_or(""));
         }
     }
     out

@@ -47,16 +47,16 @@ pub fn format_duration(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
         // Days only from two on: "24h" reads better than "1d".
         for (per, unit) in [(DAY, "d"), (HOUR, "h"), (MINUTE, "m")] {
-            if secs != 0 && secs % per == 0 && (per != DAY || secs >= 2 * DAY) {
+            if secs != 0 && secs.is_multiple_of(per) && (per != DAY || secs >= 2 * DAY) {
                 return format!("{}{unit}", secs / per);
             }
         }
         return format!("{secs}s");
     }
     let nanos = d.as_nanos();
-    if nanos % 1_000_000 == 0 {
+    if nanos.is_multiple_of(1_000_000) {
         format!("{}ms", nanos / 1_000_000)
-    } else if nanos % 1_000 == 0 {
+    } else if nanos.is_multiple_of(1_000) {
         format!("{}us", nanos / 1_000)
     } else {
         format!("{nanos}ns")

@@ -346,10 +346,10 @@ fn commands(cx: &Ctx<'_>, m: &RawMonitor, adapter: AdapterKind) -> Result<(), Co
         ));
     }
     for (key, cmd) in [("command", &m.command), ("target_check", &m.target_check)] {
-        if let Some(c) = cmd {
-            if let Err(e) = crate::argv::check(c) {
-                return Err(cx.spanned(&m.name, format!("monitor {name:?}: {key} {c:?}: {e}")));
-            }
+        if let Some(c) = cmd
+            && let Err(e) = crate::argv::check(c)
+        {
+            return Err(cx.spanned(&m.name, format!("monitor {name:?}: {key} {c:?}: {e}")));
         }
     }
     Ok(())

@@ -384,9 +384,11 @@ impl Monitors {
         let Some(tx) = &self.actions else { return };
         let m = &self.view.monitors[i];
         let grace = m.config.grace_period.as_nanos() as u64;
-        if let Some(last) = self.local[i].last_action_ns {
-            if grace > 0 && now.saturating_sub(last) < grace {
-                self.activity.add(
+        if let Some(last) = self.local[i].last_action_ns
+            && grace > 0
+            && now.saturating_sub(last) < grace
+        {
+            self.activity.add(
                     ActivitySeverity::Warning,
                     &m.config.name,
                     "suppressed",
@@ -396,8 +398,7 @@ impl Monitors {
                         m.config.grace_period
                     ),
                 );
-                return;
-            }
+            return;
         }
         let trip = Trip {
             source,
@@ -575,15 +576,15 @@ impl Monitors {
             return false;
         };
         self.local[i].window.clear();
-        if let Some(tx) = &self.actions {
-            if tx.try_send(RunnerMsg::Reset { monitor: i }).is_err() {
-                self.activity.add(
-                    ActivitySeverity::Error,
-                    name,
-                    "reset",
-                    "the action runner's queue is full: its exit-program restart count was not reset",
-                );
-            }
+        if let Some(tx) = &self.actions
+            && tx.try_send(RunnerMsg::Reset { monitor: i }).is_err()
+        {
+            self.activity.add(
+                ActivitySeverity::Error,
+                name,
+                "reset",
+                "the action runner's queue is full: its exit-program restart count was not reset",
+            );
         }
         if m.state() == MonitorState::Error {
             self.activity.add(

@@ -345,12 +345,12 @@ impl Local {
     fn release(&self) -> Result<Released, String> {
         let mut r = self.control.release()?;
         r.restart_counts = restart_counts(&self.control, &self.config);
-        if let Some(s) = &self.settler {
-            if !s.settle(SETTLE_TIMEOUT) {
-                eprintln!(
-                    "faultbridge: upgrade: D-Bus signals still queued after {SETTLE_TIMEOUT:?}; handing over anyway (subscribers are told what they miss as Lost)"
-                );
-            }
+        if let Some(s) = &self.settler
+            && !s.settle(SETTLE_TIMEOUT)
+        {
+            eprintln!(
+                "faultbridge: upgrade: D-Bus signals still queued after {SETTLE_TIMEOUT:?}; handing over anyway (subscribers are told what they miss as Lost)"
+            );
         }
         Ok(r)
     }

@@ -427,14 +427,14 @@ fn take_over(
         config: config.clone(),
     }
     .take(taken)?;
-    if let Some(s) = &service {
-        if let Err(e) = s.take_name() {
-            eprintln!(
-                "faultbridge: upgrade: cannot take {}: {}; this side acts without it",
-                faultbridge_bus::dbus::BUS_NAME,
-                crate::error::error_chain(&e)
-            );
-        }
+    if let Some(s) = &service
+        && let Err(e) = s.take_name()
+    {
+        eprintln!(
+            "faultbridge: upgrade: cannot take {}: {}; this side acts without it",
+            faultbridge_bus::dbus::BUS_NAME,
+            crate::error::error_chain(&e)
+        );
     }
     coordinator.acting_gap(super::handover::gap_since(released_at_ns));
     coordinator.note(

@@ -273,10 +273,10 @@ impl Settler {
                         .await
                         .map_err(zbus::Error::from)
                 });
-                if let (Some(me), Ok(owner)) = (me, owner) {
-                    if owner.as_str() == me {
-                        return true;
-                    }
+                if let (Some(me), Ok(owner)) = (me, owner)
+                    && owner.as_str() == me
+                {
+                    return true;
                 }
             }
             if std::time::Instant::now() >= deadline {
@@ -484,7 +484,7 @@ impl Supervisor {
                         break;
                     }
                     Err(e) => {
-                        if attempts == 1 || attempts % 20 == 0 {
+                        if attempts == 1 || attempts.is_multiple_of(20) {
                             let mut why = e.to_string();
                             if let Some(s) = std::error::Error::source(&e) {
                                 why = format!("{why}: {s}");

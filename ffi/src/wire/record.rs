@@ -583,13 +583,12 @@ impl<'a> Record<'a> {
             & (dt_end <= total)
             & ((dt_off >= header_len) | (dt_end == 0))
             & !((kw_len != 0) & (dt_len != 0) & (kw_off < dt_end) & (dt_off < kw_end));
-        if !header_ok {
-            if let Some(e) = header_error(&bytemuck::pod_read_unaligned(head), buf.len()) {
-                return Err(e);
-            }
-            // `None` cannot happen (the two checks are the same rules); had it
-            // happened, every rule holds, so the slicing below is in bounds.
+        if !header_ok && let Some(e) = header_error(&bytemuck::pod_read_unaligned(head), buf.len())
+        {
+            return Err(e);
         }
+        // `None` cannot happen (the two checks are the same rules); had it
+        // happened, every rule holds, so the slicing below is in bounds.
         let bytes = &buf[..total as usize];
         let kw_bytes = &bytes[kw_off as usize..kw_end as usize];
         let keyword = match std::str::from_utf8(kw_bytes) {
