@@ -1,12 +1,17 @@
 //! Helpers for reporting errors, shared by the library and the command line.
 
-/// "what failed: because: because" — each source error once.
+/// "what failed: because: because" — each source error once. A source
+/// whose text its error already ends with (libraries that print their
+/// source in their own message) is not repeated.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let text = c.to_string();
+        if !s.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         cur = c.source();
     }
     s
@@ -33,6 +38,26 @@ mod tests {
             error_chain(&e),
             "cannot set up the event loop: disk on fire"
         );
+    }
+
+    #[test]
+    fn a_source_its_error_already_prints_is_not_repeated() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "request error: {}", self.0)
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = crate::daemon::BridgeError::Thread(std::io::Error::other(Outer(
+            std::io::Error::other("timed out"),
+        )));
+        assert_eq!(error_chain(&e), format!("{e}: request error: timed out"));
     }
 
     #[test]
