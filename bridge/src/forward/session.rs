@@ -235,11 +235,17 @@ pub(super) async fn run(
         if shared.stop.load(Relaxed) && stop_by.is_none() {
             stop_by = Some(Instant::now() + STOP_GRACE);
         }
-        let stopping_over = stop_by.is_some_and(|t| Instant::now() >= t);
+        if stop_by.is_some_and(|t| Instant::now() >= t) {
+            // What is still in flight is sent again by the next start (the
+            // cursor is at the last acknowledged row); the stream keeps it
+            // once.
+            *cursor = acked;
+            return Ok(());
+        }
         // Fill the window.
         // Read rows a batch at a time: when the window is half empty, or
         // empty (caught up: what was just committed).
-        if inflight.len() <= WINDOW / 2 && !stopping_over {
+        if inflight.len() <= WINDOW / 2 {
             let room = WINDOW - inflight.len();
             let rows = db.forward_rows(sent, room)?;
             if let Some(first) = rows.first() {
@@ -312,9 +318,19 @@ pub(super) async fn run(
             }
             continue;
         };
+        let stop_at = stop_by.map(tokio::time::Instant::from_std);
         let ack = tokio::select! {
             r = std::future::IntoFuture::into_future(front.ack) => r,
             () = down.notified() => return Err(ForwardError::Disconnected { server }),
+            () = async {
+                match stop_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                *cursor = acked;
+                return Ok(());
+            }
         };
         match ack {
             Ok(a) => {
