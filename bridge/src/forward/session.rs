@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a stream request (look up, create) may take.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the backlog is counted while idle or sending.
 const BACKLOG_EVERY: Duration = Duration::from_millis(500);
 
@@ -212,7 +214,12 @@ pub(super) async fn run(
         .timeout(ACK_TIMEOUT)
         .max_ack_inflight(WINDOW * 2)
         .build(client.clone());
-    ensure_stream(&js, shared).await?;
+    // Stream requests time out sooner than acknowledgements: while a
+    // cluster elects a leader, the next session tries again soon.
+    let admin = jetstream::ContextBuilder::new()
+        .timeout(ADMIN_TIMEOUT)
+        .build(client.clone());
+    ensure_stream(&admin, shared).await?;
     shared.state.set_server(Some(&server));
     log.clear();
     eprintln!(
