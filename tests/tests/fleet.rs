@@ -639,3 +639,130 @@ fn first_recorded(db: &std::path::Path) -> u64 {
         })
         .map_or(0, |n| n as u64)
 }
+
+/// A signed NATS JWT: `claims` (with `iss`, `sub`) issued by `issuer`.
+fn jwt(issuer: &nkeys::KeyPair, sub: &str, name: &str, nats: Value) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = b64.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = serde_json::json!({
+        "jti": format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()),
+        "iat": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": sub,
+        "nats": nats,
+    });
+    let payload = b64.encode(claims.to_string());
+    let signed = format!("{header}.{payload}");
+    let sig = b64.encode(issuer.sign(signed.as_bytes()).unwrap());
+    format!("{signed}.{sig}")
+}
+
+#[test]
+fn a_credentials_file_authenticates_the_forwarder() {
+    private_netns();
+    lo_up();
+    let dir = TempDir::new("fleet-creds");
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let system = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let op_jwt = jwt(
+        &operator,
+        &operator.public_key(),
+        "fb-op",
+        serde_json::json!({"type": "operator", "version": 2,
+            "system_account": system.public_key()}),
+    );
+    let sys_jwt = jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        serde_json::json!({"type": "account", "version": 2, "limits": {
+            "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+            "wildcards": true, "conn": -1, "leaf": -1
+        }}),
+    );
+    let acc_jwt = jwt(
+        &operator,
+        &account.public_key(),
+        "fb-acc",
+        serde_json::json!({"type": "account", "version": 2, "limits": {
+            "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+            "wildcards": true, "conn": -1, "leaf": -1,
+            "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1
+        }}),
+    );
+    let user_jwt = jwt(
+        &account,
+        &user.public_key(),
+        "fb-user",
+        serde_json::json!({"type": "user", "version": 2, "pub": {}, "sub": {},
+            "subs": -1, "data": -1, "payload": -1}),
+    );
+    let creds = dir.write(
+        "fb.creds",
+        &format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().unwrap()
+        ),
+    );
+    let op_file = dir.write("op.jwt", &op_jwt);
+    let conf = dir.write(
+        "server.conf",
+        &format!(
+            "operator: \"{}\"\nsystem_account: {}\nresolver: MEMORY\nresolver_preload: {{\n  {}: \"{acc_jwt}\"\n  {}: \"{sys_jwt}\"\n}}\n",
+            op_file.display(),
+            system.public_key(),
+            account.public_key(),
+            system.public_key()
+        ),
+    );
+    let server = NatsServer::start_with(
+        dir.path(),
+        "127.0.0.1",
+        "fb-creds",
+        &["-c".into(), conf.to_str().unwrap().into()],
+    );
+    let cfg = format!(
+        "{}credentials = \"{}\"\n",
+        config(&dir.path().join("h.db"), &[server.url()], "node1"),
+        creds.display()
+    );
+    let d = Daemon::start(&cfg);
+    sim(&[], &["send", "--count", "3"]);
+    let creds_arg = creds.to_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut st = Value::Null;
+    while st["messages"] != 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        let o = Command::new(binary())
+            .args([
+                "fleet",
+                "status",
+                "--nats",
+                &server.url(),
+                "--credentials",
+                creds_arg,
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        st = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    }
+    assert_eq!(st["messages"], 3, "{st}\n{}\n{}", d.stderr(), server.log());
+    d.stop();
+    // Without the file the server refuses us, and says why.
+    let d = Daemon::start(&config(&dir.path().join("h2.db"), &[server.url()], "node2"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !d.stderr().contains("cannot connect") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        d.stderr().contains("authorization violation"),
+        "{}",
+        d.stderr()
+    );
+    d.stop();
+}
