@@ -399,12 +399,18 @@ fn a_server_that_refuses_us_is_an_error_in_status_and_the_log() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(f["connected"], false, "{f}");
+    assert_eq!(
+        (f["stream"].as_str(), f["host"].as_str()),
+        (Some("FAULTBRIDGE"), Some("node1")),
+        "{f}"
+    );
     let e = f["last_error"].as_str().unwrap_or("");
     assert!(e.contains("authorization violation"), "{f}");
     let text_status = faultbridge_tests::dbus::client(bus.address(), &["status"]);
     let out = String::from_utf8_lossy(&text_status.stdout);
     assert!(
-        out.contains("forward: not connected") && out.contains("authorization violation"),
+        out.contains("forward to stream FAULTBRIDGE as node1: not connected")
+            && out.contains("authorization violation"),
         "{out}"
     );
     assert!(

@@ -214,7 +214,9 @@ pub fn status_text(j: &Value) -> String {
         };
         let _ = write!(
             out,
-            "\nforward: {server}; cursor row {}, backlog {}, {} forwarded, {} duplicates, last ack #{} at {} ms; {} errors",
+            "\nforward to stream {} as {}: {server}; cursor row {}, backlog {}, {} forwarded, {} duplicates, last ack #{} at {} ms; {} errors",
+            printable(s(f, "stream")),
+            printable(s(f, "host")),
             n(f, "cursor"),
             n(f, "backlog"),
             n(f, "forwarded"),

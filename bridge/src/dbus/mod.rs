@@ -336,6 +336,8 @@ fn forward_status(f: &crate::forward::ForwardSnapshot) -> HashMap<String, OwnedV
     .collect();
     m.insert("connected".into(), f.connected.into());
     m.insert("server".into(), text(&f.server));
+    m.insert("stream".into(), text(&f.stream));
+    m.insert("host".into(), text(&f.host));
     m.insert("last_error".into(), text(&f.last_error));
     m
 }

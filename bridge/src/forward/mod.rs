@@ -100,6 +100,9 @@ fn now_ms() -> u64 {
 /// The forwarder's state, for `Status` and `faultbridge status`.
 #[derive(Debug, Default)]
 pub struct ForwardState {
+    /// The stream and this host's name in it (from the configuration).
+    pub stream: String,
+    pub host: String,
     /// The server of the current session (`host:port`), empty when none.
     pub server: Mutex<String>,
     pub connected: AtomicBool,
@@ -143,6 +146,8 @@ impl ForwardState {
     /// The state as `(key, value)` pairs: text values and counters.
     pub fn snapshot(&self) -> ForwardSnapshot {
         ForwardSnapshot {
+            stream: self.stream.clone(),
+            host: self.host.clone(),
             server: self.server.lock().map(|s| s.clone()).unwrap_or_default(),
             connected: self.connected.load(Relaxed),
             cursor: self.cursor.load(Relaxed),
@@ -166,6 +171,8 @@ impl ForwardState {
 /// A copy of [`ForwardState`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ForwardSnapshot {
+    pub stream: String,
+    pub host: String,
     pub server: String,
     pub connected: bool,
     pub cursor: u64,
@@ -210,7 +217,11 @@ impl Forwarder {
         wake: Arc<tokio::sync::Notify>,
     ) -> Result<Forwarder, std::io::Error> {
         let stop = Arc::new(AtomicBool::new(false));
-        let state = Arc::new(ForwardState::default());
+        let state = Arc::new(ForwardState {
+            stream: config.stream.clone(),
+            host: config.host.clone(),
+            ..ForwardState::default()
+        });
         let shared = Shared {
             config: config.clone(),
             stop: stop.clone(),
