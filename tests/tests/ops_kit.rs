@@ -432,7 +432,7 @@ fn both_packages_install_the_unit_policy_rules_config_and_man_page() {
         ("usr/lib/sysusers.d", "faultbridge.conf"),
         ("usr/lib/ocf/resource.d/faultbridge", "monitor"),
         ("etc/faultbridge", "faultbridge.toml"),
-        ("usr/share/man/man5", "faultbridge.toml.5"),
+        ("usr/share/man/man5", "faultbridge.toml.5.gz"),
         ("usr/share/doc/faultbridge", "SECURITY.md"),
     ] {
         assert!(
@@ -447,13 +447,17 @@ fn both_packages_install_the_unit_policy_rules_config_and_man_page() {
             "rpm lacks {dest}/{what}"
         );
     }
-    // Every man page `faultbridge man --dir target/man` writes (what
-    // scripts/package.sh runs) is installed by both packages.
+    // Every man page `faultbridge man --dir` writes into target/release/man
+    // (what scripts/package.sh runs, then gzip) is installed by both
+    // packages (tests/tests/packages.rs checks the built packages).
     let script = std::fs::read_to_string(repo().join("scripts/package.sh")).unwrap();
-    assert!(script.contains("faultbridge man --dir target/man"));
+    assert!(script.contains(r#"faultbridge" man --dir "$release/man""#));
     for (dest, pattern) in [
-        ("usr/share/man/man1/", "../target/man/*.1"),
-        ("usr/share/man/man5/", "../target/man/faultbridge.toml.5"),
+        ("usr/share/man/man1/", "target/release/man/*.1.gz"),
+        (
+            "usr/share/man/man5/",
+            "target/release/man/faultbridge.toml.5.gz",
+        ),
         ("usr/share/doc/faultbridge/", "../docs/*.md"),
     ] {
         assert!(
