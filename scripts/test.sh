@@ -37,6 +37,15 @@ have xmllint      || need_pkgs+=(libxml2-utils)
 have arping       || need_pkgs+=(iputils-arping)
 have nats-server  || need_pkgs+=(nats-server)
 have openssl      || need_pkgs+=(openssl)
+# The package test (tests/tests/packages.rs): builds both packages, lints
+# them, and installs the .deb (which depends on dbus) in a throw-away root.
+have objcopy      || need_pkgs+=(binutils)
+have lintian      || need_pkgs+=(lintian)
+have rpmlint      || need_pkgs+=(rpmlint)
+have rpm          || need_pkgs+=(rpm)
+have cpio         || need_pkgs+=(cpio)
+have dbus-send    || need_pkgs+=(dbus-bin)
+[ -x /etc/init.d/dbus ] || need_pkgs+=(dbus)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: missing ${need_pkgs[*]} and not root to install them" >&2
@@ -53,6 +62,16 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "test.sh: installing cargo-nextest" >&2
   cargo install --locked cargo-nextest
 fi
+# scripts/package.sh would install these itself, inside the package test's
+# time limit: install them first.
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "test.sh: installing cargo-deb" >&2
+  cargo install --locked cargo-deb --version '^3.8'
+fi
+if ! cargo generate-rpm --version >/dev/null 2>&1; then
+  echo "test.sh: installing cargo-generate-rpm" >&2
+  cargo install --locked cargo-generate-rpm --version '^0.21'
+fi
 
 # --- privileges: netlink multicast receive and network namespaces -------------
 if [ "$(id -u)" -ne 0 ] && [ -z "${FAULTBRIDGE_IN_USERNS:-}" ]; then
@@ -65,5 +84,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked --doc
 # The end-to-end tests run the real binary: build it before they start.
 cargo build --workspace --bins --locked
+# The package test packs the release binary: one release build, here, so
+# that no test waits for it.
+cargo build --release --locked -p faultbridge --bin faultbridge
 # Last, so its summary closes the output.
 cargo nextest run --workspace --locked --no-fail-fast "$@"
