@@ -221,6 +221,10 @@ async fn watch(a: WatchArgs) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How long `fleet status` waits for the next message before it takes
+/// the stream as read.
+const IDLE: Duration = Duration::from_secs(5);
+
 /// What `fleet status` says of one host.
 #[derive(Debug, Default, serde::Serialize)]
 struct HostFigures {
@@ -252,14 +256,19 @@ async fn status(a: StatusArgs) -> CliResult {
             consumer::DeliverPolicy::All,
         )
         .await?;
-        while let Some(m) = messages.next().await {
+        // A stream with messages, none of them ours: nothing comes.
+        while let Ok(Some(m)) = tokio::time::timeout(IDLE, messages.next()).await {
             let m = m.map_err(|e| format!("reading the stream: {e}"))?;
-            let (seq, published_ms) = match m.info() {
+            // Done at the stream's last message when status started, or
+            // when nothing of the prefix is left (the stream may hold other
+            // subjects after ours).
+            let (seq, pending, published_ms) = match m.info() {
                 Ok(i) => (
                     i.stream_sequence,
+                    i.pending,
                     (i.published.unix_timestamp_nanos() / 1_000_000) as i64,
                 ),
-                Err(_) => (0, 0),
+                Err(_) => (0, 1, 0),
             };
             read += 1;
             if let Ok(b) = serde_json::from_slice::<Value>(&m.payload) {
@@ -279,7 +288,7 @@ async fn status(a: StatusArgs) -> CliResult {
                     }
                 }
             }
-            if seq >= last {
+            if seq >= last || pending == 0 {
                 break;
             }
         }
