@@ -92,12 +92,14 @@ impl HistoryDb {
             .map_err(HistoryError::Query)
     }
 
-    /// Stores the cursor of forwarder `name`.
+    /// Stores the cursor of forwarder `name`. It only moves forward: two
+    /// forwarders on one database (the two sides of a live upgrade, for
+    /// the moment both run) never take it back to rows already sent.
     pub fn save_forward_cursor(&self, name: &str, last_id: i64) -> Result<(), HistoryError> {
         self.conn
             .prepare_cached(
                 "INSERT INTO forward_cursor (name, last_id, updated_at_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (name) DO UPDATE SET last_id = excluded.last_id, updated_at_ms = excluded.updated_at_ms",
+                 ON CONFLICT (name) DO UPDATE SET last_id = max(last_id, excluded.last_id), updated_at_ms = excluded.updated_at_ms",
             )
             .and_then(|mut st| st.execute(params![name, last_id, now_ms()]))
             .map(drop)

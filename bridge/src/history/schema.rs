@@ -185,6 +185,21 @@ mod tests {
             Some(rows[0].id),
             "kept across a reopen"
         );
+        // A second forwarder behind the first (the other side of a live
+        // upgrade) never takes the cursor back.
+        db.save_forward_cursor("nats:FAULTBRIDGE", rows[0].id - 1)
+            .unwrap();
+        assert_eq!(
+            db.forward_cursor("nats:FAULTBRIDGE").unwrap(),
+            Some(rows[0].id),
+            "the cursor only moves forward"
+        );
+        db.save_forward_cursor("nats:FAULTBRIDGE", rows[0].id + 7)
+            .unwrap();
+        assert_eq!(
+            db.forward_cursor("nats:FAULTBRIDGE").unwrap(),
+            Some(rows[0].id + 7)
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
