@@ -1,6 +1,6 @@
 //! The packages as a distribution would take them. `scripts/package.sh`
 //! builds the .deb and the .rpm (and their debug-symbol packages) from the
-//! release build; lintian finds no error in the .deb and rpmlint none in the
+//! release build, into the target directory CARGO_TARGET_DIR names; lintian finds no error in the .deb and rpmlint none in the
 //! .rpm; both carry a stripped binary whose debug symbols are in the debug
 //! package, the man page of every command a page names, the tmpfiles.d line
 //! of the 0700 state directory, and the maintainer scripts. Then the .deb
@@ -440,6 +440,13 @@ fn packages_pass_lint_and_the_deb_installs_upgrades_removes_and_purges_cleanly()
             package.env_remove(key.as_ref());
         }
     }
+    // package.sh honours CARGO_TARGET_DIR: it gets the target directory of
+    // this build under another name, and the packages must land there.
+    let target = std::env::current_exe().unwrap(); // target/debug/deps/packages-…
+    let target = target.ancestors().nth(3).unwrap();
+    let alias = dir.path().join("target-dir");
+    std::os::unix::fs::symlink(target, &alias).unwrap();
+    package.env("CARGO_TARGET_DIR", &alias);
     let built = stdout(&mut package);
     eprintln!(
         "scripts/package.sh: {:.1} s",
@@ -452,6 +459,11 @@ fn packages_pass_lint_and_the_deb_installs_upgrades_removes_and_purges_cleanly()
     let (deb, rpm) = (PathBuf::from(deb), PathBuf::from(rpm));
     assert!(deb.extension().is_some_and(|e| e == "deb"), "{built}");
     assert!(rpm.extension().is_some_and(|e| e == "rpm"), "{built}");
+    assert!(
+        deb.starts_with(alias.join("debian")) && rpm.starts_with(alias.join("generate-rpm")),
+        "the packages are not under CARGO_TARGET_DIR={}:\n{built}",
+        alias.display()
+    );
 
     lintian(&deb);
     rpmlint(&[rpm.clone(), debuginfo(&rpm)]);
