@@ -8,7 +8,9 @@
 //! without systemd (`tests/fixtures/package-lifecycle.sh`): the init script
 //! starts the daemon as the unit would, the upgrade restarts it on the new
 //! binary, remove stops it, and purge leaves only what Debian policy allows.
-//! The machine itself is unchanged afterwards.
+//! The .rpm's scriptlets and %config(noreplace) go through install, upgrade
+//! and erase the same way (`tests/fixtures/rpm-lifecycle.sh`). The machine
+//! itself is unchanged afterwards.
 #![allow(clippy::unwrap_used)]
 
 use faultbridge_tests::{TempDir, text};
@@ -54,6 +56,8 @@ fn require_tools() {
         ("objcopy", "the Debian package binutils"),
         ("unshare", "util-linux"),
         ("utmpdump", "util-linux"),
+        ("runlevel", "the Debian package systemd-sysv"),
+        ("invoke-rc.d", "the Debian package init-system-helpers"),
         ("dbus-send", "the Debian package dbus-bin"),
         ("/etc/init.d/dbus", "the Debian package dbus"),
     ] {
@@ -359,8 +363,8 @@ fn check_rpm(rpm: &Path, dir: &Path) {
 
 /// Runs the lifecycle script in its own mount, network and pid namespaces
 /// and returns its facts, name → values.
-fn lifecycle(work: &Path, old: &Path, new: &Path) -> BTreeMap<String, Vec<String>> {
-    let script = repo().join("tests/fixtures/package-lifecycle.sh");
+fn lifecycle(script: &str, work: &Path, old: &Path, new: &Path) -> BTreeMap<String, Vec<String>> {
+    let script = repo().join("tests/fixtures").join(script);
     // setpriv --pdeathsig: unshare dies with this test, and --kill-child
     // takes the namespace's first process, and so every process in it, along.
     let out = Command::new("timeout")
@@ -383,7 +387,8 @@ fn lifecycle(work: &Path, old: &Path, new: &Path) -> BTreeMap<String, Vec<String
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success() && said.contains("fact done 1"),
-        "the .deb's lifecycle failed: {}",
+        "{} failed: {}",
+        script.display(),
         text(&out)
     );
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
@@ -501,7 +506,7 @@ fn packages_pass_lint_and_the_deb_installs_upgrades_removes_and_purges_cleanly()
     let work = dir.path().join("root");
     std::fs::create_dir_all(&work).unwrap();
     let started = Instant::now();
-    let facts = lifecycle(&work, &old, &new);
+    let facts = lifecycle("package-lifecycle.sh", &work, &old, &new);
     eprintln!(
         "install, upgrade, remove, purge: {:.1} s",
         started.elapsed().as_secs_f64()
@@ -636,6 +641,46 @@ fn packages_pass_lint_and_the_deb_installs_upgrades_removes_and_purges_cleanly()
         mentions.iter().any(|m| m == "/etc/passwd"),
         "the check of what is left found nothing at all: {mentions:?}"
     );
+
+    // The .rpm on a throw-away root too (rpm, no systemd): %pre makes the
+    // user from sysusers.d, %post the 0700 state directory; the edited
+    // configuration survives the upgrade (%config(noreplace)) and is kept
+    // as .rpmsave on erase.
+    let old_rpm = dir.path().join("faultbridge-old.rpm");
+    std::fs::copy(&rpm, &old_rpm).unwrap();
+    let new_rpm = dir.path().join("faultbridge-new.rpm");
+    run(Command::new(env!("CARGO"))
+        .current_dir(repo())
+        .env("CARGO_TARGET_DIR", &alias)
+        .args([
+            "generate-rpm",
+            "-p",
+            "bridge",
+            "-s",
+            "release = \"2\"",
+            "-o",
+        ])
+        .arg(&new_rpm));
+    let work = dir.path().join("rpm-root");
+    std::fs::create_dir_all(&work).unwrap();
+    let facts = lifecycle("rpm-lifecycle.sh", &work, &old_rpm, &new_rpm);
+    let one = |name: &str| -> &str {
+        match facts.get(name).map(Vec::as_slice) {
+            Some([v]) => v,
+            other => panic!("fact {name}: {other:?}\nall: {facts:#?}"),
+        }
+    };
+    assert_eq!(
+        one("install.user"),
+        "faultbridge:/var/lib/faultbridge:/usr/sbin/nologin"
+    );
+    assert_eq!(one("install.statedir"), "700 faultbridge faultbridge");
+    assert_eq!(one("install.binary"), "yes");
+    assert!(one("upgrade.version").ends_with("-2"), "{facts:#?}");
+    assert_eq!(one("upgrade.config"), "# edited by the administrator");
+    assert_eq!(one("erase.binary"), "gone");
+    assert_eq!(one("erase.unit"), "gone");
+    assert_eq!(one("erase.config"), "faultbridge.toml.rpmsave ");
 
     // The machine itself: its package database and users as before.
     assert!(
