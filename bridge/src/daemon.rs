@@ -40,6 +40,8 @@ pub enum BridgeError {
         source_name: Source,
         table: &'static str,
         reason: String,
+        /// The error number of the cause, when there is one.
+        errno: Option<i32>,
     },
     #[error("cannot set up the event loop")]
     Poll(#[source] io::Error),
@@ -383,6 +385,7 @@ impl Bridge {
                 source_name: f.source,
                 table: crate::sources::table(f.source),
                 reason: f.reason.clone(),
+                errno: f.errno,
             });
         }
         let mut bridge = Bridge::assemble(config, opened, true)?;

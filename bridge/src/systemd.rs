@@ -34,6 +34,30 @@ pub fn main_pid(pid: u32) {
     }
 }
 
+/// Tells systemd (or `start-stop-daemon --notify-await`) that the daemon
+/// could not start: `STATUS=` with why, and `ERRNO=` with the error number
+/// of the cause (EIO when none is known), so the start fails at once
+/// instead of waiting for a READY that never comes.
+pub fn failed(e: &(dyn std::error::Error + 'static)) {
+    if !enabled() {
+        return;
+    }
+    let mut errno = crate::sources::errno(e);
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let (None, Some(c)) = (errno, cause) {
+        if let Some(crate::daemon::BridgeError::SourceStart { errno: n, .. }) = c.downcast_ref() {
+            errno = *n;
+        }
+        cause = c.source();
+    }
+    let errno = errno.unwrap_or(nix::errno::Errno::EIO as i32);
+    let status = format!("cannot start: {}", crate::error::error_chain(e));
+    let _ = sd_notify::notify(&[
+        NotifyState::Status(&status),
+        NotifyState::Errno(errno as u32),
+    ]);
+}
+
 /// Tells systemd the daemon is stopping.
 pub fn stopping() {
     if enabled() {

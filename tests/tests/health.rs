@@ -129,6 +129,17 @@ fn a_required_source_that_cannot_start_ends_the_start_without_ready() {
         "READY=1 sent by a daemon that did not start: {:?}",
         notify.got
     );
+    // The service manager hears at once that the start failed, and why
+    // (start-stop-daemon --notify-await and systemd stop waiting).
+    assert!(
+        notify.got.iter().any(|m| {
+            m.lines().any(|l| l == "ERRNO=1")
+                && m.lines()
+                    .any(|l| l.starts_with("STATUS=cannot start: source expdrv"))
+        }),
+        "no ERRNO=1 (EPERM) with a STATUS= saying why: {:?}",
+        notify.got
+    );
 }
 
 #[test]

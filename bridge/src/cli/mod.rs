@@ -22,7 +22,13 @@ use std::process::ExitCode;
 /// Bridges hardware fault messages from the expanded device driver and the
 /// kernel to cluster managers, D-Bus and in-process subscribers.
 #[derive(Debug, Parser)]
-#[command(name = "faultbridge", version, about, long_about = None)]
+#[command(
+    name = "faultbridge",
+    version,
+    about,
+    long_about = None,
+    after_long_help = "The daemon's configuration file, /etc/faultbridge/faultbridge.toml, is described in faultbridge.toml(5)."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -44,6 +44,14 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> CliResult {
+    let r = run_daemon(args);
+    if let Err(e) = &r {
+        crate::systemd::failed(e.as_ref());
+    }
+    r
+}
+
+fn run_daemon(args: RunArgs) -> CliResult {
     let config = match &args.config {
         Some(p) => Config::load(p)?,
         None => {

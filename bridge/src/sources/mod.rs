@@ -406,6 +406,8 @@ pub struct NotStarted {
     /// `optional = true` in its table: the daemon may run without it.
     pub optional: bool,
     pub reason: String,
+    /// The error number of the cause, when there is one.
+    pub errno: Option<i32>,
 }
 
 impl NotStarted {
@@ -414,8 +416,24 @@ impl NotStarted {
             source,
             optional,
             reason: reason(e),
+            errno: errno(e),
         }
     }
+}
+
+/// The error number of the first cause in `e`'s chain that has one.
+pub fn errno(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(n) = c
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::raw_os_error)
+        {
+            return Some(n);
+        }
+        cause = c.source();
+    }
+    None
 }
 
 /// The configuration table of `source` (`sources.expdrv`, …).
@@ -538,6 +556,7 @@ pub fn reopen(config: &crate::Config, source: Source) -> Result<Box<dyn IngestSo
             source,
             optional,
             reason: "not a source that is opened again on its own".into(),
+            errno: None,
         }),
     }
 }
