@@ -84,10 +84,13 @@ enum End {
 
 /// The simulator, sending on its own thread: per round a filler record
 /// (no monitor matches it), the trip of the next monitor (until every
-/// monitor has tripped), and an FC transport event (its own source and
-/// socket, handed over as well); `tripped` counts the trips.
+/// monitor has tripped, and never beyond the trips the test allows so far,
+/// so each stage of the upgrade gets its share however slow the machine),
+/// and an FC transport event (its own source and socket, handed over as
+/// well); `tripped` counts the trips.
 struct Sender {
     tripped: Arc<AtomicUsize>,
+    allowed: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     /// The last sequences sent: the driver's, and the FC events'.
     thread: Option<std::thread::JoinHandle<(u64, u64)>>,
@@ -96,8 +99,9 @@ struct Sender {
 impl Sender {
     fn start(mut sim: Simulator, pace: Duration) -> Sender {
         let tripped = Arc::new(AtomicUsize::new(0));
+        let allowed = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (t, s) = (tripped.clone(), stop.clone());
+        let (t, s, allow) = (tripped.clone(), stop.clone(), allowed.clone());
         let fc = NetlinkSocket::open(NETLINK_USERSOCK).unwrap();
         fc.bind(0, 0).unwrap();
         let thread = std::thread::spawn(move || {
@@ -110,7 +114,7 @@ impl Sender {
                 let mut ev = Vec::new();
                 push_fc_event(&mut ev, 3, fc_num, fch::LINKDOWN, 1_700_000_000, 0, &[0; 4]);
                 fc.send_to_groups(group_mask(4), &ev).unwrap();
-                if i < MONITORS {
+                if i < MONITORS && i < allow.load(Ordering::Acquire) {
                     last = sim
                         .send(&FaultSpec::new(Category::Nic, &format!("dev{i}")))
                         .unwrap();
@@ -123,12 +127,15 @@ impl Sender {
         });
         Sender {
             tripped,
+            allowed,
             stop,
             thread: Some(thread),
         }
     }
 
+    /// Lets the first `n` monitors trip and waits until they have.
     fn wait_tripped(&self, n: usize) {
+        self.allowed.fetch_max(n, Ordering::AcqRel);
         wait_until(&format!("{n} trips sent"), || {
             self.tripped.load(Ordering::Acquire) >= n
         });
@@ -136,6 +143,7 @@ impl Sender {
 
     /// Waits for every trip, stops, and returns the last sequences sent.
     fn finish(mut self) -> (u64, u64) {
+        self.allowed.store(MONITORS, Ordering::Release);
         self.stop.store(true, Ordering::Release);
         self.thread.take().unwrap().join().unwrap()
     }

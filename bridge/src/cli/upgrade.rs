@@ -243,6 +243,7 @@ pub fn run(args: UpgradeArgs, bus: &BusAddress) -> CliResult {
     }
     // The steps run in the daemon: wait until it is no longer Busy.
     let deadline = Instant::now() + Duration::from_secs(args.wait_timeout);
+    let settle_deadline = Instant::now() + Duration::from_secs(args.wait_timeout.min(10));
     loop {
         let j = match status(bus) {
             Ok(j) => j,
@@ -251,6 +252,17 @@ pub fn run(args: UpgradeArgs, bus: &BusAddress) -> CliResult {
                 return Ok(ExitCode::from(1));
             }
         };
+        // An abort from Merge ends with acting (and the bus name) back on
+        // the Production side: until the name has moved, the Upgrade side
+        // still answers; wait for the side that acts.
+        let handing_back = args.verb == Verb::Abort
+            && str_of(&j, "side") == "Upgrade"
+            && str_of(&j, "state") == "Abort"
+            && str_of(&j, "operational") == "Ready";
+        if handing_back && Instant::now() < settle_deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
         match str_of(&j, "operational") {
             "Busy" if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
             "Busy" => {

@@ -299,7 +299,7 @@ pub fn run(
     eprintln!("faultbridge: Upgrade side (pid {pid}) acts now");
     // The old side's Merge step ends (its start and backup actions).
     let coordinator = acting.upgrade.coordinator.clone();
-    match chan.recv(None) {
+    let (ok, message, step_times_ns) = match chan.recv(None) {
         Ok((
             Msg::MergeDone {
                 ok,
@@ -307,14 +307,14 @@ pub fn run(
                 step_times_ns,
             },
             _,
-        )) => coordinator.merge_done(ok, &message, &step_times_ns),
-        Ok((other, _)) => coordinator.merge_done(
+        )) => (ok, message, step_times_ns),
+        Ok((other, _)) => (
             false,
-            &format!("the old side sent {other:?} instead of the end of its Merge step"),
-            &[],
+            format!("the old side sent {other:?} instead of the end of its Merge step"),
+            Vec::new(),
         ),
-        Err(e) => coordinator.merge_done(false, &e, &[]),
-    }
+        Err(e) => (false, e, Vec::new()),
+    };
     let local = Local {
         control: bridge.control(),
         settler: acting.service.as_ref().map(Service::settler),
@@ -327,12 +327,15 @@ pub fn run(
             .map_err(|e| e.to_string()),
         None => Ok(()),
     });
+    // The sides (and so the peer in Status) are in place before the step
+    // is told done: a client that sees Merge Ready sees both sides.
     coordinator.replace_sides(Box::new(NewSides::new(
         chan,
         local,
         config_path.map(Path::to_path_buf),
         release_name,
     )));
+    coordinator.merge_done(ok, &message, &step_times_ns);
     let keepalive_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let keepalive = crate::systemd::spawn_keepalive(
         bridge.control(),
