@@ -266,10 +266,19 @@ fn an_overrun_ends_in_lost_and_resync_and_the_monitors_end_as_without_loss() {
     // The simulated driver queues the flood 32 records at a time under its
     // lock, so every batch overruns the reader's queue however fast the
     // bridge reads (on a loaded machine as on an idle one).
-    let lossy = play("16", 4096);
+    // When the bridge happens to keep up with a whole flood (the device's
+    // copies fill what netlink dropped), the run is played again: the loss
+    // is this test's precondition, not what it checks.
+    let mut lossy = play("16", 4096);
+    for _ in 0..4 {
+        if !lossy.lost.is_empty() {
+            break;
+        }
+        lossy = play("16", 4096);
+    }
     assert!(
         !lossy.lost.is_empty(),
-        "no loss was forced: {:?}",
+        "no loss was forced in five runs: {:?}",
         lossy.counters
     );
     assert!(lossy.counters.lost > 0);
