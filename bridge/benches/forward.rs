@@ -204,6 +204,24 @@ fn js_rate(url: &str, msgs: &[(String, HeaderMap, Vec<u8>)], window: usize) -> f
     })
 }
 
+/// CPU time (ns, from each thread's schedstat) of the threads of process
+/// `pid` whose name is `name` (all threads when `None`).
+fn cpu_ns(pid: u32, name: Option<&str>) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            name.is_none_or(|n| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == n)
+            })
+        })
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
 fn monotonic_ns() -> u64 {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
     t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
@@ -359,7 +377,24 @@ fn ingest(url: &str, dir: &Path, forward: bool, count: u64, rate: u64, group: u3
 
 /// Ingest latency, simulator send → in-process subscriber, one record per
 /// datagram at `rate`/s, history on, forwarding off or on: sorted µs.
-fn hot_latency(url: &str, dir: &Path, forward: bool, n: u64, rate: u64, group: u32) -> Vec<f64> {
+/// What one hot-path round measured: sorted latencies (µs), and the CPU
+/// time (ms) of the ingest thread, the forwarder thread and the server.
+struct Hot {
+    lat: Vec<f64>,
+    ingest_ms: f64,
+    forwarder_ms: f64,
+    server_ms: f64,
+}
+
+fn hot_latency(
+    url: &str,
+    srv: &Server,
+    dir: &Path,
+    forward: bool,
+    n: u64,
+    rate: u64,
+    group: u32,
+) -> Hot {
     let db = dir.join(format!("hot-{group}.db"));
     let stream = format!("HOT{group}");
     let bridge = Bridge::start(&config(
@@ -385,12 +420,31 @@ fn hot_latency(url: &str, dir: &Path, forward: bool, n: u64, rate: u64, group: u
         lat
     });
     std::thread::sleep(Duration::from_millis(300));
+    let me = std::process::id();
+    let server_pid = srv.0.id();
+    let cpu = || {
+        [
+            cpu_ns(me, Some("fb-ingest")),
+            cpu_ns(me, Some("fb-forward")),
+            cpu_ns(server_pid, None),
+        ]
+    };
+    let before = cpu();
     let mut sim = Simulator::new(2, group).unwrap();
     sim.flood(&specs(), n, rate, 1).unwrap();
     let mut lat = reader.join().unwrap();
+    // What the forwarder still had to send when the last record arrived.
+    std::thread::sleep(Duration::from_millis(200));
+    let after = cpu();
     bridge.shutdown();
     lat.sort_by(f64::total_cmp);
-    lat
+    let ms = |i: usize| after[i].saturating_sub(before[i]) as f64 / 1e6;
+    Hot {
+        lat,
+        ingest_ms: ms(0),
+        forwarder_ms: ms(1),
+        server_ms: ms(2),
+    }
 }
 
 fn main() {
@@ -461,13 +515,17 @@ fn main() {
     for round in 1..=if quick { 1 } else { 3 } {
         for forward in [false, true] {
             group -= 1;
-            let lat = hot_latency(&url, &dir, forward, n_hot, 5_000, group);
+            let h = hot_latency(&url, &srv, &dir, forward, n_hot, 5_000, group);
+            let lat = &h.lat;
             println!(
-                "  round {round} forwarding {:<3}: p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs",
+                "  round {round} forwarding {:<3}: p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs | CPU ms: ingest thread {:.0}, forwarder thread {:.0}, nats-server {:.0}",
                 if forward { "on" } else { "off" },
-                pct(&lat, 0.5),
-                pct(&lat, 0.99),
-                pct(&lat, 0.999)
+                pct(lat, 0.5),
+                pct(lat, 0.99),
+                pct(lat, 0.999),
+                h.ingest_ms,
+                h.forwarder_ms,
+                h.server_ms
             );
         }
     }

@@ -18,6 +18,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the backlog is counted while idle or sending.
 const BACKLOG_EVERY: Duration = Duration::from_millis(500);
+/// While records keep coming one by one, the database is read at most this
+/// often, so that a steady trickle is sent in batches (one read, one
+/// socket write, one burst of acknowledgements) instead of waking the
+/// forwarder, SQLite and the server once per record. A record after a
+/// quiet spell is read at once; a backlog is read as fast as the window
+/// drains.
+pub(crate) const COALESCE: Duration = Duration::from_millis(2);
 
 /// The stream's replicas when this forwarder creates it: 3 when three or
 /// more servers (of a cluster) are listed, 1 otherwise.
@@ -235,6 +242,10 @@ pub(super) async fn run(
     let mut last_save = Instant::now();
     let mut last_backlog: Option<Instant> = None;
     let mut stop_by: Option<Instant> = None;
+    // When the last read found rows, and whether it filled all the room
+    // (more rows were waiting).
+    let mut last_rows: Option<Instant> = None;
+    let mut more = false;
     loop {
         if is_down.load(Relaxed) {
             return Err(ForwardError::Disconnected { server });
@@ -252,9 +263,14 @@ pub(super) async fn run(
         // Fill the window.
         // Read rows a batch at a time: when the window is half empty, or
         // empty (caught up: what was just committed).
-        if inflight.len() <= WINDOW / 2 {
+        let due = more || stop_by.is_some() || last_rows.is_none_or(|t| t.elapsed() >= COALESCE);
+        if inflight.len() <= WINDOW / 2 && due {
             let room = WINDOW - inflight.len();
             let rows = db.forward_rows(sent, room)?;
+            more = rows.len() == room;
+            if !rows.is_empty() {
+                last_rows = Some(Instant::now());
+            }
             if let Some(first) = rows.first() {
                 if first.id > sent + 1 {
                     // Retention removed rows before they were forwarded:
@@ -316,6 +332,14 @@ pub(super) async fn run(
             state.backlog.store(0, Relaxed);
             if stop_by.is_some() {
                 return Ok(());
+            }
+            if let Some(at) = last_rows.filter(|_| !due).map(|t| t + COALESCE) {
+                // Rows came a moment ago: read again when the moment is over.
+                tokio::select! {
+                    () = tokio::time::sleep_until(at.into()) => {}
+                    () = down.notified() => {}
+                }
+                continue;
             }
             // Caught up: wait for the writer's next commit.
             tokio::select! {
