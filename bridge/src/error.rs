@@ -5,16 +5,30 @@
 /// source in their own message) is not repeated.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
+    for c in chain(e).skip(1) {
         let text = c.to_string();
         if !s.ends_with(&text) {
             s.push_str(": ");
             s.push_str(&text);
         }
-        cur = c.source();
     }
     s
+}
+
+/// `e` and each of its sources in turn, outermost first.
+pub fn chain<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |c| c.source())
+}
+
+/// The first OS error number in `e`'s chain (an `io::Error` made from an
+/// errno), if any.
+pub fn errno(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    chain(e).find_map(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+    })
 }
 
 /// Whether the `n`th occurrence (counting from 1) of something logged is

@@ -42,15 +42,14 @@ pub fn failed(e: &(dyn std::error::Error + 'static)) {
     if !enabled() {
         return;
     }
-    let mut errno = crate::sources::errno(e);
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let (None, Some(c)) = (errno, cause) {
-        if let Some(crate::daemon::BridgeError::SourceStart { errno: n, .. }) = c.downcast_ref() {
-            errno = *n;
-        }
-        cause = c.source();
-    }
-    let errno = errno.unwrap_or(nix::errno::Errno::EIO as i32);
+    let errno = crate::error::errno(e)
+        .or_else(|| {
+            crate::error::chain(e).find_map(|c| match c.downcast_ref() {
+                Some(crate::daemon::BridgeError::SourceStart { errno, .. }) => *errno,
+                _ => None,
+            })
+        })
+        .unwrap_or(nix::errno::Errno::EIO as i32);
     let status = format!("cannot start: {}", crate::error::error_chain(e));
     let _ = sd_notify::notify(&[
         NotifyState::Status(&status),

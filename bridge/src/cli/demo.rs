@@ -66,14 +66,7 @@ pub struct DemoArgs {
 }
 
 fn needs_privilege(e: &BridgeError) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cur {
-        if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            return io.raw_os_error() == Some(nix::libc::EPERM);
-        }
-        cur = c.source();
-    }
-    false
+    crate::error::errno(e) == Some(nix::libc::EPERM)
 }
 
 pub fn run(args: DemoArgs) -> CliResult {

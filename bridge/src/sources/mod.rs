@@ -416,24 +416,9 @@ impl NotStarted {
             source,
             optional,
             reason: reason(e),
-            errno: errno(e),
+            errno: crate::error::errno(e),
         }
     }
-}
-
-/// The error number of the first cause in `e`'s chain that has one.
-pub fn errno(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        if let Some(n) = c
-            .downcast_ref::<io::Error>()
-            .and_then(io::Error::raw_os_error)
-        {
-            return Some(n);
-        }
-        cause = c.source();
-    }
-    None
 }
 
 /// The configuration table of `source` (`sources.expdrv`, …).
@@ -451,19 +436,10 @@ pub fn table(source: Source) -> &'static str {
 /// do when the cause is a missing privilege.
 pub fn reason(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = crate::error::error_chain(e);
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        let denied = c
-            .downcast_ref::<io::Error>()
-            .and_then(io::Error::raw_os_error)
-            .is_some_and(|n| n == nix::errno::Errno::EPERM as i32);
-        if denied {
-            text.push_str(
-                " (joining a netlink multicast group needs CAP_NET_ADMIN: run as root, or as the packaged service, which has AmbientCapabilities=CAP_NET_ADMIN)",
-            );
-            break;
-        }
-        cause = c.source();
+    if crate::error::errno(e) == Some(nix::errno::Errno::EPERM as i32) {
+        text.push_str(
+            " (joining a netlink multicast group needs CAP_NET_ADMIN: run as root, or as the packaged service, which has AmbientCapabilities=CAP_NET_ADMIN)",
+        );
     }
     text
 }
