@@ -22,7 +22,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use faultbridge::config::NatsForwardConfig;
 use faultbridge::forward::Forwarder;
 use faultbridge::forward::message::{body_bytes, msg_id, subject};
-use faultbridge::history::{ForwardRow, HistoryDb};
+use faultbridge::history::{HistoryDb, HistoryRow};
 use faultbridge::sim::{FaultSpec, Simulator};
 use faultbridge::{Bridge, Config, Event, SubscribeOptions};
 use faultbridge_ffi::wire::record::Category;
@@ -139,7 +139,7 @@ fn messages(db: &Path, prefix: &str) -> Vec<(String, HeaderMap, Vec<u8>)> {
     let mut out = Vec::new();
     let mut after = 0;
     loop {
-        let rows: Vec<ForwardRow> = db.forward_rows(after, 8192).unwrap();
+        let rows: Vec<HistoryRow> = db.forward_rows(after, 8192).unwrap();
         let Some(last) = rows.last() else { break };
         after = last.id;
         for r in &rows {

@@ -12,7 +12,7 @@
 //! white space and control characters are percent-encoded (`%2E`), so a
 //! keyword can neither add tokens nor become a wildcard.
 
-use crate::history::ForwardRow;
+use crate::history::HistoryRow;
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
@@ -72,7 +72,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The subject of a row.
-pub fn subject(prefix: &str, host: &str, row: &ForwardRow) -> String {
+pub fn subject(prefix: &str, host: &str, row: &HistoryRow) -> String {
     if row.kind == "lost" {
         format!("{prefix}.lost.{}", token(host))
     } else {
@@ -86,7 +86,7 @@ pub fn subject(prefix: &str, host: &str, row: &ForwardRow) -> String {
 }
 
 /// The `Nats-Msg-Id` of a row.
-pub fn msg_id(host: &str, row: &ForwardRow) -> String {
+pub fn msg_id(host: &str, row: &HistoryRow) -> String {
     if row.kind == "lost" {
         format!(
             "{host}:{}:lost:{}:{}",
@@ -100,7 +100,7 @@ pub fn msg_id(host: &str, row: &ForwardRow) -> String {
 }
 
 /// The body of a row: `watch --json`'s object with `"host"` added.
-pub fn body(host: &str, row: &ForwardRow) -> serde_json::Value {
+pub fn body(host: &str, row: &HistoryRow) -> serde_json::Value {
     if row.kind == "lost" {
         serde_json::json!({
             "type": "lost",
@@ -145,7 +145,7 @@ struct FaultBody<'a> {
 }
 
 /// The body of a row as bytes (what is published).
-pub fn body_bytes(host: &str, row: &ForwardRow) -> Vec<u8> {
+pub fn body_bytes(host: &str, row: &HistoryRow) -> Vec<u8> {
     if row.kind == "lost" {
         return body(host, row).to_string().into_bytes();
     }
@@ -167,8 +167,8 @@ pub fn body_bytes(host: &str, row: &ForwardRow) -> Vec<u8> {
 
 /// The loss notice of history rows `first..=last` that retention removed
 /// before they were forwarded (source `history`, the row ids as sequences).
-pub fn retention_gap(host: &str, first: i64, last: i64) -> (ForwardRow, serde_json::Value) {
-    let row = ForwardRow {
+pub fn retention_gap(host: &str, first: i64, last: i64) -> (HistoryRow, serde_json::Value) {
+    let row = HistoryRow {
         id: 0,
         kind: "lost".into(),
         source: "history".into(),
@@ -179,8 +179,10 @@ pub fn retention_gap(host: &str, first: i64, last: i64) -> (ForwardRow, serde_js
         keyword: String::new(),
         severity: String::new(),
         event_code: 0,
+        device_index: 0,
         timestamp_ns: 0,
         detail: Vec::new(),
+        recorded_at_ms: 0,
     };
     let mut b = body(host, &row);
     b["reason"] = "removed from the history database before it was forwarded".into();
@@ -192,8 +194,8 @@ mod tests {
     use super::*;
     use faultbridge_bus::dbus::client::FaultSignal;
 
-    fn row(kind: &str, keyword: &str) -> ForwardRow {
-        ForwardRow {
+    fn row(kind: &str, keyword: &str) -> HistoryRow {
+        HistoryRow {
             id: 9,
             kind: kind.into(),
             source: "expdrv".into(),
@@ -204,8 +206,10 @@ mod tests {
             keyword: keyword.into(),
             severity: "fatal".into(),
             event_code: 7,
+            device_index: 0,
             timestamp_ns: 1_000,
             detail: vec![0xab, 0x01],
+            recorded_at_ms: 0,
         }
     }
 

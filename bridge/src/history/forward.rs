@@ -3,56 +3,24 @@
 //! of the last row the other end acknowledged), kept in `forward_cursor`
 //! so that forwarding resumes there after a restart.
 
-use super::{HistoryDb, HistoryError, now_ms};
+use super::{HistoryDb, HistoryError, HistoryRow, now_ms};
 use rusqlite::{OptionalExtension, params};
-
-/// One row as a forwarder sends it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ForwardRow {
-    pub id: i64,
-    /// `fault`, `clear` or `lost`.
-    pub kind: String,
-    pub source: String,
-    pub driver_id: u32,
-    /// For `lost`: the first missing sequence.
-    pub sequence: u64,
-    /// For `lost`: the last missing sequence.
-    pub last_sequence: Option<u64>,
-    pub category: String,
-    pub keyword: String,
-    pub severity: String,
-    pub event_code: u32,
-    pub timestamp_ns: u64,
-    pub detail: Vec<u8>,
-}
 
 impl HistoryDb {
     /// Rows with an id above `after`, oldest first, at most `limit`.
-    pub fn forward_rows(&self, after: i64, limit: usize) -> Result<Vec<ForwardRow>, HistoryError> {
+    pub fn forward_rows(&self, after: i64, limit: usize) -> Result<Vec<HistoryRow>, HistoryError> {
         let mut st = self
             .conn
-            .prepare_cached(
-                "SELECT id, kind, source, driver_id, sequence, last_sequence, category, keyword, severity, event_code, timestamp_ns, detail
-                 FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
-            )
+            .prepare_cached(&format!(
+                "SELECT {} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
+                HistoryRow::COLUMNS
+            ))
             .map_err(HistoryError::Query)?;
         let rows = st
-            .query_map(params![after, limit.min(i64::MAX as usize) as i64], |r| {
-                Ok(ForwardRow {
-                    id: r.get(0)?,
-                    kind: r.get(1)?,
-                    source: r.get(2)?,
-                    driver_id: r.get::<_, i64>(3)? as u32,
-                    sequence: r.get::<_, i64>(4)? as u64,
-                    last_sequence: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
-                    category: r.get(6)?,
-                    keyword: r.get(7)?,
-                    severity: r.get(8)?,
-                    event_code: r.get::<_, i64>(9)? as u32,
-                    timestamp_ns: r.get::<_, i64>(10)? as u64,
-                    detail: r.get(11)?,
-                })
-            })
+            .query_map(
+                params![after, limit.min(i64::MAX as usize) as i64],
+                HistoryRow::from_sql,
+            )
             .map_err(HistoryError::Query)?;
         rows.collect::<Result<_, _>>().map_err(HistoryError::Query)
     }

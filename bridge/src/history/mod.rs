@@ -24,7 +24,6 @@ mod schema;
 mod writer;
 
 pub use cursors::MAX_STORED_CURSORS;
-pub use forward::ForwardRow;
 pub use query::{HistoryRow, Query};
 pub use schema::{SCHEMA_VERSION, create_v1};
 pub use writer::{HistoryStats, WriterInputs, run_writer};

@@ -16,6 +16,8 @@ pub struct HistoryRow {
     /// `fault`, `clear` or `lost`.
     pub kind: String,
     pub source: String,
+    pub driver_id: u32,
+    /// For `lost`: the first missing sequence.
     pub sequence: u64,
     /// For `lost`: the last missing sequence.
     pub last_sequence: Option<u64>,
@@ -27,6 +29,31 @@ pub struct HistoryRow {
     pub timestamp_ns: u64,
     pub detail: Vec<u8>,
     pub recorded_at_ms: i64,
+}
+
+impl HistoryRow {
+    /// The columns `from_sql` reads, in its order.
+    pub(crate) const COLUMNS: &'static str = "id, kind, source, driver_id, sequence, last_sequence, category, keyword, severity, event_code, device_index, timestamp_ns, detail, recorded_at_ms";
+
+    /// The row `r` of a `SELECT` of `COLUMNS`.
+    pub(crate) fn from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryRow> {
+        Ok(HistoryRow {
+            id: r.get(0)?,
+            kind: r.get(1)?,
+            source: r.get(2)?,
+            driver_id: r.get::<_, i64>(3)? as u32,
+            sequence: r.get::<_, i64>(4)? as u64,
+            last_sequence: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+            category: r.get(6)?,
+            keyword: r.get(7)?,
+            severity: r.get(8)?,
+            event_code: r.get::<_, i64>(9)? as u32,
+            device_index: r.get::<_, i64>(10)? as u32,
+            timestamp_ns: r.get::<_, i64>(11)? as u64,
+            detail: r.get(12)?,
+            recorded_at_ms: r.get(13)?,
+        })
+    }
 }
 
 /// What `faultbridge history` asks for.
@@ -42,9 +69,7 @@ pub struct Query {
 impl HistoryDb {
     /// Events matching `q`, oldest first (the newest `limit` of them).
     pub fn query(&self, q: &Query) -> Result<Vec<HistoryRow>, HistoryError> {
-        let mut sql = String::from(
-            "SELECT id, kind, source, sequence, last_sequence, category, keyword, severity, event_code, device_index, timestamp_ns, detail, recorded_at_ms FROM events WHERE 1=1",
-        );
+        let mut sql = format!("SELECT {} FROM events WHERE 1=1", HistoryRow::COLUMNS);
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         if let Some(s) = q.since_ms {
             sql.push_str(" AND recorded_at_ms >= ?");
@@ -68,23 +93,7 @@ impl HistoryDb {
         args.push((q.limit.min(i64::MAX as usize) as i64).into());
         let mut st = self.conn.prepare(&sql).map_err(HistoryError::Query)?;
         let rows = st
-            .query_map(rusqlite::params_from_iter(args), |r| {
-                Ok(HistoryRow {
-                    id: r.get(0)?,
-                    kind: r.get(1)?,
-                    source: r.get(2)?,
-                    sequence: r.get::<_, i64>(3)? as u64,
-                    last_sequence: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
-                    category: r.get(5)?,
-                    keyword: r.get(6)?,
-                    severity: r.get(7)?,
-                    event_code: r.get::<_, i64>(8)? as u32,
-                    device_index: r.get::<_, i64>(9)? as u32,
-                    timestamp_ns: r.get::<_, i64>(10)? as u64,
-                    detail: r.get(11)?,
-                    recorded_at_ms: r.get(12)?,
-                })
-            })
+            .query_map(rusqlite::params_from_iter(args), HistoryRow::from_sql)
             .map_err(HistoryError::Query)?;
         let mut out: Vec<HistoryRow> = rows
             .collect::<Result<_, _>>()
