@@ -17,6 +17,8 @@
 //! short run).
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, stream};
 use faultbridge::config::NatsForwardConfig;
@@ -24,7 +26,7 @@ use faultbridge::forward::Forwarder;
 use faultbridge::forward::message::{body_bytes, msg_id, subject};
 use faultbridge::history::{HistoryDb, HistoryRow};
 use faultbridge::sim::{FaultSpec, Simulator};
-use faultbridge::{Bridge, Config, Event, SubscribeOptions};
+use faultbridge::{Bridge, Config, Event, SubscribeOptions, Subscription};
 use faultbridge_ffi::wire::record::Category;
 use futures_util::StreamExt;
 use std::collections::VecDeque;
@@ -310,9 +312,19 @@ fn faults_in(db: &Path) -> u64 {
         .map_or(0, |n| n as u64)
 }
 
-fn ingest(url: &str, dir: &Path, forward: bool, count: u64, rate: u64, group: u32) -> Ingest {
-    let db = dir.join(format!("ingest-{group}.db"));
-    let stream = format!("ING{group}");
+/// A bridge recording into `DIR/NAME-GROUP.db` (forwarding it to stream
+/// `NAMEGROUP` when `forward`), and a subscription of `capacity` taken
+/// before its first record.
+fn start(
+    url: &str,
+    dir: &Path,
+    name: &str,
+    forward: bool,
+    group: u32,
+    capacity: usize,
+) -> (Bridge, Subscription, PathBuf) {
+    let db = dir.join(format!("{name}-{group}.db"));
+    let stream = format!("{}{group}", name.to_uppercase());
     let bridge = Bridge::start(&config(
         group,
         Some(&db),
@@ -320,19 +332,14 @@ fn ingest(url: &str, dir: &Path, forward: bool, count: u64, rate: u64, group: u3
     ))
     .unwrap();
     let sub = bridge
-        .subscribe(SubscribeOptions::new("count").capacity(1 << 20))
+        .subscribe(SubscribeOptions::new(name).capacity(capacity))
         .unwrap();
-    let counter = std::thread::spawn(move || {
-        let (mut got, mut lost) = (0u64, 0u64);
-        while got + lost < count {
-            match sub.recv_timeout(Duration::from_secs(5)) {
-                Ok(Event::Fault(_)) => got += 1,
-                Ok(Event::Lost(l)) => lost += l.count,
-                Err(_) => break,
-            }
-        }
-        (got, lost)
-    });
+    (bridge, sub, db)
+}
+
+fn ingest(url: &str, dir: &Path, forward: bool, count: u64, rate: u64, group: u32) -> Ingest {
+    let (bridge, sub, db) = start(url, dir, "ingest", forward, group, 1 << 20);
+    let counter = common::count_events(sub, count);
     std::thread::sleep(Duration::from_millis(300));
     let mut sim = Simulator::new(2, group).unwrap();
     let r = sim.flood(&specs(), count, rate, 32).unwrap();
@@ -395,17 +402,7 @@ fn hot_latency(
     rate: u64,
     group: u32,
 ) -> Hot {
-    let db = dir.join(format!("hot-{group}.db"));
-    let stream = format!("HOT{group}");
-    let bridge = Bridge::start(&config(
-        group,
-        Some(&db),
-        forward.then_some((url, stream.as_str())),
-    ))
-    .unwrap();
-    let sub = bridge
-        .subscribe(SubscribeOptions::new("latency").capacity(1 << 16))
-        .unwrap();
+    let (bridge, sub, _) = start(url, dir, "hot", forward, group, 1 << 16);
     let reader = std::thread::spawn(move || {
         let mut lat = Vec::with_capacity(n as usize);
         while (lat.len() as u64) < n {

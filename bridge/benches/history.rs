@@ -7,9 +7,11 @@
 //! (`FB_BENCH_QUICK=1` for a short run).
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use faultbridge::history::HistoryDb;
 use faultbridge::sim::{FaultSpec, Simulator};
-use faultbridge::{Bridge, Config, Event, Source, SubscribeOptions};
+use faultbridge::{Bridge, Config, Source, SubscribeOptions};
 use faultbridge_ffi::wire::record::Category;
 use std::time::{Duration, Instant};
 
@@ -37,17 +39,7 @@ fn run(count: u64, rate: u64, history: bool, group: u32) -> Run {
     let sub = bridge
         .subscribe(SubscribeOptions::new("count").capacity(1 << 20))
         .unwrap();
-    let counter = std::thread::spawn(move || {
-        let (mut got, mut lost) = (0u64, 0u64);
-        while got + lost < count {
-            match sub.recv_timeout(Duration::from_secs(5)) {
-                Ok(Event::Fault(_)) => got += 1,
-                Ok(Event::Lost(l)) => lost += l.count,
-                Err(_) => break,
-            }
-        }
-        (got, lost)
-    });
+    let counter = common::count_events(sub, count);
     let mut sim = Simulator::new(2, group).unwrap();
     let specs: Vec<FaultSpec> = (0..8)
         .map(|i| FaultSpec::new(Category::Nic, &format!("eth{i}")))
