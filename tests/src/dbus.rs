@@ -13,7 +13,7 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 /// The policy file faultbridge ships (`dist/dbus/org.faultbridge.Bridge1.conf`).
@@ -130,29 +130,12 @@ impl LineReader {
 
     /// The next line, waiting at most `timeout`.
     pub fn next(&self, timeout: Duration) -> Option<String> {
-        match self.lines.recv_timeout(timeout) {
-            Ok(l) => Some(l),
-            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => None,
-        }
+        self.lines.recv_timeout(timeout).ok()
     }
 
     /// Lines until one satisfies `pred` (returned last) or `timeout`.
     pub fn until(&self, timeout: Duration, mut pred: impl FnMut(&str) -> bool) -> Vec<String> {
-        let deadline = Instant::now() + timeout;
-        let mut got = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.next(left) {
-                Some(l) => {
-                    let done = pred(&l);
-                    got.push(l);
-                    if done {
-                        break;
-                    }
-                }
-                None => break,
-            }
-        }
-        got
+        crate::recv_until(&self.lines, timeout, |l: &String| pred(l))
     }
 
     /// JSON lines until one satisfies `pred` or `timeout`; non-JSON lines

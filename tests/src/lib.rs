@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 /// The workspace's `target/<profile>` directory of this test binary (or
@@ -199,29 +199,12 @@ impl Daemon {
 
     /// The next JSON line, waiting at most `timeout`.
     pub fn next(&mut self, timeout: Duration) -> Option<Value> {
-        match self.lines.recv_timeout(timeout) {
-            Ok(v) => Some(v),
-            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => None,
-        }
+        self.lines.recv_timeout(timeout).ok()
     }
 
     /// Lines until `pred` holds for one (returned last) or the timeout.
-    pub fn until(&mut self, timeout: Duration, mut pred: impl FnMut(&Value) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + timeout;
-        let mut got = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.next(left) {
-                Some(v) => {
-                    let done = pred(&v);
-                    got.push(v);
-                    if done {
-                        break;
-                    }
-                }
-                None => break,
-            }
-        }
-        got
+    pub fn until(&mut self, timeout: Duration, pred: impl FnMut(&Value) -> bool) -> Vec<Value> {
+        recv_until(&self.lines, timeout, pred)
     }
 
     /// Sends SIGTERM and returns the final `stats` object.
@@ -270,4 +253,24 @@ pub fn source_stats<'a>(stats: &'a Value, source: &str) -> &'a Value {
         .as_array()
         .and_then(|a| a.iter().find(|s| s["source"] == source))
         .unwrap_or_else(|| panic!("no counters for {source} in {stats}"))
+}
+
+/// What `rx` receives until `pred` holds for an item (returned last), the
+/// sender is gone, or `timeout` has passed.
+pub fn recv_until<T>(
+    rx: &Receiver<T>,
+    timeout: Duration,
+    mut pred: impl FnMut(&T) -> bool,
+) -> Vec<T> {
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let Ok(v) = rx.recv_timeout(left) else { break };
+        let done = pred(&v);
+        got.push(v);
+        if done {
+            break;
+        }
+    }
+    got
 }

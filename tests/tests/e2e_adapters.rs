@@ -8,40 +8,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn tool(dir: &Path, name: &str) {
-    let p = dir.join(name);
-    std::fs::write(
-        &p,
-        format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$@\" > {}/{name}.args\n",
-            dir.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-fn wait_args(dir: &Path, name: &str) -> Vec<String> {
-    let p = dir.join(format!("{name}.args"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(s) = std::fs::read_to_string(&p)
-            && s.ends_with('\n')
-        {
-            return s.lines().map(String::from).collect();
-        }
-        assert!(Instant::now() < deadline, "{name} was never run");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn expresscluster_and_pacemaker_adapters_run_their_default_commands() {
     private_netns();
     let bin = TempDir::new("cluster-tools");
-    tool(bin.path(), "clprexec");
-    tool(bin.path(), "crm_resource");
-    tool(bin.path(), "attrd_updater");
+    for name in ["clprexec", "crm_resource", "attrd_updater"] {
+        recorder(bin.path(), name, "");
+    }
     let path = format!("{}:/usr/bin:/bin", bin.path().display());
     let d = Daemon::start_with(
         r#"bus = "none"
@@ -65,27 +38,32 @@ node = "node-a"
     );
     faultbridge(&["sim", "send", "-k", "NIC.eth0"]);
     assert_eq!(
-        wait_args(bin.path(), "clprexec"),
-        vec!["--notice", "-k", "NIC.eth0"]
+        wait_calls(bin.path(), "clprexec", 1),
+        vec!["--notice|-k|NIC.eth0|"]
     );
     faultbridge(&["sim", "send", "-k", "FC.host7", "--seq", "2"]);
     assert_eq!(
-        wait_args(bin.path(), "crm_resource"),
-        vec!["--fail", "--resource", "vip-group", "--node", "node-a"]
+        wait_calls(bin.path(), "crm_resource", 1),
+        vec!["--fail|--resource|vip-group|--node|node-a|"]
     );
     assert_eq!(
-        wait_args(bin.path(), "attrd_updater"),
-        vec!["-n", "faultbridge-mrw-fc-any", "-U", "0"]
+        wait_calls(bin.path(), "attrd_updater", 1),
+        vec!["-n|faultbridge-mrw-fc-any|-U|0|"]
     );
     drop(d);
 }
 
-/// A stand-in that appends its arguments, one call per line, to NAME.calls.
-fn recorder(dir: &Path, name: &str) {
+/// A stand-in for the cluster tool `name` that runs the shell lines
+/// `before`, then appends its arguments to NAME.calls: one call per line,
+/// each argument followed by `|` (so "a b" and "a" "b" differ).
+fn recorder(dir: &Path, name: &str, before: &str) {
     let p = dir.join(name);
     std::fs::write(
         &p,
-        format!("#!/bin/sh\necho \"$*\" >> {}/{name}.calls\n", dir.display()),
+        format!(
+            "#!/bin/sh\n{before}{{ printf '%s|' \"$@\"; echo; }} >> {}/{name}.calls\n",
+            dir.display()
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -116,8 +94,8 @@ fn wait_calls(dir: &Path, name: &str, n: usize) -> Vec<String> {
 fn the_pacemaker_attribute_goes_to_0_on_a_trip_and_back_to_1_when_normal_again() {
     private_netns();
     let bin = TempDir::new("attrd");
-    recorder(bin.path(), "attrd_updater");
-    recorder(bin.path(), "crm_resource");
+    recorder(bin.path(), "attrd_updater", "");
+    recorder(bin.path(), "crm_resource", "");
     let path = format!("{}:/usr/bin:/bin", bin.path().display());
     let d = Daemon::start_with(
         r#"bus = "none"
@@ -143,7 +121,7 @@ attribute = "fc-paths-ok"
     faultbridge(&["sim", "send", "-k", "NIC.-D;rm -rf x", "--detail=-U 7"]);
     assert_eq!(
         wait_calls(bin.path(), "attrd_updater", 1),
-        vec!["-n faultbridge-nic-any -U 0"]
+        vec!["-n|faultbridge-nic-any|-U|0|"]
     );
     faultbridge(&[
         "sim",
@@ -156,12 +134,12 @@ attribute = "fc-paths-ok"
     ]);
     assert_eq!(
         wait_calls(bin.path(), "attrd_updater", 2)[1],
-        "-n faultbridge-nic-any -U 1"
+        "-n|faultbridge-nic-any|-U|1|"
     );
     faultbridge(&["sim", "send", "-k", "FC.host1", "--seq", "3"]);
     assert_eq!(
         wait_calls(bin.path(), "attrd_updater", 3)[2],
-        "-n fc-paths-ok -U 0"
+        "-n|fc-paths-ok|-U|0|"
     );
     // Neither has a recovery_target: no crm_resource --fail.
     std::thread::sleep(Duration::from_millis(200));
@@ -173,16 +151,7 @@ attribute = "fc-paths-ok"
 fn a_trip_a_clear_and_a_trip_while_attrd_updater_is_slow_set_0_1_0_in_order() {
     private_netns();
     let bin = TempDir::new("attrd-slow");
-    let p = bin.path().join("attrd_updater");
-    std::fs::write(
-        &p,
-        format!(
-            "#!/bin/sh\nsleep 0.3\necho \"$*\" >> {}/attrd_updater.calls\n",
-            bin.path().display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    recorder(bin.path(), "attrd_updater", "sleep 0.3\n");
     let path = format!("{}:/usr/bin:/bin", bin.path().display());
     let d = Daemon::start_with(
         r#"bus = "none"
@@ -208,9 +177,9 @@ auto_clear = true
     assert_eq!(
         wait_calls(bin.path(), "attrd_updater", 3),
         vec![
-            "-n faultbridge-nic -U 0",
-            "-n faultbridge-nic -U 1",
-            "-n faultbridge-nic -U 0"
+            "-n|faultbridge-nic|-U|0|",
+            "-n|faultbridge-nic|-U|1|",
+            "-n|faultbridge-nic|-U|0|"
         ]
     );
     drop(d);
