@@ -18,7 +18,7 @@ use faultbridge::config::Accept;
 use faultbridge::sim::{FaultSpec, Simulator};
 use faultbridge::{Bridge, Config, Event, SubscribeOptions};
 use faultbridge_ffi::sys::monotonic_ns;
-use faultbridge_ffi::sys::netlink::NETLINK_USERSOCK;
+use faultbridge_ffi::sys::netlink::{NETLINK_USERSOCK, NetlinkReceiver, NetlinkSocket, Received};
 use faultbridge_ffi::wire::record::Category;
 use std::time::{Duration, Instant};
 
@@ -96,6 +96,36 @@ fn latency(group: u32, accept: Accept, count: u64) -> Vec<u64> {
     lat
 }
 
+/// The receive call alone, ns per datagram: `n` datagrams of a record's
+/// size queued on a socket, then read back in a loop (no wake-up, no
+/// parsing) as the sources receive: with `recv` (`accept = "any"`), with
+/// `recvfrom` and the sender's address (`accept = "kernel"`, the default),
+/// or with `recvmsg`, the address and `SCM_CREDENTIALS` (`accept = "root"`).
+fn recv_cost(accept: Accept, n: usize) -> f64 {
+    let rx = NetlinkSocket::open(NETLINK_USERSOCK).unwrap();
+    rx.bind(0, 0).unwrap();
+    rx.set_recv_buffer(512 << 20).unwrap();
+    rx.set_pass_credentials(accept == Accept::Root).unwrap();
+    let port = rx.port_id().unwrap();
+    let tx = NetlinkSocket::open(NETLINK_USERSOCK).unwrap();
+    let datagram = [0x5au8; 96];
+    for _ in 0..n {
+        tx.send_to(port, 0, &datagram).unwrap();
+    }
+    // What the daemon's sources receive with.
+    let mut rx = NetlinkReceiver::new(rx, 4096, accept != Accept::Any);
+    let start = Instant::now();
+    for _ in 0..n {
+        match rx.recv().unwrap() {
+            Received::Datagram { len: 96, from, .. } => {
+                assert_eq!(from.credentials.is_some(), accept == Accept::Root)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    start.elapsed().as_nanos() as f64 / n as f64
+}
+
 fn pct(v: &[u64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
 }
@@ -110,6 +140,37 @@ fn main() {
     } else {
         (320_000, 36_000, 9)
     };
+    // The receive call alone, the three settings alternated.
+    let n_recv = if quick { 50_000 } else { 200_000 };
+    let settings = [Accept::Any, Accept::Kernel, Accept::Root];
+    let mut cost: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    for _ in 0..rounds {
+        for (i, a) in settings.iter().enumerate() {
+            cost[i].push(recv_cost(*a, n_recv));
+        }
+    }
+    for c in &mut cost {
+        c.sort_by(f64::total_cmp);
+    }
+    let med = |i: usize| cost[i][cost[i].len() / 2];
+    println!(
+        "the receive call alone, {n_recv} queued datagrams, median of {rounds} alternating rounds:"
+    );
+    for (i, name) in [
+        "recv (accept = any)",
+        "recvfrom + address (accept = kernel)",
+        "recvmsg + address + credentials (accept = root)",
+    ]
+    .iter()
+    .enumerate()
+    {
+        println!(
+            "  {name:<48} {:>7.1} ns per datagram  ({:.3}x of recv)",
+            med(i),
+            med(i) / med(0)
+        );
+    }
+
     let modes = [
         ("off (accept = any)", Accept::Any),
         ("on (accept = root)", Accept::Root),

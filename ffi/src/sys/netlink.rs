@@ -353,6 +353,58 @@ impl NetlinkSocket {
         }
     }
 
+    /// Like [`recv`](Self::recv), with `recvfrom`: also says the sender's
+    /// address (its port id and groups), at almost the cost of `recv`
+    /// (`recvmsg` copies a message header and an iovec in and out as well).
+    /// No credentials: see [`recv_from`](Self::recv_from).
+    pub fn recv_addr(&self, buf: &mut [u8]) -> io::Result<(Recv, Sender)> {
+        loop {
+            let mut sa = sockaddr_nl(0, 0);
+            let mut sa_len = size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+            // SAFETY: `buf` is a live, writable slice of the length passed;
+            // `sa` is a live `sockaddr_nl` and `sa_len` holds its size, so
+            // the kernel writes at most that many bytes of address into it.
+            let n = unsafe {
+                libc::recvfrom(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_TRUNC,
+                    (&mut sa as *mut libc::sockaddr_nl).cast(),
+                    &mut sa_len,
+                )
+            };
+            if n < 0 {
+                let err = last_err();
+                match err.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::ENOBUFS) => return Ok((Recv::Overrun, Sender::default())),
+                    Some(libc::EAGAIN) => return Ok((Recv::WouldBlock, Sender::default())),
+                    _ => return Err(err),
+                }
+            }
+            let len = n as usize;
+            return Ok((
+                Recv::Datagram {
+                    len,
+                    stored: len.min(buf.len()),
+                },
+                Sender {
+                    port: sa.nl_pid,
+                    groups: sa.nl_groups,
+                    credentials: None,
+                },
+            ));
+        }
+    }
+
+    /// Whether `SO_PASSCRED` is set (datagrams come with their sender's
+    /// credentials).
+    pub fn passes_credentials(&self) -> io::Result<bool> {
+        nix::sys::socket::getsockopt(&self.fd, nix::sys::socket::sockopt::PassCred)
+            .map_err(io::Error::from)
+    }
+
     /// Like [`recv`](Self::recv), with `recvmsg`: also says who sent the
     /// datagram (its address, and its credentials when `SO_PASSCRED` is
     /// set). `EINTR` is retried; `ENOBUFS` is [`Recv::Overrun`].
@@ -536,19 +588,38 @@ pub struct NetlinkReceiver {
     sock: NetlinkSocket,
     buf: Vec<u8>,
     stored: usize,
-    with_sender: bool,
+    peer: Peer,
+}
+
+/// How much of a datagram's sender a [`NetlinkReceiver`] asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Peer {
+    /// Nothing: `recv`.
+    Unknown,
+    /// The address: `recvfrom`.
+    Address,
+    /// The address and the credentials (`SO_PASSCRED` is set): `recvmsg`.
+    Credentials,
 }
 
 impl NetlinkReceiver {
     /// A receiver with a buffer of `buf_size` bytes. With `with_sender`,
-    /// datagrams are received with `recvmsg` and their [`Sender`]; without,
-    /// with a plain `recv` (the sender is then unknown: the default).
+    /// each datagram comes with its [`Sender`]: its address (`recvfrom`),
+    /// and its credentials too when the socket has `SO_PASSCRED` set
+    /// (`recvmsg`); without, with a plain `recv` (the sender is then
+    /// unknown).
     pub fn new(sock: NetlinkSocket, buf_size: usize, with_sender: bool) -> Self {
+        let peer = match (with_sender, sock.passes_credentials()) {
+            (false, _) => Peer::Unknown,
+            (true, Ok(false)) => Peer::Address,
+            // Not known: recvmsg, which reads whatever is there.
+            (true, Ok(true) | Err(_)) => Peer::Credentials,
+        };
         NetlinkReceiver {
             sock,
             buf: vec![0; buf_size],
             stored: 0,
-            with_sender,
+            peer,
         }
     }
 
@@ -559,10 +630,10 @@ impl NetlinkReceiver {
 
     /// Receives one datagram (or says why there is none).
     pub fn recv(&mut self) -> io::Result<Received<'_>> {
-        let (r, from) = if self.with_sender {
-            self.sock.recv_from(&mut self.buf)?
-        } else {
-            (self.sock.recv(&mut self.buf)?, Sender::default())
+        let (r, from) = match self.peer {
+            Peer::Unknown => (self.sock.recv(&mut self.buf)?, Sender::default()),
+            Peer::Address => self.sock.recv_addr(&mut self.buf)?,
+            Peer::Credentials => self.sock.recv_from(&mut self.buf)?,
         };
         Ok(match r {
             Recv::Datagram { len, stored } => {
@@ -592,6 +663,28 @@ impl NetlinkReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_passcred_the_receiver_tells_the_address_only_and_the_real_length() {
+        let rx = NetlinkSocket::open(NETLINK_USERSOCK).unwrap();
+        rx.bind(0, 0).unwrap();
+        assert!(!rx.passes_credentials().unwrap());
+        let tx = NetlinkSocket::open(NETLINK_USERSOCK).unwrap();
+        tx.bind(0, 0).unwrap();
+        let (rx_port, tx_port) = (rx.port_id().unwrap(), tx.port_id().unwrap());
+        tx.send_to(rx_port, 0, b"a datagram longer than the buffer")
+            .unwrap();
+        let mut r = NetlinkReceiver::new(rx, 8, true);
+        match r.recv().unwrap() {
+            Received::Datagram { bytes, len, from } => {
+                assert_eq!((bytes, len), (&b"a datagr"[..], 33));
+                assert_eq!((from.port, from.groups), (tx_port, 0));
+                assert_eq!(from.credentials, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(r.recv().unwrap(), Received::WouldBlock);
+    }
 
     #[test]
     fn recv_from_tells_a_user_space_sender_and_its_credentials() {
