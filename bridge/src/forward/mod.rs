@@ -294,7 +294,14 @@ impl ErrorLog {
 }
 
 /// The forwarder thread: sessions one after the other until stopped.
+/// The forwarder thread's nice value: it is off the hot path, so when it
+/// and the ingest thread are both runnable the ingest thread goes first.
+const NICE: i32 = 10;
+
 fn run(shared: &Shared, path: &Path) {
+    if let Err(e) = faultbridge_ffi::sys::process::set_thread_nice(NICE) {
+        eprintln!("faultbridge: forward: cannot lower the forwarder thread's priority: {e}");
+    }
     let db = match HistoryDb::open(path) {
         Ok(db) => db,
         Err(e) => {

@@ -205,3 +205,17 @@ pub fn take_inherited_fd(n: i32) -> Option<std::os::fd::OwnedFd> {
     // to own; nothing else in the process refers to it.
     Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(n) })
 }
+
+/// Lowers the calling thread's scheduling priority to nice value `nice`
+/// (Linux keeps a nice value per thread): a thread off the hot path, such
+/// as the fleet forwarder, then yields the CPU to the ingest thread when
+/// both are runnable. Raising it back needs CAP_SYS_NICE.
+pub fn set_thread_nice(nice: i32) -> std::io::Result<()> {
+    // SAFETY: setpriority(2) takes no pointers; with PRIO_PROCESS and who 0
+    // it changes the calling thread only; the return value is checked.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
