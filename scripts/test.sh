@@ -82,6 +82,10 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked --doc
+# The fuzz targets are a crate of their own (fuzzing itself needs a nightly
+# toolchain, see docs/fuzzing.md): they must still build against the
+# decoders as they are now.
+cargo check --locked --manifest-path ffi/fuzz/Cargo.toml --target-dir target/fuzz --bins --examples
 # The end-to-end tests run the real binary: build it before they start.
 cargo build --workspace --bins --locked
 # The package test packs the release binary: one release build, here, so
