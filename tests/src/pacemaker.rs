@@ -303,6 +303,57 @@ impl Cluster {
         self.ok("cibadmin", &["--create", "-o", section, "--xml-text", xml]);
     }
 
+    /// Adds `fb-MONITOR-clone`: the faultbridge agent for `monitor`,
+    /// reaching the daemon on the bus `bus`, monitored every `interval`
+    /// (a Pacemaker duration: `10s`, `500ms`).
+    pub fn add_agent_clone(&self, monitor: &str, bus: &str, interval: &str) {
+        self.create(
+            "resources",
+            &format!(
+                r#"<clone id="fb-{monitor}-clone">
+  <primitive id="fb-{monitor}" class="ocf" provider="faultbridge" type="monitor">
+    <instance_attributes id="fb-{monitor}-ia">
+      <nvpair id="fb-{monitor}-monitor" name="monitor" value="{monitor}"/>
+      <nvpair id="fb-{monitor}-bus" name="bus" value="{bus}"/>
+    </instance_attributes>
+    <operations>
+      <op id="fb-{monitor}-mon" name="monitor" interval="{interval}" timeout="20s"/>
+    </operations>
+  </primitive>
+</clone>"#
+            ),
+        );
+    }
+
+    /// Adds `id`, an `ocf:pacemaker:Dummy` keeping its state file at
+    /// `state`, with the location rule that keeps it off a node where the
+    /// node attribute `attribute` is not defined or not 1.
+    pub fn add_dummy_following(&self, id: &str, state: &Path, attribute: &str) {
+        self.create(
+            "resources",
+            &format!(
+                r#"<primitive id="{id}" class="ocf" provider="pacemaker" type="Dummy">
+  <instance_attributes id="{id}-ia">
+    <nvpair id="{id}-state" name="state" value="{}"/>
+  </instance_attributes>
+  <operations><op id="{id}-mon" name="monitor" interval="10s"/></operations>
+</primitive>"#,
+                state.display()
+            ),
+        );
+        self.create(
+            "constraints",
+            &format!(
+                r#"<rsc_location id="{id}-loc" rsc="{id}">
+  <rule id="{id}-rule" score="-INFINITY" boolean-op="or">
+    <expression id="{id}-undefined" attribute="{attribute}" operation="not_defined"/>
+    <expression id="{id}-ne" attribute="{attribute}" operation="ne" value="1"/>
+  </rule>
+</rsc_location>"#
+            ),
+        );
+    }
+
     /// The node attribute `name` of this node, as attrd has it.
     pub fn attribute(&self, name: &str) -> Option<String> {
         let o = self.tool("attrd_updater", &["-Q", "-n", name, "-N", NODE]);

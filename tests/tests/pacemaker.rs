@@ -137,44 +137,8 @@ attribute = ""
     // --- the agent cloned, a Dummy resource with the location rule ---------
     let state = TempDir::new("dummy");
     let web_state = state.path().join("web.state");
-    cluster.create(
-        "resources",
-        &format!(
-            r#"<clone id="fb-mrw1-clone">
-  <primitive id="fb-mrw1" class="ocf" provider="faultbridge" type="monitor">
-    <instance_attributes id="fb-mrw1-ia">
-      <nvpair id="fb-mrw1-monitor" name="monitor" value="mrw1"/>
-      <nvpair id="fb-mrw1-bus" name="bus" value="{}"/>
-    </instance_attributes>
-    <operations>
-      <op id="fb-mrw1-mon" name="monitor" interval="{AGENT_INTERVAL_MS}ms" timeout="20s"/>
-    </operations>
-  </primitive>
-</clone>"#,
-            bus.address()
-        ),
-    );
-    cluster.create(
-        "resources",
-        &format!(
-            r#"<primitive id="web" class="ocf" provider="pacemaker" type="Dummy">
-  <instance_attributes id="web-ia">
-    <nvpair id="web-state" name="state" value="{}"/>
-  </instance_attributes>
-  <operations><op id="web-mon" name="monitor" interval="10s"/></operations>
-</primitive>"#,
-            web_state.display()
-        ),
-    );
-    cluster.create(
-        "constraints",
-        r#"<rsc_location id="web-on-healthy-link" rsc="web">
-  <rule id="web-on-healthy-link-rule" score="-INFINITY" boolean-op="or">
-    <expression id="web-on-healthy-link-undefined" attribute="faultbridge-mrw1" operation="not_defined"/>
-    <expression id="web-on-healthy-link-ne" attribute="faultbridge-mrw1" operation="ne" value="1"/>
-  </rule>
-</rsc_location>"#,
-    );
+    cluster.add_agent_clone("mrw1", bus.address(), &format!("{AGENT_INTERVAL_MS}ms"));
+    cluster.add_dummy_following("web", &web_state, "faultbridge-mrw1");
     let t = Duration::from_secs(30);
     cluster.wait("the agent sets faultbridge-mrw1=1", t, || {
         cluster.attribute("faultbridge-mrw1").as_deref() == Some("1")

@@ -200,21 +200,7 @@ fn round(eth: &EthSettings, drops: usize, dir: &Path) -> (Vec<Drop4>, f64) {
         .iter()
         .map(|(k, v)| format!(r#"<nvpair id="eth-fb0-{k}" name="{k}" value="{v}"/>"#))
         .collect();
-    cluster.create(
-        "resources",
-        &format!(
-            r#"<clone id="fb-mrw1-clone">
-  <primitive id="fb-mrw1" class="ocf" provider="faultbridge" type="monitor">
-    <instance_attributes id="fb-mrw1-ia">
-      <nvpair id="fb-mrw1-monitor" name="monitor" value="mrw1"/>
-      <nvpair id="fb-mrw1-bus" name="bus" value="{}"/>
-    </instance_attributes>
-    <operations><op id="fb-mrw1-mon" name="monitor" interval="10s" timeout="20s"/></operations>
-  </primitive>
-</clone>"#,
-            bus.address()
-        ),
-    );
+    cluster.add_agent_clone("mrw1", bus.address(), "10s");
     cluster.create(
         "resources",
         &format!(
@@ -236,26 +222,7 @@ fn round(eth: &EthSettings, drops: usize, dir: &Path) -> (Vec<Drop4>, f64) {
         ("web-fb", &fb_state, "faultbridge-mrw1"),
         ("web-eth", &eth_state, "ethmonitor-fb0"),
     ] {
-        cluster.create(
-            "resources",
-            &format!(
-                r#"<primitive id="{id}" class="ocf" provider="pacemaker" type="Dummy">
-  <instance_attributes id="{id}-ia"><nvpair id="{id}-state" name="state" value="{}"/></instance_attributes>
-</primitive>"#,
-                state.display()
-            ),
-        );
-        cluster.create(
-            "constraints",
-            &format!(
-                r#"<rsc_location id="{id}-loc" rsc="{id}">
-  <rule id="{id}-rule" score="-INFINITY" boolean-op="or">
-    <expression id="{id}-undef" attribute="{attribute}" operation="not_defined"/>
-    <expression id="{id}-ne" attribute="{attribute}" operation="ne" value="1"/>
-  </rule>
-</rsc_location>"#
-            ),
-        );
+        cluster.add_dummy_following(id, state, attribute);
     }
     // One attrd_updater query: the resolution of the attribute times.
     let q = Instant::now();
