@@ -4,31 +4,35 @@
 
 use super::seq::SeqTracker;
 use super::synth::{report_lost, report_seen};
-use super::{Dispatch, Listener, SourceTokens};
+use super::{Dispatch, Listener, Netlinked};
 use crate::config::ExpdrvConfig;
 use crate::stats::SourceCounters;
 use faultbridge_bus::{FaultKind, LostReason, Source};
 use faultbridge_ffi::sys::netlink::{Membership, NetlinkError, NetlinkSocket};
 use faultbridge_ffi::wire::nlmsg::{NLMSG_DONE, NLMSG_NOOP, NlMsgIter};
 use faultbridge_ffi::wire::record::{EXPDRV_MSG_CLEAR, EXPDRV_MSG_FAULT, Record};
-use std::io;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Room for the largest datagram we expect; larger ones are counted as truncated.
 const RECV_BUF: usize = 256 * 1024;
 
 /// The netlink source of the expanded driver.
-#[derive(Debug)]
-pub struct ExpdrvNetlink {
-    listener: Listener,
-    state: ExpdrvState,
-}
+pub(crate) type ExpdrvNetlink = Netlinked<ExpdrvState>;
 
 /// What the source knows between datagrams.
 #[derive(Debug)]
-struct ExpdrvState {
+pub(crate) struct ExpdrvState {
     seq: SeqTracker,
     source: Source,
+}
+
+impl ExpdrvState {
+    fn new() -> Self {
+        ExpdrvState {
+            seq: SeqTracker::default(),
+            source: Source::Expdrv,
+        }
+    }
 }
 
 impl ExpdrvNetlink {
@@ -41,91 +45,24 @@ impl ExpdrvNetlink {
             recv_buffer: cfg.recv_buffer,
             pass_credentials: false,
         };
-        Ok(Self::from_listener(Listener::open(
-            m, cfg.accept, RECV_BUF,
-        )?))
+        Ok(Netlinked::new(
+            Listener::open(m, cfg.accept, RECV_BUF)?,
+            ExpdrvState::new(),
+        ))
     }
 
-    /// Builds the source around an already-bound socket (handed over).
-    pub fn from_socket(sock: NetlinkSocket, accept: super::auth::Accept) -> Self {
-        Self::from_listener(Listener::from_socket(sock, accept, RECV_BUF))
-    }
-
-    fn from_listener(listener: Listener) -> Self {
-        ExpdrvNetlink {
-            listener,
-            state: ExpdrvState {
-                seq: SeqTracker::default(),
-                source: Source::Expdrv,
-            },
-        }
-    }
-
-    pub fn socket(&self) -> &NetlinkSocket {
-        self.listener.socket()
-    }
-
-    pub fn seq(&self) -> &SeqTracker {
-        &self.state.seq
-    }
-
-    /// Takes the cursors of a handed-over socket.
-    pub fn adopt(&mut self, h: &super::HandedState) {
-        for &(driver_id, last) in &h.cursors {
-            self.state.seq.set(driver_id, last);
-        }
-        if h.overrun_pending {
-            self.state.seq.overrun();
-        }
-    }
-}
-
-impl super::IngestSource for ExpdrvNetlink {
-    fn source(&self) -> Source {
-        self.state.source
-    }
-
-    fn register(&mut self, registry: &mio::Registry, tokens: SourceTokens) -> io::Result<()> {
-        self.listener.register(registry, tokens.token(0))
-    }
-
-    fn restore_cursor(&mut self, driver_id: u32, last: u64) {
-        self.state.seq.set(driver_id, last);
-    }
-
-    fn can_hand_over(&self) -> bool {
-        true
-    }
-
-    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
-        registry.deregister(&mut mio::unix::SourceFd(&self.socket().as_raw_fd()))
-    }
-
-    fn hand_over(&self) -> Option<super::HandedSource> {
-        let fd = self.socket().try_clone().ok()?.into_fd();
-        let state = super::HandedState {
-            source: self.state.source.name().to_string(),
-            protocol: self.socket().protocol(),
-            cursors: self.state.seq.cursors().collect(),
-            overrun_pending: self.state.seq.overrun_pending(),
-            next_sequence: 0,
-            extra: serde_json::Value::Null,
-        };
-        Some(super::HandedSource {
-            fds: vec![fd],
-            state,
-        })
-    }
-
-    /// Reads until the socket is empty. Returns the records published.
-    fn on_event(
-        &mut self,
-        _slot: usize,
-        out: &mut Dispatch<'_>,
-        c: &SourceCounters,
-    ) -> io::Result<u64> {
-        super::drain(&mut self.listener, &mut self.state, out, c)
+    /// Builds the source around a socket handed over by the other side of
+    /// a live upgrade, with its cursors.
+    pub fn from_handed(
+        sock: NetlinkSocket,
+        accept: super::auth::Accept,
+        h: &super::HandedState,
+    ) -> Self {
+        Netlinked::handed(
+            Listener::from_socket(sock, accept, RECV_BUF),
+            ExpdrvState::new(),
+            h,
+        )
     }
 }
 
@@ -145,6 +82,24 @@ impl super::DatagramSource for ExpdrvState {
         // it as a gap.
         let next = self.seq.next_expected();
         report_lost(self.source, next, next - 1, LostReason::Overrun, out, c);
+    }
+
+    fn hand_over_state(&self, h: &mut super::HandedState) {
+        h.cursors = self.seq.cursors().collect();
+        h.overrun_pending = self.seq.overrun_pending();
+    }
+
+    fn adopt(&mut self, h: &super::HandedState) {
+        for &(driver_id, last) in &h.cursors {
+            self.seq.set(driver_id, last);
+        }
+        if h.overrun_pending {
+            self.seq.overrun();
+        }
+    }
+
+    fn restore_cursor(&mut self, driver_id: u32, last: u64) {
+        self.seq.set(driver_id, last);
     }
 }
 

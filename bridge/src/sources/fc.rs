@@ -22,7 +22,7 @@
 use super::auth::Accept;
 use super::seq::SeqTracker;
 use super::synth::{Synth, Synthesized, report_lost, report_seen};
-use super::{Dispatch, Listener, SourceTokens};
+use super::{Dispatch, Listener, Netlinked};
 use crate::config::FcConfig;
 use crate::stats::SourceCounters;
 use faultbridge_bus::{FaultKind, LostReason, Source};
@@ -34,7 +34,6 @@ use faultbridge_ffi::wire::fc::{FcError, FcEvent, SCSI_TRANSPORT_MSG, fch};
 use faultbridge_ffi::wire::nlmsg::{NLMSG_DONE, NLMSG_NOOP, NlMsgIter};
 use faultbridge_ffi::wire::record::{Category, Severity, event};
 use std::fmt::Write as _;
-use std::io;
 use std::sync::atomic::Ordering::Relaxed;
 
 const RECV_BUF: usize = 64 * 1024;
@@ -62,14 +61,10 @@ pub fn map_event(code: u32) -> (FaultKind, Severity, u32) {
 }
 
 /// The FC transport source.
-#[derive(Debug)]
-pub struct FcSource {
-    listener: Listener,
-    state: FcState,
-}
+pub(crate) type FcSource = Netlinked<FcState>;
 
 #[derive(Debug)]
-struct FcState {
+pub(crate) struct FcState {
     seq: SeqTracker,
     synth: Synth,
     keyword: String,
@@ -79,60 +74,47 @@ impl FcSource {
     /// Opens the socket of `cfg.netlink_protocol` and joins `cfg.netlink_group`
     /// (4 for the kernel: bind-mask bit 3).
     pub fn open(cfg: &FcConfig) -> Result<Self, NetlinkError> {
-        let accept = Self::accept(cfg);
         let m = Membership {
             protocol: cfg.netlink_protocol,
             group: cfg.netlink_group,
             recv_buffer: cfg.recv_buffer,
             pass_credentials: false,
         };
-        Ok(FcSource {
-            listener: Listener::open(m, accept, RECV_BUF)?,
-            state: FcState {
-                seq: SeqTracker::default(),
-                synth: Synth::new(Source::FcTransport),
-                keyword: String::with_capacity(16),
-            },
-        })
-    }
-}
-
-impl FcSource {
-    /// The kernel only on the kernel's protocol; root for a simulator's.
-    fn accept(cfg: &FcConfig) -> Accept {
-        if cfg.netlink_protocol == NETLINK_SCSITRANSPORT {
-            Accept::Kernel
-        } else {
-            Accept::Root
-        }
+        Ok(Netlinked::new(
+            Listener::open(m, accept(cfg), RECV_BUF)?,
+            FcState::new(),
+        ))
     }
 
     /// Builds the source around a socket handed over by the other side of
-    /// a live upgrade.
-    pub fn from_socket(sock: NetlinkSocket, cfg: &FcConfig) -> Self {
-        FcSource {
-            listener: Listener::from_socket(sock, Self::accept(cfg), RECV_BUF),
-            state: FcState {
-                seq: SeqTracker::default(),
-                synth: Synth::new(Source::FcTransport),
-                keyword: String::with_capacity(16),
-            },
-        }
+    /// a live upgrade, with its cursors and numbering.
+    pub fn from_handed(sock: NetlinkSocket, cfg: &FcConfig, h: &super::HandedState) -> Self {
+        Netlinked::handed(
+            Listener::from_socket(sock, accept(cfg), RECV_BUF),
+            FcState::new(),
+            h,
+        )
     }
+}
 
-    /// Takes the cursors of a handed-over socket.
-    pub fn adopt(&mut self, h: &super::HandedState) {
-        for &(driver_id, last) in &h.cursors {
-            self.state.seq.set(driver_id, last);
-        }
-        if h.overrun_pending {
-            self.state.seq.overrun();
-        }
-        self.state.synth.continue_from(h.next_sequence);
+/// The kernel only on the kernel's protocol; root for a simulator's.
+fn accept(cfg: &FcConfig) -> Accept {
+    if cfg.netlink_protocol == NETLINK_SCSITRANSPORT {
+        Accept::Kernel
+    } else {
+        Accept::Root
     }
 }
 
 impl FcState {
+    fn new() -> Self {
+        FcState {
+            seq: SeqTracker::default(),
+            synth: Synth::new(Source::FcTransport),
+            keyword: String::with_capacity(16),
+        }
+    }
+
     fn process(&mut self, dg: &[u8], out: &mut Dispatch<'_>, c: &SourceCounters) {
         let mut msgs = NlMsgIter::new(dg);
         for m in &mut msgs {
@@ -192,47 +174,6 @@ impl FcState {
     }
 }
 
-impl super::IngestSource for FcSource {
-    fn source(&self) -> Source {
-        Source::FcTransport
-    }
-
-    fn can_hand_over(&self) -> bool {
-        true
-    }
-
-    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
-        self.listener.deregister(registry)
-    }
-
-    fn hand_over(&self) -> Option<super::HandedSource> {
-        Some(super::HandedSource {
-            fds: vec![self.listener.dup_fd()?],
-            state: super::HandedState {
-                source: Source::FcTransport.name().to_string(),
-                protocol: self.listener.socket().protocol(),
-                cursors: self.state.seq.cursors().collect(),
-                overrun_pending: self.state.seq.overrun_pending(),
-                next_sequence: self.state.synth.next_sequence(),
-                extra: serde_json::Value::Null,
-            },
-        })
-    }
-
-    fn register(&mut self, registry: &mio::Registry, tokens: SourceTokens) -> io::Result<()> {
-        self.listener.register(registry, tokens.token(0))
-    }
-
-    fn on_event(
-        &mut self,
-        _slot: usize,
-        out: &mut Dispatch<'_>,
-        c: &SourceCounters,
-    ) -> io::Result<u64> {
-        super::drain(&mut self.listener, &mut self.state, out, c)
-    }
-}
-
 impl super::DatagramSource for FcState {
     fn name(&self) -> Source {
         Source::FcTransport
@@ -254,6 +195,22 @@ impl super::DatagramSource for FcState {
             out,
             c,
         );
+    }
+
+    fn hand_over_state(&self, h: &mut super::HandedState) {
+        h.cursors = self.seq.cursors().collect();
+        h.overrun_pending = self.seq.overrun_pending();
+        h.next_sequence = self.synth.next_sequence();
+    }
+
+    fn adopt(&mut self, h: &super::HandedState) {
+        for &(driver_id, last) in &h.cursors {
+            self.seq.set(driver_id, last);
+        }
+        if h.overrun_pending {
+            self.seq.overrun();
+        }
+        self.synth.continue_from(h.next_sequence);
     }
 }
 

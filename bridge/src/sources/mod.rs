@@ -31,6 +31,89 @@ pub(crate) trait DatagramSource {
     fn datagram(&mut self, dg: &[u8], out: &mut Dispatch<'_>, c: &SourceCounters);
     /// The socket overflowed (`ENOBUFS`, already counted): messages were lost.
     fn overrun(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters);
+    /// Writes into `h` what goes with the socket when it is handed over
+    /// (sequence cursors, the next sequence of the source's own numbering).
+    fn hand_over_state(&self, h: &mut HandedState) {
+        let _ = h;
+    }
+    /// Takes what the other side's [`DatagramSource::hand_over_state`] wrote.
+    fn adopt(&mut self, h: &HandedState) {
+        let _ = h;
+    }
+    /// Restores the last sequence seen from `driver_id` (recorded before a
+    /// restart).
+    fn restore_cursor(&mut self, driver_id: u32, last: u64) {
+        let _ = (driver_id, last);
+    }
+}
+
+/// A source that is one netlink socket and what it does with each
+/// datagram: the expanded driver's group, FC transport events, uevents.
+#[derive(Debug)]
+pub(crate) struct Netlinked<S> {
+    listener: Listener,
+    state: S,
+}
+
+impl<S: DatagramSource> Netlinked<S> {
+    pub(crate) fn new(listener: Listener, state: S) -> Self {
+        Netlinked { listener, state }
+    }
+
+    /// Around a socket handed over by the other side of a live upgrade,
+    /// with the state that came with it.
+    pub(crate) fn handed(listener: Listener, mut state: S, h: &HandedState) -> Self {
+        state.adopt(h);
+        Netlinked { listener, state }
+    }
+}
+
+impl<S: DatagramSource + Send + std::fmt::Debug> IngestSource for Netlinked<S> {
+    fn source(&self) -> Source {
+        self.state.name()
+    }
+
+    fn register(&mut self, registry: &Registry, tokens: SourceTokens) -> io::Result<()> {
+        self.listener.register(registry, tokens.token(0))
+    }
+
+    /// Reads until the socket is empty. Returns the records published.
+    fn on_event(
+        &mut self,
+        _slot: usize,
+        out: &mut Dispatch<'_>,
+        c: &SourceCounters,
+    ) -> io::Result<u64> {
+        drain(&mut self.listener, &mut self.state, out, c)
+    }
+
+    fn restore_cursor(&mut self, driver_id: u32, last: u64) {
+        self.state.restore_cursor(driver_id, last);
+    }
+
+    fn can_hand_over(&self) -> bool {
+        true
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        self.listener.deregister(registry)
+    }
+
+    fn hand_over(&self) -> Option<HandedSource> {
+        let mut state = HandedState {
+            source: self.state.name().name().to_string(),
+            protocol: self.listener.socket().protocol(),
+            cursors: Vec::new(),
+            overrun_pending: false,
+            next_sequence: 0,
+            extra: serde_json::Value::Null,
+        };
+        self.state.hand_over_state(&mut state);
+        Some(HandedSource {
+            fds: vec![self.listener.dup_fd()?],
+            state,
+        })
+    }
 }
 
 /// A netlink socket joined to a source's group, its receive buffer, and
@@ -353,34 +436,28 @@ pub fn take_handed(
 ) -> Result<Box<dyn IngestSource>, String> {
     match h.state.source.as_str() {
         "expdrv" => {
-            let [fd] = <[std::os::fd::OwnedFd; 1]>::try_from(h.fds).map_err(|v| {
-                format!(
-                    "source expdrv: {} descriptors handed over, expected 1",
-                    v.len()
-                )
-            })?;
-            let mut src = expdrv::ExpdrvNetlink::from_socket(
+            let fd = one_fd(h.fds, "expdrv")?;
+            Ok(Box::new(expdrv::ExpdrvNetlink::from_handed(
                 NetlinkSocket::from_fd(fd, h.state.protocol),
                 config.expdrv.accept,
-            );
-            src.adopt(&h.state);
-            Ok(Box::new(src))
+                &h.state,
+            )))
         }
         "fc-transport" => {
             let fd = one_fd(h.fds, "fc-transport")?;
-            let mut src =
-                fc::FcSource::from_socket(NetlinkSocket::from_fd(fd, h.state.protocol), &config.fc);
-            src.adopt(&h.state);
-            Ok(Box::new(src))
+            Ok(Box::new(fc::FcSource::from_handed(
+                NetlinkSocket::from_fd(fd, h.state.protocol),
+                &config.fc,
+                &h.state,
+            )))
         }
         "uevent" => {
             let fd = one_fd(h.fds, "uevent")?;
-            let mut src = uevent::UeventSource::from_socket(
+            Ok(Box::new(uevent::UeventSource::from_handed(
                 NetlinkSocket::from_fd(fd, h.state.protocol),
                 &config.uevent,
-            );
-            src.adopt(&h.state);
-            Ok(Box::new(src))
+                &h.state,
+            )))
         }
         "rtnetlink" => {
             let fd = one_fd(h.fds, "rtnetlink")?;

@@ -18,7 +18,7 @@
 
 use super::auth::Accept;
 use super::synth::{Synth, Synthesized, report_lost};
-use super::{Dispatch, Listener, SourceTokens};
+use super::{Dispatch, Listener, Netlinked};
 use crate::config::{NamePatterns, UeventConfig};
 use crate::stats::SourceCounters;
 use faultbridge_bus::{FaultKind, LostReason, Source};
@@ -27,7 +27,6 @@ use faultbridge_ffi::sys::netlink::{
 };
 use faultbridge_ffi::wire::record::{Category, Severity, event};
 use faultbridge_ffi::wire::uevent::{UEVENT_BUFFER_SIZE, UEVENT_KERNEL_GROUP, Uevent};
-use std::io;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// What a removal of `u` is reported as: (category, keyword, device index),
@@ -53,19 +52,19 @@ pub fn classify(u: &Uevent<'_>) -> Option<(Category, String, u32)> {
 }
 
 /// The uevent source.
-#[derive(Debug)]
-pub struct UeventSource {
-    listener: Listener,
-    state: UeventState,
-}
+pub(crate) type UeventSource = Netlinked<UeventState>;
 
 #[derive(Debug)]
-struct UeventState {
+pub(crate) struct UeventState {
     subsystems: Vec<String>,
     devices: NamePatterns,
     synth: Synth,
     detail: String,
 }
+
+/// Kernel uevents are at most UEVENT_BUFFER_SIZE; room for more so an
+/// oversize message is seen as truncated, not cut silently.
+const RECV_BUF: usize = 4 * UEVENT_BUFFER_SIZE;
 
 impl UeventSource {
     /// Joins the kernel's uevent group; only the kernel is heard (udev's
@@ -77,42 +76,33 @@ impl UeventSource {
             recv_buffer: cfg.recv_buffer,
             pass_credentials: false,
         };
-        Ok(UeventSource {
-            // Kernel uevents are at most UEVENT_BUFFER_SIZE; room for more
-            // so an oversize message is seen as truncated, not cut silently.
-            listener: Listener::open(m, Accept::Kernel, 4 * UEVENT_BUFFER_SIZE)?,
-            state: UeventState {
-                subsystems: cfg.subsystems.clone(),
-                devices: cfg.devices.clone(),
-                synth: Synth::new(Source::Uevent),
-                detail: String::with_capacity(256),
-            },
-        })
+        Ok(Netlinked::new(
+            Listener::open(m, Accept::Kernel, RECV_BUF)?,
+            UeventState::new(cfg),
+        ))
     }
-}
 
-impl UeventSource {
     /// Builds the source around a socket handed over by the other side of
-    /// a live upgrade.
-    pub fn from_socket(sock: NetlinkSocket, cfg: &UeventConfig) -> Self {
-        UeventSource {
-            listener: Listener::from_socket(sock, Accept::Kernel, 4 * UEVENT_BUFFER_SIZE),
-            state: UeventState {
-                subsystems: cfg.subsystems.clone(),
-                devices: cfg.devices.clone(),
-                synth: Synth::new(Source::Uevent),
-                detail: String::with_capacity(256),
-            },
-        }
-    }
-
-    /// Continues the sequence of a handed-over socket's source.
-    pub fn adopt(&mut self, h: &super::HandedState) {
-        self.state.synth.continue_from(h.next_sequence);
+    /// a live upgrade, continuing its numbering.
+    pub fn from_handed(sock: NetlinkSocket, cfg: &UeventConfig, h: &super::HandedState) -> Self {
+        Netlinked::handed(
+            Listener::from_socket(sock, Accept::Kernel, RECV_BUF),
+            UeventState::new(cfg),
+            h,
+        )
     }
 }
 
 impl UeventState {
+    fn new(cfg: &UeventConfig) -> Self {
+        UeventState {
+            subsystems: cfg.subsystems.clone(),
+            devices: cfg.devices.clone(),
+            synth: Synth::new(Source::Uevent),
+            detail: String::with_capacity(256),
+        }
+    }
+
     fn process(&mut self, dg: &[u8], out: &mut Dispatch<'_>, c: &SourceCounters) {
         let u = match Uevent::parse(dg) {
             Ok(u) => u,
@@ -158,47 +148,6 @@ impl UeventState {
     }
 }
 
-impl super::IngestSource for UeventSource {
-    fn source(&self) -> Source {
-        Source::Uevent
-    }
-
-    fn can_hand_over(&self) -> bool {
-        true
-    }
-
-    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
-        self.listener.deregister(registry)
-    }
-
-    fn hand_over(&self) -> Option<super::HandedSource> {
-        Some(super::HandedSource {
-            fds: vec![self.listener.dup_fd()?],
-            state: super::HandedState {
-                source: Source::Uevent.name().to_string(),
-                protocol: self.listener.socket().protocol(),
-                cursors: Vec::new(),
-                overrun_pending: false,
-                next_sequence: self.state.synth.next_sequence(),
-                extra: serde_json::Value::Null,
-            },
-        })
-    }
-
-    fn register(&mut self, registry: &mio::Registry, tokens: SourceTokens) -> io::Result<()> {
-        self.listener.register(registry, tokens.token(0))
-    }
-
-    fn on_event(
-        &mut self,
-        _slot: usize,
-        out: &mut Dispatch<'_>,
-        c: &SourceCounters,
-    ) -> io::Result<u64> {
-        super::drain(&mut self.listener, &mut self.state, out, c)
-    }
-}
-
 impl super::DatagramSource for UeventState {
     fn name(&self) -> Source {
         Source::Uevent
@@ -211,6 +160,14 @@ impl super::DatagramSource for UeventState {
     fn overrun(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) {
         let next = self.synth.next_sequence();
         report_lost(Source::Uevent, next, next - 1, LostReason::Overrun, out, c);
+    }
+
+    fn hand_over_state(&self, h: &mut super::HandedState) {
+        h.next_sequence = self.synth.next_sequence();
+    }
+
+    fn adopt(&mut self, h: &super::HandedState) {
+        self.synth.continue_from(h.next_sequence);
     }
 }
 
