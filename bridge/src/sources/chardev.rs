@@ -431,12 +431,7 @@ impl ExpdrvDevice {
         )
         .map_err(|e| format!("source expdrv-device: cannot create the resync timer: {e}"))?;
         let mut seq = SeqTracker::default();
-        for &(driver_id, last) in &h.cursors {
-            seq.set(driver_id, last);
-        }
-        if h.overrun_pending {
-            seq.overrun();
-        }
+        seq.adopt(h);
         let mut active = ActiveSet::default();
         for a in &handed.active {
             if let Some(c) = Category::from_code(a.category) {
@@ -915,17 +910,16 @@ impl super::IngestSource for ExpdrvDevice {
                 })
                 .collect(),
         };
-        Some(super::HandedSource {
-            fds,
-            state: super::HandedState {
-                source: Source::ExpdrvDevice.name().to_string(),
-                protocol: self.netlink.as_ref().map_or(0, |n| n.socket().protocol()),
-                cursors: self.st.seq.cursors().collect(),
-                overrun_pending: self.st.seq.overrun_pending(),
-                next_sequence: 0,
-                extra: serde_json::to_value(handed).ok()?,
-            },
-        })
+        let mut state = super::HandedState {
+            source: Source::ExpdrvDevice.name().to_string(),
+            protocol: self.netlink.as_ref().map_or(0, |n| n.socket().protocol()),
+            cursors: Vec::new(),
+            overrun_pending: false,
+            next_sequence: 0,
+            extra: serde_json::to_value(handed).ok()?,
+        };
+        self.st.seq.hand_over(&mut state);
+        Some(super::HandedSource { fds, state })
     }
 
     /// Opens the device again (the driver is back): its records are read

@@ -85,17 +85,11 @@ impl super::DatagramSource for ExpdrvState {
     }
 
     fn hand_over_state(&self, h: &mut super::HandedState) {
-        h.cursors = self.seq.cursors().collect();
-        h.overrun_pending = self.seq.overrun_pending();
+        self.seq.hand_over(h);
     }
 
     fn adopt(&mut self, h: &super::HandedState) {
-        for &(driver_id, last) in &h.cursors {
-            self.seq.set(driver_id, last);
-        }
-        if h.overrun_pending {
-            self.seq.overrun();
-        }
+        self.seq.adopt(h);
     }
 
     fn restore_cursor(&mut self, driver_id: u32, last: u64) {

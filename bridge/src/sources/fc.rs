@@ -198,18 +198,12 @@ impl super::DatagramSource for FcState {
     }
 
     fn hand_over_state(&self, h: &mut super::HandedState) {
-        h.cursors = self.seq.cursors().collect();
-        h.overrun_pending = self.seq.overrun_pending();
+        self.seq.hand_over(h);
         h.next_sequence = self.synth.next_sequence();
     }
 
     fn adopt(&mut self, h: &super::HandedState) {
-        for &(driver_id, last) in &h.cursors {
-            self.seq.set(driver_id, last);
-        }
-        if h.overrun_pending {
-            self.seq.overrun();
-        }
+        self.seq.adopt(h);
         self.synth.continue_from(h.next_sequence);
     }
 }

@@ -134,6 +134,22 @@ impl SeqTracker {
         self.cursors.iter().map(|(&d, c)| (d, c.last))
     }
 
+    /// Writes the cursors and the pending overrun into a hand-over's state.
+    pub fn hand_over(&self, h: &mut super::HandedState) {
+        h.cursors = self.cursors().collect();
+        h.overrun_pending = self.overrun_pending;
+    }
+
+    /// Takes the cursors and the pending overrun of a hand-over's state.
+    pub fn adopt(&mut self, h: &super::HandedState) {
+        for &(driver_id, last) in &h.cursors {
+            self.set(driver_id, last);
+        }
+        if h.overrun_pending {
+            self.overrun();
+        }
+    }
+
     /// Restores a cursor (from history or a previous daemon). Returns
     /// false when the table is full and `driver_id` is not in it.
     pub fn set(&mut self, driver_id: u32, last: u64) -> bool {
