@@ -37,12 +37,16 @@ have xmllint      || need_pkgs+=(libxml2-utils)
 have arping       || need_pkgs+=(iputils-arping)
 have nats-server  || need_pkgs+=(nats-server)
 have openssl      || need_pkgs+=(openssl)
-# The package test (tests/tests/packages.rs): builds both packages, lints
-# them, and installs the .deb (which depends on dbus) in a throw-away root.
+# The package test (tests/tests/packages.rs): builds both packages (the
+# .rpm with rpmbuild), lints them, and installs them (the .deb depends on
+# dbus) in a throw-away root; the file list tests read the RPM's spec with
+# rpmspec.
 have objcopy      || need_pkgs+=(binutils)
 have lintian      || need_pkgs+=(lintian)
 have rpmlint      || need_pkgs+=(rpmlint)
 have rpm          || need_pkgs+=(rpm)
+have rpmbuild     || need_pkgs+=(rpm)
+have rpmspec      || need_pkgs+=(rpm)
 have cpio         || need_pkgs+=(cpio)
 have dbus-send    || need_pkgs+=(dbus-bin)
 [ -x /etc/init.d/dbus ] || need_pkgs+=(dbus)
@@ -62,15 +66,11 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "test.sh: installing cargo-nextest" >&2
   cargo install --locked cargo-nextest
 fi
-# scripts/package.sh would install these itself, inside the package test's
-# time limit: install them first.
+# scripts/package.sh would install it itself, inside the package test's
+# time limit: install it first.
 if ! cargo deb --version >/dev/null 2>&1; then
   echo "test.sh: installing cargo-deb" >&2
   cargo install --locked cargo-deb --version '^3.8'
-fi
-if ! cargo generate-rpm --version >/dev/null 2>&1; then
-  echo "test.sh: installing cargo-generate-rpm" >&2
-  cargo install --locked cargo-generate-rpm --version '^0.21'
 fi
 
 # --- privileges: netlink multicast receive and network namespaces -------------

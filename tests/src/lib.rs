@@ -6,6 +6,7 @@
 pub mod dbus;
 pub mod nats;
 pub mod pacemaker;
+pub mod rpmspec;
 pub mod simdev;
 
 use serde_json::Value;

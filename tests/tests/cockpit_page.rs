@@ -600,14 +600,27 @@ fn both_packages_install_the_page_and_it_has_no_inline_code() {
                 && a[1].as_str() == Some("usr/share/cockpit/faultbridge/")),
         "the deb does not install {src}"
     );
+    let spec = faultbridge_tests::rpmspec::read(&repo());
     assert!(
-        meta["generate-rpm"]["assets"]
-            .as_array()
-            .unwrap()
+        spec.installs
             .iter()
-            .any(|a| a["source"].as_str() == Some(src)
-                && a["dest"].as_str() == Some("/usr/share/cockpit/faultbridge/")),
-        "the rpm does not install {src}"
+            .any(|i| i.source == "dist/cockpit/faultbridge/*"
+                && i.dest == "/usr/share/cockpit/faultbridge/"),
+        "the rpm does not install dist/cockpit/faultbridge/*: {:#?}",
+        spec.installs
+    );
+    let files = spec.files_of("faultbridge");
+    assert!(
+        files
+            .iter()
+            .any(|e| e.path == "/usr/share/cockpit/faultbridge/*" && !e.has("%dir")),
+        "the rpm's %files lacks the page's files: {files:#?}"
+    );
+    assert!(
+        files
+            .iter()
+            .any(|e| e.path == "/usr/share/cockpit/faultbridge" && e.has("%dir")),
+        "the rpm does not own /usr/share/cockpit/faultbridge (%dir): {files:#?}"
     );
 
     let dir = repo().join("dist/cockpit/faultbridge");

@@ -3,7 +3,7 @@
 //! and the package file lists.
 #![allow(clippy::unwrap_used)]
 
-use faultbridge_tests::{TempDir, binary, private_netns};
+use faultbridge_tests::{TempDir, binary, private_netns, rpmspec};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -409,17 +409,15 @@ fn both_packages_install_the_unit_policy_rules_config_and_man_page() {
             )
         })
         .collect();
-    let rpm: Vec<(String, String)> = meta["generate-rpm"]["assets"]
-        .as_array()
-        .unwrap()
+    // The RPM's: dist/rpm/faultbridge.spec, its install section (sources
+    // relative to the repository) and its %files.
+    let spec = rpmspec::read(&repo());
+    let rpm: Vec<(String, String)> = spec
+        .installs
         .iter()
-        .map(|a| {
-            (
-                a["source"].as_str().unwrap().to_string(),
-                a["dest"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|i| (i.source.clone(), i.dest.clone()))
         .collect();
+    let files = spec.files_of("faultbridge");
     for (dest, what) in [
         ("usr/bin", "faultbridge"),
         ("usr/lib/systemd/system", "faultbridge.service"),
@@ -444,7 +442,13 @@ fn both_packages_install_the_unit_policy_rules_config_and_man_page() {
             rpm.iter()
                 .any(|(s, d)| s.ends_with(what)
                     && d.trim_start_matches('/') == format!("{dest}/{what}")),
-            "rpm lacks {dest}/{what}"
+            "rpm's install section lacks {dest}/{what}"
+        );
+        assert!(
+            files
+                .iter()
+                .any(|e| !e.has("%dir") && rpmspec::matches(&e.path, &format!("/{dest}/{what}"))),
+            "rpm's %files lacks /{dest}/{what}"
         );
     }
     // Every man page `faultbridge man --dir` writes into target/release/man
@@ -452,6 +456,7 @@ fn both_packages_install_the_unit_policy_rules_config_and_man_page() {
     // packages (tests/tests/packages.rs checks the built packages).
     let script = std::fs::read_to_string(repo().join("scripts/package.sh")).unwrap();
     assert!(script.contains(r#"faultbridge" man --dir "$release/man""#));
+    assert!(script.contains(r#"--define "fb_built $release""#));
     for (dest, pattern) in [
         ("usr/share/man/man1/", "target/release/man/*.1.gz"),
         (
@@ -465,6 +470,7 @@ fn both_packages_install_the_unit_policy_rules_config_and_man_page() {
                 .any(|(s, d)| s == pattern && d.trim_start_matches('/') == dest),
             "deb lacks {pattern} → {dest}"
         );
+        let pattern = pattern.trim_start_matches("../");
         assert!(
             rpm.iter().any(|(s, d)| s == pattern
                 && (d.trim_start_matches('/') == dest
@@ -474,13 +480,14 @@ fn both_packages_install_the_unit_policy_rules_config_and_man_page() {
     }
     // The configuration survives upgrades when edited: noreplace for the
     // RPM, a conffile for the deb.
-    let rpm_config = meta["generate-rpm"]["assets"]
-        .as_array()
-        .unwrap()
+    let rpm_config = files
         .iter()
-        .find(|a| a["dest"].as_str() == Some("/etc/faultbridge/faultbridge.toml"))
-        .unwrap();
-    assert_eq!(rpm_config["config"].as_str(), Some("noreplace"));
+        .find(|e| e.path == "/etc/faultbridge/faultbridge.toml")
+        .expect("rpm's %files lacks /etc/faultbridge/faultbridge.toml");
+    assert!(
+        rpm_config.has("%config(noreplace)"),
+        "not %config(noreplace): {rpm_config:?}"
+    );
     assert!(
         meta["deb"]["conf-files"]
             .as_array()
@@ -488,9 +495,95 @@ fn both_packages_install_the_unit_policy_rules_config_and_man_page() {
             .iter()
             .any(|c| c.as_str() == Some("/etc/faultbridge/faultbridge.toml"))
     );
+    // The RPM owns every directory it makes: each directory above one of
+    // its files is a %dir of the package, or one of the filesystem's,
+    // systemd's, udev's or D-Bus's where it only adds files; the state
+    // directory is 0700 for faultbridge.
+    let owned: Vec<&str> = spec
+        .files
+        .values()
+        .flatten()
+        .filter(|e| e.has("%dir"))
+        .map(|e| e.path.as_str())
+        .collect();
+    for dest in rpm
+        .iter()
+        .map(|(_, d)| d.as_str())
+        .chain(spec.dirs.iter().map(|(d, _)| d.as_str()))
+    {
+        let mut dir = Path::new(dest.trim_end_matches('/'));
+        if dest.ends_with('/') || spec.dirs.iter().any(|(d, _)| d == dest) {
+            // (a directory itself: install -t's or install -d's)
+            assert!(
+                owned.contains(&dir.to_str().unwrap())
+                    || rpmspec::SHARED_DIRS.contains(&dir.to_str().unwrap()),
+                "rpm: {} is no %dir of the package",
+                dir.display()
+            );
+        }
+        while let Some(parent) = dir.parent() {
+            let p = parent.to_str().unwrap();
+            assert!(
+                owned.contains(&p) || rpmspec::SHARED_DIRS.contains(&p),
+                "rpm: {p} (above {dest}) is no %dir of the package"
+            );
+            dir = parent;
+        }
+    }
+    for dir in [
+        "/etc/faultbridge",
+        "/var/lib/faultbridge",
+        "/usr/share/doc/faultbridge",
+        "/usr/share/cockpit/faultbridge",
+        "/usr/lib/ocf/resource.d/faultbridge",
+    ] {
+        assert!(owned.contains(&dir), "rpm: {dir} is no %dir: {owned:?}");
+    }
+    assert!(
+        files.iter().any(|e| e.path == "/var/lib/faultbridge"
+            && e.has("%dir")
+            && e.has("%attr(0700,faultbridge,faultbridge)")),
+        "rpm: /var/lib/faultbridge is not %attr(0700,faultbridge,faultbridge) %dir"
+    );
+    // Every file the install section copies is in a %files list (rpmbuild
+    // also stops on one that is not), and every %files entry that is no
+    // directory is copied by it.
+    let listed = |path: &str| {
+        spec.files
+            .values()
+            .flatten()
+            .any(|e| !e.has("%dir") && rpmspec::matches(&e.path, path))
+    };
+    for (src, dest) in &rpm {
+        if !dest.ends_with('/') {
+            assert!(listed(dest), "rpm: {src} → {dest} is in no %files");
+        } else if src.starts_with("target/") {
+            // (a pattern over build products: some %files entry in dest)
+            assert!(
+                files
+                    .iter()
+                    .any(|e| !e.has("%dir") && e.path.starts_with(dest.as_str())),
+                "rpm: {src} → {dest} is in no %files"
+            );
+        } else {
+            for f in glob(src) {
+                let d = format!("{dest}{}", f.file_name().unwrap().to_string_lossy());
+                assert!(listed(&d), "rpm: {src} → {d} is in no %files");
+            }
+        }
+    }
+    for e in spec.files.values().flatten().filter(|e| !e.has("%dir")) {
+        let (dir, _) = e.path.rsplit_once('/').unwrap();
+        assert!(
+            rpm.iter()
+                .any(|(_, d)| rpmspec::matches(&e.path, d) || d == &format!("{dir}/")),
+            "rpm: %files has {} but the install section makes no such file",
+            e.path
+        );
+    }
     // Every source that is not a build product exists in the repository
     // (a pattern matches at least one file).
-    for (src, _) in deb.iter().chain(rpm.iter()) {
+    for (src, _) in &deb {
         if src.starts_with("target/") || src.starts_with("../target/") {
             continue;
         }
@@ -501,7 +594,34 @@ fn both_packages_install_the_unit_policy_rules_config_and_man_page() {
                 .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(suffix)),
             None => path.exists(),
         };
-        assert!(exists, "package source {src} is missing");
+        assert!(exists, "deb package source {src} is missing");
+    }
+    for (src, _) in &rpm {
+        if !src.starts_with("target/") {
+            assert!(!glob(src).is_empty(), "rpm package source {src} is missing");
+        }
+    }
+}
+
+/// The files of the repository a source of the spec names (`dir/*.md`,
+/// `dir/*`, or one file).
+fn glob(src: &str) -> Vec<PathBuf> {
+    match src.rsplit_once('/') {
+        Some((dir, name)) if name.contains('*') => {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(repo().join(dir))
+                .unwrap_or_else(|e| panic!("{dir}: {e}"))
+                .map(|e| e.unwrap().path())
+                .filter(|p| {
+                    p.is_file() && rpmspec::matches(name, &p.file_name().unwrap().to_string_lossy())
+                })
+                .collect();
+            found.sort();
+            found
+        }
+        _ => {
+            let path = repo().join(src);
+            if path.is_file() { vec![path] } else { vec![] }
+        }
     }
 }
 

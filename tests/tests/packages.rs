@@ -8,12 +8,15 @@
 //! without systemd (`tests/fixtures/package-lifecycle.sh`): the init script
 //! starts the daemon as the unit would, the upgrade restarts it on the new
 //! binary, remove stops it, and purge leaves only what Debian policy allows.
-//! The .rpm's scriptlets and %config(noreplace) go through install, upgrade
-//! and erase the same way (`tests/fixtures/rpm-lifecycle.sh`). The machine
+//! The .rpm (rpmbuild, from dist/rpm/faultbridge.spec) owns every directory
+//! it makes, the 0700 state directory with faultbridge's owner and group;
+//! its scriptlets and %config(noreplace) go through install, upgrade and
+//! erase the same way (`tests/fixtures/rpm-lifecycle.sh`), and erase takes
+//! everything the package owned but the edited configuration. The machine
 //! itself is unchanged afterwards.
 #![allow(clippy::unwrap_used)]
 
-use faultbridge_tests::{TempDir, text};
+use faultbridge_tests::{TempDir, rpmspec, text};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -50,6 +53,7 @@ fn require_tools() {
         ("lintian", "the Debian package lintian"),
         ("rpmlint", "the Debian package rpmlint"),
         ("rpm", "the Debian package rpm"),
+        ("rpmbuild", "the Debian package rpm"),
         ("rpm2cpio", "the Debian package rpm"),
         ("cpio", "the Debian package cpio"),
         ("readelf", "the Debian package binutils"),
@@ -66,16 +70,14 @@ fn require_tools() {
             "the package test needs {tool} ({from}); ./scripts/test.sh installs it"
         );
     }
-    for sub in ["deb", "generate-rpm"] {
-        let ok = Command::new(env!("CARGO"))
-            .args([sub, "--version"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        assert!(
-            ok,
-            "the package test needs cargo-{sub}; ./scripts/test.sh installs it"
-        );
-    }
+    let ok = Command::new(env!("CARGO"))
+        .args(["deb", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "the package test needs cargo-deb; ./scripts/test.sh installs it"
+    );
 }
 
 /// The ELF sections of a file, by name.
@@ -177,7 +179,7 @@ fn lintian(deb: &Path) {
 
 /// What rpmlint says of the .rpms (all at once: a filter that matches none
 /// of them is an error), with the project's filters (dist/rpm/rpmlintrc,
-/// each with its reason): no error.
+/// each with its reason): no error (the warnings are printed).
 fn rpmlint(rpms: &[PathBuf]) {
     let out = Command::new("rpmlint")
         .arg("-r")
@@ -359,6 +361,97 @@ fn check_rpm(rpm: &Path, dir: &Path) {
         debuginfo.display()
     );
     check_man_pages(&root, "the .rpm");
+    check_rpm_dirs(rpm);
+}
+
+/// The .rpm owns the directories it makes (`rpm -qlvp` lists them as `d`
+/// entries): each directory above one of its files, or one of its debuginfo
+/// package's, is its own or one of those it only adds files to (the
+/// filesystem's, systemd's, udev's, D-Bus's); the state directory is
+/// drwx------ faultbridge faultbridge.
+/// (`rpm -qlv` cuts owners to 8 characters: the query names them whole.)
+fn check_rpm_dirs(rpm: &Path) {
+    let listing = stdout(
+        Command::new("rpm")
+            .args([
+                "-qp",
+                "--qf",
+                "[%{FILEMODES:perms} %{FILEUSERNAME} %{FILEGROUPNAME} %{FILENAMES}\\n]",
+            ])
+            .arg(rpm),
+    );
+    let mut dirs = BTreeMap::new();
+    let mut files = Vec::new();
+    for line in listing.lines() {
+        let fields: Vec<&str> = line.splitn(4, ' ').collect();
+        let [perms, user, group, path] = fields[..] else {
+            panic!("an rpm -qp line the test cannot read: {line}\n{listing}")
+        };
+        if perms.starts_with('d') {
+            dirs.insert(path.to_string(), format!("{perms} {user} {group}"));
+        } else {
+            files.push(path.to_string());
+        }
+    }
+    eprintln!("the .rpm's directories: {dirs:#?}");
+    for (dir, owner) in [
+        ("/etc/faultbridge", "drwxr-xr-x root root"),
+        ("/var/lib/faultbridge", "drwx------ faultbridge faultbridge"),
+        ("/usr/share/doc/faultbridge", "drwxr-xr-x root root"),
+        ("/usr/share/licenses/faultbridge", "drwxr-xr-x root root"),
+        ("/usr/share/cockpit/faultbridge", "drwxr-xr-x root root"),
+        (
+            "/usr/lib/ocf/resource.d/faultbridge",
+            "drwxr-xr-x root root",
+        ),
+    ] {
+        assert_eq!(
+            dirs.get(dir).map(String::as_str),
+            Some(owner),
+            "the .rpm does not own {dir} as {owner}:\n{listing}"
+        );
+    }
+    let debug_files = stdout(Command::new("rpm").args(["-qlp"]).arg(debuginfo(rpm)));
+    for file in files.iter().map(String::as_str).chain(debug_files.lines()) {
+        let mut dir = Path::new(file);
+        while let Some(parent) = dir.parent() {
+            let p = parent.to_str().unwrap();
+            assert!(
+                dirs.contains_key(p) || rpmspec::SHARED_DIRS.contains(&p),
+                "the .rpms have {file} but do not own {p}:\n{listing}"
+            );
+            dir = parent;
+        }
+    }
+}
+
+/// `scripts/package.sh ARGS` with the target directory `target`
+/// (CARGO_TARGET_DIR), quiet: it prints the packages' paths.
+fn package(target: &Path, args: &[&str]) -> Command {
+    let mut package = Command::new(repo().join("scripts/package.sh"));
+    package
+        .args(args)
+        .env("FAULTBRIDGE_PACKAGE_QUIET", "1")
+        .env("CARGO_TARGET_DIR", target);
+    // The environment cargo, rustup and nextest give a test is not the one
+    // scripts/test.sh made the release build in: without what they add,
+    // package.sh finds that build fresh instead of building it again.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let added = (key.starts_with("CARGO")
+            && !["CARGO_HOME", "CARGO_TARGET_DIR"].contains(&key.as_ref())
+            && !key.starts_with("CARGO_BUILD_")
+            && !key.starts_with("CARGO_PROFILE_")
+            && !key.starts_with("CARGO_REGISTR"))
+            || key.starts_with("RUSTUP_TOOLCHAIN")
+            || key.starts_with("NEXTEST")
+            || key.starts_with("__NEXTEST")
+            || ["RUST_RECURSION_COUNT", "LD_LIBRARY_PATH", "OUT_DIR"].contains(&key.as_ref());
+        if added {
+            package.env_remove(key.as_ref());
+        }
+    }
+    package
 }
 
 /// Runs the lifecycle script in its own mount, network and pid namespaces
@@ -425,34 +518,13 @@ fn packages_pass_lint_and_the_deb_installs_upgrades_removes_and_purges_cleanly()
     let dir = TempDir::new("packages");
 
     let started = Instant::now();
-    let mut package = Command::new(repo().join("scripts/package.sh"));
-    package.env("FAULTBRIDGE_PACKAGE_QUIET", "1");
-    // The environment cargo, rustup and nextest give a test is not the one
-    // scripts/test.sh made the release build in: without what they add,
-    // package.sh finds that build fresh instead of building it again.
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy();
-        let added = (key.starts_with("CARGO")
-            && !["CARGO_HOME", "CARGO_TARGET_DIR"].contains(&key.as_ref())
-            && !key.starts_with("CARGO_BUILD_")
-            && !key.starts_with("CARGO_PROFILE_")
-            && !key.starts_with("CARGO_REGISTR"))
-            || key.starts_with("RUSTUP_TOOLCHAIN")
-            || key.starts_with("NEXTEST")
-            || key.starts_with("__NEXTEST")
-            || ["RUST_RECURSION_COUNT", "LD_LIBRARY_PATH", "OUT_DIR"].contains(&key.as_ref());
-        if added {
-            package.env_remove(key.as_ref());
-        }
-    }
     // package.sh honours CARGO_TARGET_DIR: it gets the target directory of
     // this build under another name, and the packages must land there.
     let target = std::env::current_exe().unwrap(); // target/debug/deps/packages-…
     let target = target.ancestors().nth(3).unwrap();
     let alias = dir.path().join("target-dir");
     std::os::unix::fs::symlink(target, &alias).unwrap();
-    package.env("CARGO_TARGET_DIR", &alias);
-    let built = stdout(&mut package);
+    let built = stdout(&mut package(&alias, &[]));
     eprintln!(
         "scripts/package.sh: {:.1} s",
         started.elapsed().as_secs_f64()
@@ -465,7 +537,7 @@ fn packages_pass_lint_and_the_deb_installs_upgrades_removes_and_purges_cleanly()
     assert!(deb.extension().is_some_and(|e| e == "deb"), "{built}");
     assert!(rpm.extension().is_some_and(|e| e == "rpm"), "{built}");
     assert!(
-        deb.starts_with(alias.join("debian")) && rpm.starts_with(alias.join("generate-rpm")),
+        deb.starts_with(alias.join("debian")) && rpm.starts_with(alias.join("rpm")),
         "the packages are not under CARGO_TARGET_DIR={}:\n{built}",
         alias.display()
     );
@@ -648,19 +720,25 @@ fn packages_pass_lint_and_the_deb_installs_upgrades_removes_and_purges_cleanly()
     // as .rpmsave on erase.
     let old_rpm = dir.path().join("faultbridge-old.rpm");
     std::fs::copy(&rpm, &old_rpm).unwrap();
+    // The next release of the same files: package.sh --rpm-release 2 rpm.
+    // Its packages leave the target directory (where they would be taken
+    // for the newest build).
+    let rebuilt = stdout(&mut package(&alias, &["--rpm-release", "2", "rpm"]));
+    let rebuilt = PathBuf::from(rebuilt.lines().last().unwrap_or_default());
+    assert!(
+        rebuilt.starts_with(alias.join("rpm"))
+            && rebuilt
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .contains("-2."),
+        "package.sh --rpm-release 2 rpm printed {}",
+        rebuilt.display()
+    );
     let new_rpm = dir.path().join("faultbridge-new.rpm");
-    run(Command::new(env!("CARGO"))
-        .current_dir(repo())
-        .env("CARGO_TARGET_DIR", &alias)
-        .args([
-            "generate-rpm",
-            "-p",
-            "bridge",
-            "-s",
-            "release = \"2\"",
-            "-o",
-        ])
-        .arg(&new_rpm));
+    std::fs::copy(&rebuilt, &new_rpm).unwrap();
+    std::fs::remove_file(debuginfo(&rebuilt)).unwrap();
+    std::fs::remove_file(&rebuilt).unwrap();
     let work = dir.path().join("rpm-root");
     std::fs::create_dir_all(&work).unwrap();
     let facts = lifecycle("rpm-lifecycle.sh", &work, &old_rpm, &new_rpm);
@@ -681,6 +759,32 @@ fn packages_pass_lint_and_the_deb_installs_upgrades_removes_and_purges_cleanly()
     assert_eq!(one("erase.binary"), "gone");
     assert_eq!(one("erase.unit"), "gone");
     assert_eq!(one("erase.config"), "faultbridge.toml.rpmsave ");
+    // The database named faultbridge the owner of its directories; after
+    // erase, of what it owned (and was not there before) only the
+    // directory of the kept configuration is left.
+    for owned in [
+        "/etc/faultbridge",
+        "/var/lib/faultbridge",
+        "/usr/share/doc/faultbridge",
+        "/usr/share/cockpit/faultbridge",
+        "/usr/lib/ocf/resource.d/faultbridge",
+    ] {
+        assert!(
+            facts["install.owner"].contains(&format!("{owned} faultbridge")),
+            "rpm -qf {owned} does not name faultbridge: {facts:#?}"
+        );
+    }
+    assert!(
+        facts["erase.owned"]
+            .first()
+            .is_some_and(|n| n.parse::<usize>().is_ok_and(|n| n > 50)),
+        "the erase check saw no list of owned paths: {facts:#?}"
+    );
+    assert_eq!(
+        facts.get("erase.left").cloned().unwrap_or_default(),
+        ["/etc/faultbridge"],
+        "erase left paths the package owned"
+    );
 
     // The machine itself: its package database and users as before.
     assert!(
