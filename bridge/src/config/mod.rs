@@ -16,6 +16,7 @@ mod monitor;
 pub mod names;
 mod raw;
 mod sources;
+pub mod upgrade;
 
 pub use duration::{DurationBound, parse_duration};
 pub use error::ConfigError;
@@ -59,7 +60,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub actions: ActionsConfig,
     /// `[upgrade]`: the live self-upgrade's custom actions.
-    pub upgrade: crate::upgrade::UpgradeConfig,
+    pub upgrade: upgrade::UpgradeConfig,
     /// `[forward.nats]`: fleet forwarding, fed from the history database.
     pub forward: Option<NatsForwardConfig>,
 }
@@ -142,8 +143,8 @@ impl Config {
             monitors.push(mon);
         }
         let upgrade = match &raw.upgrade {
-            None => crate::upgrade::UpgradeConfig::default(),
-            Some(u) => crate::upgrade::UpgradeConfig::from_raw(u.get_ref().clone())
+            None => upgrade::UpgradeConfig::default(),
+            Some(u) => upgrade::UpgradeConfig::from_raw(u.get_ref().clone())
                 .map_err(|e| cx.spanned(u, e.to_string()))?,
         };
         let forward = raw
@@ -185,7 +186,7 @@ impl Config {
             monitors: Vec::new(),
             ingest: IngestConfig::default(),
             actions: ActionsConfig::default(),
-            upgrade: crate::upgrade::UpgradeConfig::default(),
+            upgrade: upgrade::UpgradeConfig::default(),
             forward: None,
         }
     }

@@ -17,7 +17,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub monitor: Vec<RawMonitor>,
     pub actions: Option<RawActions>,
-    pub upgrade: Option<Spanned<crate::upgrade::RawUpgrade>>,
+    pub upgrade: Option<Spanned<super::upgrade::RawUpgrade>>,
     pub forward: Option<RawForward>,
 }
 
