@@ -1,7 +1,7 @@
 //! The events subscribers receive: [`Fault`] (a fault or its CLEAR) and
 //! [`Lost`] (records that did not reach this subscriber, never silent).
 
-use crate::fanout::Pool;
+use crate::pool::Pool;
 use faultbridge_ffi::wire::record::{Category, Record, Severity};
 use std::fmt;
 use std::ops::Range;

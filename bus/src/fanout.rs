@@ -47,10 +47,8 @@ pub const SEGMENT: usize = 512;
 /// Idle record buffers a subscription's pool keeps for reuse.
 pub const POOL_KEEP: usize = 512;
 
-/// The largest record buffer a pool keeps for reuse; a larger one is freed
-/// as it comes back (records are at most 64 KiB + 72 bytes, most are a few
-/// hundred bytes).
-pub const POOL_KEEP_BYTES: usize = 4096;
+pub use crate::pool::POOL_KEEP_BYTES;
+use crate::pool::Pool;
 
 /// Default [`SubscribeOptions::spin_limit`].
 pub const DEFAULT_SPIN_LIMIT: Duration = Duration::from_micros(500);
@@ -116,33 +114,6 @@ impl PendingLoss {
             self.last = self.last.max(last);
         }
         self.count += count;
-    }
-}
-
-/// A subscription's record buffers: the idle ones, and how many exist.
-#[derive(Debug)]
-pub(crate) struct Pool {
-    free: Sender<Vec<u8>>,
-    /// Buffers in existence (idle, queued or held by the subscriber). Only
-    /// the publisher adds to it; a buffer freed instead of kept subtracts.
-    allocated: AtomicUsize,
-}
-
-impl Pool {
-    /// Takes back a buffer of a dropped fault, or frees it when the pool
-    /// already keeps enough idle ones (or the subscription is gone).
-    pub(crate) fn put(&self, buf: Vec<u8>) {
-        // A buffer a large record grew (a detail of tens of KiB) is not
-        // kept: 512 of them would hold tens of MiB after one such storm.
-        if buf.capacity() > POOL_KEEP_BYTES {
-            drop(buf);
-            self.allocated.fetch_sub(1, Relaxed);
-            return;
-        }
-        if let Err(e) = self.free.try_send(buf) {
-            drop(e.into_inner());
-            self.allocated.fetch_sub(1, Relaxed);
-        }
     }
 }
 

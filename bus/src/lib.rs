@@ -23,6 +23,7 @@ pub mod dbus;
 pub mod event;
 pub mod fanout;
 pub mod monitor;
+mod pool;
 
 pub use event::{Event, Fault, FaultKind, Filter, Lost, LostReason, Source};
 pub use fanout::{

@@ -4,8 +4,8 @@
 // macro generates for it takes them one by one.
 #![allow(clippy::too_many_arguments)]
 
+use super::counters::Counters;
 use super::guard::{Gates, check_actor};
-use super::service::Counters;
 use super::{Backend, Error, HistoryRow, MonitorInfo, NotifyCall};
 use std::collections::HashMap;
 use std::sync::Arc;

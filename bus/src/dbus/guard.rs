@@ -18,7 +18,7 @@
 //! `org.faultbridge.Bridge1.Error.Busy`, at once.
 
 use super::Error;
-use super::service::Counters;
+use super::counters::Counters;
 use std::ffi::CString;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use zbus::Connection;

@@ -10,7 +10,7 @@
 //! reconnects with backoff (100 ms doubling to 5 s): connect, export the
 //! bridge object and the monitor objects again, own the name again.
 
-use super::service::Counters;
+use super::counters::Counters;
 use crate::event::Source;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::{Arc, Mutex, PoisonError};

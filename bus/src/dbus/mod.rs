@@ -62,6 +62,7 @@
 
 mod bridge1;
 pub mod client;
+mod counters;
 mod error;
 mod guard;
 mod link;
@@ -72,6 +73,7 @@ mod signals;
 pub mod upgrade1;
 
 pub use client::{BusSignal, FaultSignal, LostSignal, Owner, OwnerChange};
+pub use counters::DbusStats;
 pub use error::{Error, ServiceError};
 pub use guard::{ACTOR_GROUP, MAX_CALLS, MAX_HISTORY_CALLS, may_act};
 pub use link::BusHealth;
@@ -79,7 +81,7 @@ pub use names::{
     BUS_NAME, ERROR_PREFIX, INTERFACE, MONITOR_INTERFACE, MONITOR_PATH_PREFIX, OBJECT_PATH,
     PROPERTIES_INTERFACE, escape_label, monitor_path, unescape_label,
 };
-pub use service::{ConnectHook, DbusStats, Service, ServiceOptions, Settler};
+pub use service::{ConnectHook, Service, ServiceOptions, Settler};
 
 use std::collections::HashMap;
 use std::fmt;

@@ -1,7 +1,7 @@
 //! The `org.faultbridge.Monitor1` interface, one object per monitor.
 
+use super::counters::Counters;
 use super::guard::{Gates, check_actor};
-use super::service::Counters;
 use super::{Backend, Error, MonitorInfo, MonitorSnapshot, MonitorState};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;

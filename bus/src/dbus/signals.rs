@@ -11,9 +11,9 @@
 //! refilled, so a storm yields long runs of faults and few `Lost` signals
 //! rather than one `Lost` per fault.
 
+use super::counters::Counters;
 use super::link::{Link, Missed};
 use super::names::{INTERFACE, OBJECT_PATH};
-use super::service::Counters;
 use crate::event::{Event, Fault, Lost, LostReason, Source};
 use crate::fanout::{RecvError, Subscription};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
