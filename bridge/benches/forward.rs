@@ -382,8 +382,6 @@ fn ingest(url: &str, dir: &Path, forward: bool, count: u64, rate: u64, group: u3
     }
 }
 
-/// Ingest latency, simulator send → in-process subscriber, one record per
-/// datagram at `rate`/s, history on, forwarding off or on: sorted µs.
 /// What one hot-path round measured: sorted latencies (µs), and the CPU
 /// time (ms) of the ingest thread, the forwarder thread and the server.
 struct Hot {
@@ -393,15 +391,24 @@ struct Hot {
     server_ms: f64,
 }
 
+/// The rate of the hot-path rounds, records/s.
+const HOT_RATE: u64 = 5_000;
+
+/// Ingest latency, simulator send → in-process subscriber, `n` records
+/// one per datagram at [`HOT_RATE`], history on, forwarding off or on;
+/// `pinned`: the daemon's threads on CPU 0, the simulator on CPU 1.
 fn hot_latency(
     url: &str,
     srv: &Server,
     dir: &Path,
     forward: bool,
+    pinned: bool,
     n: u64,
-    rate: u64,
     group: u32,
 ) -> Hot {
+    if pinned {
+        pin_self(Some(0));
+    }
     let (bridge, sub, _) = start(url, dir, "hot", forward, group, 1 << 16);
     let reader = std::thread::spawn(move || {
         let mut lat = Vec::with_capacity(n as usize);
@@ -427,8 +434,12 @@ fn hot_latency(
         ]
     };
     let before = cpu();
+    if pinned {
+        pin_self(Some(1));
+    }
     let mut sim = Simulator::new(2, group).unwrap();
-    sim.flood(&specs(), n, rate, 1).unwrap();
+    sim.flood(&specs(), n, HOT_RATE, 1).unwrap();
+    pin_self(None);
     let mut lat = reader.join().unwrap();
     // What the forwarder still had to send when the last record arrived.
     std::thread::sleep(Duration::from_millis(200));
@@ -442,6 +453,31 @@ fn hot_latency(
         forwarder_ms: ms(1),
         server_ms: ms(2),
     }
+}
+
+/// Puts every thread of the server on `cpus` (a `taskset` list).
+fn pin_server(srv: &Server, cpus: &str) {
+    let ok = Command::new("taskset")
+        .args(["-a", "-c", "-p", cpus, &srv.0.id().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "taskset (util-linux) could not move the server");
+}
+
+/// Puts this thread (and the threads it starts from now on) on CPU `cpu`,
+/// or back on every CPU.
+fn pin_self(cpu: Option<usize>) {
+    let mut set = nix::sched::CpuSet::new();
+    match cpu {
+        Some(c) => set.set(c).unwrap(),
+        None => {
+            for c in 0..nix::sched::CpuSet::count() {
+                let _ = set.set(c);
+            }
+        }
+    }
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
 }
 
 fn main() {
@@ -505,25 +541,43 @@ fn main() {
     );
 
     let n_hot = if quick { 5_000 } else { 20_000 };
-    println!(
-        "ingest latency, simulator send → in-process subscriber, {n_hot} records one per datagram at 5000/s, history on (alternating rounds):"
-    );
     let mut group = 23;
-    for round in 1..=if quick { 1 } else { 3 } {
-        for forward in [false, true] {
-            group -= 1;
-            let h = hot_latency(&url, &srv, &dir, forward, n_hot, 5_000, group);
-            let lat = &h.lat;
-            println!(
-                "  round {round} forwarding {:<3}: p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs | CPU ms: ingest thread {:.0}, forwarder thread {:.0}, nats-server {:.0}",
-                if forward { "on" } else { "off" },
-                pct(lat, 0.5),
-                pct(lat, 0.99),
-                pct(lat, 0.999),
-                h.ingest_ms,
-                h.forwarder_ms,
-                h.server_ms
-            );
+    // Twice: with the server sharing both CPUs with the daemon (this
+    // machine as it is), then with every thread of the daemon (ingest,
+    // history writer, forwarder, the subscriber) on CPU 0 and the server
+    // and the simulator (the driver) on CPU 1: as when the server runs on
+    // another host, what forwarding costs the daemon's own CPU.
+    for pinned in [false, true] {
+        if pinned {
+            pin_server(&srv, "1");
+        }
+        println!(
+            "ingest latency, simulator send → in-process subscriber, {n_hot} records one per datagram at 5000/s, history on (alternating rounds), {}:",
+            if pinned {
+                "daemon on CPU 0, server and simulator on CPU 1"
+            } else {
+                "server and daemon on both CPUs"
+            }
+        );
+        for round in 1..=if quick { 1 } else { 3 } {
+            for forward in [false, true] {
+                group -= 1;
+                let h = hot_latency(&url, &srv, &dir, forward, pinned, n_hot, group);
+                let lat = &h.lat;
+                println!(
+                    "  round {round} forwarding {:<3}: p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs | CPU ms: ingest thread {:.0}, forwarder thread {:.0}, nats-server {:.0}",
+                    if forward { "on" } else { "off" },
+                    pct(lat, 0.5),
+                    pct(lat, 0.99),
+                    pct(lat, 0.999),
+                    h.ingest_ms,
+                    h.forwarder_ms,
+                    h.server_ms
+                );
+            }
+        }
+        if pinned {
+            pin_server(&srv, "0-1023");
         }
     }
 
