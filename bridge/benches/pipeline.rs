@@ -229,12 +229,22 @@ fn sustained(count: u64, rate: u64) -> (f64, u64, u64) {
             .map(|i| FaultSpec::new(Category::Nic, &format!("eth{i}")))
             .collect();
         let r = sim.flood(&specs, count, rate, 32).unwrap();
-        // a closing record sizes any loss at the tail
-        std::thread::sleep(Duration::from_millis(50));
-        sim.send(&specs[0]).unwrap();
-        r
+        (r, sim, specs)
     });
-    let r = sender.join().unwrap();
+    let (r, mut sim, specs) = sender.join().unwrap();
+    // A closing record sizes any loss at the tail. It is sent once the
+    // daemon has read everything queued: after an overrun the kernel drops
+    // whatever comes to the socket until its queue has been emptied.
+    let mut last = u64::MAX;
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = bridge.stats().source(Source::Expdrv).datagrams;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    sim.send(&specs[0]).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     done.store(true, Ordering::Release);
     let stats = bridge.shutdown();
