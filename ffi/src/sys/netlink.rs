@@ -128,6 +128,27 @@ fn last_err() -> io::Error {
     io::Error::last_os_error()
 }
 
+/// What a receive call that returned `n` (into a buffer of `cap` bytes,
+/// with `MSG_TRUNC`) got: a datagram of `n` bytes, an overrun (`ENOBUFS`),
+/// nothing (`EAGAIN`) or an error; `None` when it was interrupted
+/// (`EINTR`) and is to be made again.
+fn received(n: isize, cap: usize) -> Option<io::Result<Recv>> {
+    if n >= 0 {
+        let len = n as usize;
+        return Some(Ok(Recv::Datagram {
+            len,
+            stored: len.min(cap),
+        }));
+    }
+    let err = last_err();
+    match err.raw_os_error() {
+        Some(libc::EINTR) => None,
+        Some(libc::ENOBUFS) => Some(Ok(Recv::Overrun)),
+        Some(libc::EAGAIN) => Some(Ok(Recv::WouldBlock)),
+        _ => Some(Err(err)),
+    }
+}
+
 fn sockaddr_nl(pid: u32, groups: u32) -> libc::sockaddr_nl {
     // SAFETY: `sockaddr_nl` is a plain C struct of integers, for which all-zero
     // bytes are a valid value (and the required value of `nl_pad`).
@@ -336,19 +357,8 @@ impl NetlinkSocket {
                     libc::MSG_TRUNC,
                 )
             };
-            if n >= 0 {
-                let len = n as usize;
-                return Ok(Recv::Datagram {
-                    len,
-                    stored: len.min(buf.len()),
-                });
-            }
-            let err = last_err();
-            match err.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::ENOBUFS) => return Ok(Recv::Overrun),
-                Some(libc::EAGAIN) => return Ok(Recv::WouldBlock),
-                _ => return Err(err),
+            if let Some(r) = received(n, buf.len()) {
+                return r;
             }
         }
     }
@@ -374,27 +384,19 @@ impl NetlinkSocket {
                     &mut sa_len,
                 )
             };
-            if n < 0 {
-                let err = last_err();
-                match err.raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    Some(libc::ENOBUFS) => return Ok((Recv::Overrun, Sender::default())),
-                    Some(libc::EAGAIN) => return Ok((Recv::WouldBlock, Sender::default())),
-                    _ => return Err(err),
-                }
-            }
-            let len = n as usize;
-            return Ok((
-                Recv::Datagram {
-                    len,
-                    stored: len.min(buf.len()),
-                },
-                Sender {
+            let r = match received(n, buf.len()) {
+                None => continue,
+                Some(r) => r?,
+            };
+            let from = match r {
+                Recv::Datagram { .. } => Sender {
                     port: sa.nl_pid,
                     groups: sa.nl_groups,
                     credentials: None,
                 },
-            ));
+                Recv::Overrun | Recv::WouldBlock => Sender::default(),
+            };
+            return Ok((r, from));
         }
     }
 
@@ -441,14 +443,12 @@ impl NetlinkSocket {
             // buffer of the length given beside it (`buf` through `iov`,
             // `sa`, `control`), all of which outlive the call.
             let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_TRUNC) };
-            if n < 0 {
-                let err = last_err();
-                match err.raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    Some(libc::ENOBUFS) => return Ok((Recv::Overrun, Sender::default())),
-                    Some(libc::EAGAIN) => return Ok((Recv::WouldBlock, Sender::default())),
-                    _ => return Err(err),
-                }
+            let r = match received(n, buf.len()) {
+                None => continue,
+                Some(r) => r?,
+            };
+            if !matches!(r, Recv::Datagram { .. }) {
+                return Ok((r, Sender::default()));
             }
             let mut credentials = None;
             // SAFETY: `msg` was filled by a successful recvmsg: its control
@@ -478,12 +478,8 @@ impl NetlinkSocket {
                 // SAFETY: as for CMSG_FIRSTHDR: `msg` and `cmsg` are valid.
                 cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
             }
-            let len = n as usize;
             return Ok((
-                Recv::Datagram {
-                    len,
-                    stored: len.min(buf.len()),
-                },
+                r,
                 Sender {
                     port: sa.nl_pid,
                     groups: sa.nl_groups,
