@@ -84,8 +84,9 @@ impl super::DatagramSource for ExpdrvState {
         report_lost(self.source, next, next - 1, LostReason::Overrun, out, c);
     }
 
-    fn hand_over_state(&self, h: &mut super::HandedState) {
+    fn hand_over_state(&self, h: &mut super::HandedState) -> Option<()> {
         self.seq.hand_over(h);
+        Some(())
     }
 
     fn adopt(&mut self, h: &super::HandedState) {

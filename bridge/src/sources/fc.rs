@@ -197,9 +197,10 @@ impl super::DatagramSource for FcState {
         );
     }
 
-    fn hand_over_state(&self, h: &mut super::HandedState) {
+    fn hand_over_state(&self, h: &mut super::HandedState) -> Option<()> {
         self.seq.hand_over(h);
         h.next_sequence = self.synth.next_sequence();
+        Some(())
     }
 
     fn adopt(&mut self, h: &super::HandedState) {

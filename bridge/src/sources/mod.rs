@@ -31,10 +31,21 @@ pub(crate) trait DatagramSource {
     fn datagram(&mut self, dg: &[u8], out: &mut Dispatch<'_>, c: &SourceCounters);
     /// The socket overflowed (`ENOBUFS`, already counted): messages were lost.
     fn overrun(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters);
+    /// Called each time the socket is to be read, before the first
+    /// datagram (rtnetlink reports the start-up state here).
+    fn before_reading(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) {
+        let _ = (out, c);
+    }
+    /// Whether the socket can be handed over now.
+    fn can_hand_over(&self) -> bool {
+        true
+    }
     /// Writes into `h` what goes with the socket when it is handed over
-    /// (sequence cursors, the next sequence of the source's own numbering).
-    fn hand_over_state(&self, h: &mut HandedState) {
+    /// (sequence cursors, the next sequence of the source's own numbering,
+    /// anything else in `extra`); `None` when it cannot be written.
+    fn hand_over_state(&self, h: &mut HandedState) -> Option<()> {
         let _ = h;
+        Some(())
     }
     /// Takes what the other side's [`DatagramSource::hand_over_state`] wrote.
     fn adopt(&mut self, h: &HandedState) {
@@ -48,7 +59,8 @@ pub(crate) trait DatagramSource {
 }
 
 /// A source that is one netlink socket and what it does with each
-/// datagram: the expanded driver's group, FC transport events, uevents.
+/// datagram: the expanded driver's group, FC transport events, uevents,
+/// rtnetlink.
 #[derive(Debug)]
 pub(crate) struct Netlinked<S> {
     listener: Listener,
@@ -92,7 +104,7 @@ impl<S: DatagramSource + Send + std::fmt::Debug> IngestSource for Netlinked<S> {
     }
 
     fn can_hand_over(&self) -> bool {
-        true
+        self.state.can_hand_over()
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
@@ -108,7 +120,7 @@ impl<S: DatagramSource + Send + std::fmt::Debug> IngestSource for Netlinked<S> {
             next_sequence: 0,
             extra: serde_json::Value::Null,
         };
-        self.state.hand_over_state(&mut state);
+        self.state.hand_over_state(&mut state)?;
         Some(HandedSource {
             fds: vec![self.listener.dup_fd()?],
             state,
@@ -232,6 +244,7 @@ pub(crate) fn drain(
 ) -> io::Result<u64> {
     let before = c.delivered.load(Relaxed);
     let name = src.name();
+    src.before_reading(out, c);
     loop {
         match listener.recv_one(name, c)? {
             Got::Nothing => return Ok(c.delivered.load(Relaxed) - before),

@@ -31,7 +31,7 @@
 
 use super::auth::Accept;
 use super::synth::{Synth, Synthesized, report_lost};
-use super::{Dispatch, Listener, SourceTokens};
+use super::{Dispatch, Listener, Netlinked};
 use crate::config::{NamePatterns, RtnetlinkConfig};
 use crate::stats::SourceCounters;
 use faultbridge_bus::{FaultKind, LostReason, Source};
@@ -105,15 +105,11 @@ fn is_watched(patterns: &NamePatterns, name: &str, loopback: bool) -> bool {
 }
 
 /// The rtnetlink NIC source.
-#[derive(Debug)]
-pub struct RtnetlinkSource {
-    listener: Listener,
-    state: RtnlState,
-}
+pub(crate) type RtnetlinkSource = Netlinked<RtnlState>;
 
 /// What the source knows between datagrams.
 #[derive(Debug)]
-struct RtnlState {
+pub(crate) struct RtnlState {
     /// The socket again (a duplicate descriptor), to request dumps on.
     sock: NetlinkSocket,
     port: u32,
@@ -130,8 +126,6 @@ struct RtnlState {
     resync_again: bool,
     generation: u32,
     next_dump_seq: u32,
-    /// Start-up states the ioctls corrected (the link changed during the dump).
-    corrected_at_start: u32,
 }
 
 impl RtnetlinkSource {
@@ -159,24 +153,13 @@ impl RtnetlinkSource {
             resync_again: false,
             generation: 0,
             next_dump_seq: 1,
-            corrected_at_start: 0,
         };
         state.initial_dump()?;
         state.check_with_ioctls();
-        Ok(RtnetlinkSource {
-            listener: Listener::from_socket(sock, Accept::Kernel, RECV_BUF),
+        Ok(Netlinked::new(
+            Listener::from_socket(sock, Accept::Kernel, RECV_BUF),
             state,
-        })
-    }
-
-    /// The interfaces watched now: (ifindex, name, link up).
-    pub fn watched(&self) -> Vec<(u32, String, bool)> {
-        self.state.watched()
-    }
-
-    /// Start-up states the ioctls corrected (the link changed during the dump).
-    pub fn corrected_at_start(&self) -> u32 {
-        self.state.corrected_at_start
+        ))
     }
 }
 
@@ -220,28 +203,15 @@ impl RtnetlinkSource {
             resync_again: handed.resync_again,
             generation: handed.generation,
             next_dump_seq: handed.next_dump_seq,
-            corrected_at_start: 0,
         };
-        Ok(RtnetlinkSource {
-            listener: Listener::from_socket(sock, Accept::Kernel, RECV_BUF),
+        Ok(Netlinked::new(
+            Listener::from_socket(sock, Accept::Kernel, RECV_BUF),
             state,
-        })
+        ))
     }
 }
 
 impl RtnlState {
-    /// The interfaces watched now: (ifindex, name, link up).
-    pub fn watched(&self) -> Vec<(u32, String, bool)> {
-        let mut v: Vec<_> = self
-            .links
-            .iter()
-            .filter(|(_, l)| l.st.watched)
-            .map(|(&i, l)| (i, l.name.clone(), l.st.up()))
-            .collect();
-        v.sort();
-        v
-    }
-
     fn send_dump(&mut self) -> io::Result<u32> {
         let seq = self.next_dump_seq;
         self.next_dump_seq = self.next_dump_seq.wrapping_add(1).max(1);
@@ -382,7 +352,6 @@ impl RtnlState {
                 Err(_) => flags & IFF_RUNNING != 0 || (link.st.carrier && !admin_up),
             };
             if (admin_up, carrier) != (link.st.admin_up, link.st.carrier) {
-                self.corrected_at_start += 1;
                 link.st.admin_up = admin_up;
                 link.st.carrier = carrier;
             }
@@ -662,82 +631,43 @@ enum Transition {
     Removed,
 }
 
-impl super::IngestSource for RtnetlinkSource {
-    fn source(&self) -> Source {
-        Source::Rtnetlink
-    }
-
-    fn can_hand_over(&self) -> bool {
-        // Once the start-up state is reported (ingest has started).
-        !self.state.initial_pending
-    }
-
-    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
-        self.listener.deregister(registry)
-    }
-
-    fn hand_over(&self) -> Option<super::HandedSource> {
-        let s = &self.state;
-        let extra = serde_json::to_value(Handed {
-            links: s.links.iter().map(|(&i, l)| (i, l.clone())).collect(),
-            dump: s.dump,
-            resync_again: s.resync_again,
-            generation: s.generation,
-            next_dump_seq: s.next_dump_seq,
-        })
-        .ok()?;
-        Some(super::HandedSource {
-            fds: vec![self.listener.dup_fd()?],
-            state: super::HandedState {
-                source: Source::Rtnetlink.name().to_string(),
-                protocol: NETLINK_ROUTE,
-                cursors: Vec::new(),
-                overrun_pending: false,
-                next_sequence: s.synth.next_sequence(),
-                extra,
-            },
-        })
-    }
-
-    fn register(&mut self, registry: &mio::Registry, tokens: SourceTokens) -> io::Result<()> {
-        self.listener.register(registry, tokens.token(0))
-    }
-
-    /// The start-up state, then what arrived since.
-    fn start(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) -> io::Result<u64> {
-        let before = c.delivered.load(Relaxed);
-        if self.state.initial_pending {
-            self.state.report_initial(out, c);
-        }
-        super::drain(&mut self.listener, &mut self.state, out, c)?;
-        Ok(c.delivered.load(Relaxed) - before)
-    }
-
-    fn on_event(
-        &mut self,
-        _slot: usize,
-        out: &mut Dispatch<'_>,
-        c: &SourceCounters,
-    ) -> io::Result<u64> {
-        self.start(out, c)
-    }
-}
-
 impl super::DatagramSource for RtnlState {
     fn name(&self) -> Source {
         Source::Rtnetlink
     }
 
-    fn datagram(&mut self, dg: &[u8], out: &mut Dispatch<'_>, c: &SourceCounters) {
+    /// The start-up state comes before any live news.
+    fn before_reading(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) {
         if self.initial_pending {
-            // The start-up state comes before any live news.
             self.report_initial(out, c);
         }
+    }
+
+    fn datagram(&mut self, dg: &[u8], out: &mut Dispatch<'_>, c: &SourceCounters) {
         self.process(dg, out, c);
     }
 
     fn overrun(&mut self, out: &mut Dispatch<'_>, c: &SourceCounters) {
         self.on_overrun(out, c);
+    }
+
+    /// Once the start-up state is reported (ingest has started).
+    fn can_hand_over(&self) -> bool {
+        !self.initial_pending
+    }
+
+    /// The interfaces as last reported and the dump under way, in `extra`.
+    fn hand_over_state(&self, h: &mut super::HandedState) -> Option<()> {
+        h.next_sequence = self.synth.next_sequence();
+        h.extra = serde_json::to_value(Handed {
+            links: self.links.iter().map(|(&i, l)| (i, l.clone())).collect(),
+            dump: self.dump,
+            resync_again: self.resync_again,
+            generation: self.generation,
+            next_dump_seq: self.next_dump_seq,
+        })
+        .ok()?;
+        Some(())
     }
 }
 
@@ -783,7 +713,6 @@ mod tests {
             resync_again: false,
             generation: 0,
             next_dump_seq: 1,
-            corrected_at_start: 0,
         }
     }
 

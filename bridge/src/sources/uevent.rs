@@ -162,8 +162,9 @@ impl super::DatagramSource for UeventState {
         report_lost(Source::Uevent, next, next - 1, LostReason::Overrun, out, c);
     }
 
-    fn hand_over_state(&self, h: &mut super::HandedState) {
+    fn hand_over_state(&self, h: &mut super::HandedState) -> Option<()> {
         h.next_sequence = self.synth.next_sequence();
+        Some(())
     }
 
     fn adopt(&mut self, h: &super::HandedState) {
