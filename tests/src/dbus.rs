@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 
 /// The policy file faultbridge ships (`dist/dbus/org.faultbridge.Bridge1.conf`).
 pub fn policy_file() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
+    crate::repo()
         .join("dist/dbus/org.faultbridge.Bridge1.conf")
         .canonicalize()
         .unwrap()

@@ -48,6 +48,14 @@ pub fn alive(pid: u64) -> bool {
         .unwrap_or(false)
 }
 
+/// The workspace's root (the repository checkout).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lies in the workspace")
+        .to_path_buf()
+}
+
 /// The real `faultbridge` binary, built once if this test run did not build it.
 pub fn binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();

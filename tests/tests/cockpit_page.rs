@@ -14,7 +14,7 @@
 use faultbridge_tests::dbus::{
     BusPolicy, PrivateBus, client, daemon_config, private_bus, require_real_root, status,
 };
-use faultbridge_tests::{Daemon, TempDir, faultbridge, private_netns, text};
+use faultbridge_tests::{Daemon, TempDir, faultbridge, private_netns, repo, text};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -53,14 +53,6 @@ fn program(candidates: &[&str], package: &str) -> PathBuf {
                 "none of {candidates:?} exists: the Cockpit page's test needs the Debian package {package} (scripts/test.sh installs it)"
             )
         })
-}
-
-/// The workspace's root.
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
 }
 
 /// Copies the page into `share/cockpit/faultbridge/`, as the packages

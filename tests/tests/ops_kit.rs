@@ -3,18 +3,11 @@
 //! and the package file lists.
 #![allow(clippy::unwrap_used)]
 
-use faultbridge_tests::{TempDir, binary, private_netns, rpmspec};
+use faultbridge_tests::{TempDir, binary, private_netns, repo, rpmspec};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 #[test]
 fn run_speaks_the_systemd_notify_protocol() {

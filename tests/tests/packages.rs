@@ -16,18 +16,11 @@
 //! itself is unchanged afterwards.
 #![allow(clippy::unwrap_used)]
 
-use faultbridge_tests::{TempDir, rpmspec, text};
+use faultbridge_tests::{TempDir, repo, rpmspec, text};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 fn run(cmd: &mut Command) -> Output {
     let out = cmd
