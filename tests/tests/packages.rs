@@ -449,6 +449,14 @@ fn package(target: &Path, args: &[&str]) -> Command {
 
 /// Runs the lifecycle script in its own mount, network and pid namespaces
 /// and returns its facts, name → values.
+/// The single value of fact `name` of a lifecycle run.
+fn one_fact<'a>(facts: &'a BTreeMap<String, Vec<String>>, name: &str) -> &'a str {
+    match facts.get(name).map(Vec::as_slice) {
+        Some([v]) => v,
+        other => panic!("fact {name}: {other:?}\nall: {facts:#?}"),
+    }
+}
+
 fn lifecycle(script: &str, work: &Path, old: &Path, new: &Path) -> BTreeMap<String, Vec<String>> {
     let script = repo().join("tests/fixtures").join(script);
     // setpriv --pdeathsig: unshare dies with this test, and --kill-child
@@ -576,12 +584,7 @@ fn packages_pass_lint_and_the_deb_installs_upgrades_removes_and_purges_cleanly()
         "install, upgrade, remove, purge: {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let one = |name: &str| -> &str {
-        match facts.get(name).map(Vec::as_slice) {
-            Some([v]) => v,
-            other => panic!("fact {name}: {other:?}\nall: {facts:#?}"),
-        }
-    };
+    let one = |name: &str| one_fact(&facts, name);
 
     // Installed: the user, the 0700 state directory, the init script's
     // links, and the daemon as the unit runs it, owning its bus name.
@@ -735,12 +738,7 @@ fn packages_pass_lint_and_the_deb_installs_upgrades_removes_and_purges_cleanly()
     let work = dir.path().join("rpm-root");
     std::fs::create_dir_all(&work).unwrap();
     let facts = lifecycle("rpm-lifecycle.sh", &work, &old_rpm, &new_rpm);
-    let one = |name: &str| -> &str {
-        match facts.get(name).map(Vec::as_slice) {
-            Some([v]) => v,
-            other => panic!("fact {name}: {other:?}\nall: {facts:#?}"),
-        }
-    };
+    let one = |name: &str| one_fact(&facts, name);
     assert_eq!(
         one("install.user"),
         "faultbridge:/var/lib/faultbridge:/usr/sbin/nologin"
