@@ -59,6 +59,25 @@ fn recorded(db: &std::path::Path) -> u64 {
         .map_or(0, |n| n as u64)
 }
 
+/// `fleet status --json` of the server at `url` (with `opts`), asked
+/// until it counts `n` messages in the stream or 20 s have passed: the
+/// last answer.
+fn fleet_status_until(url: &str, opts: &[&str], n: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut st = Value::Null;
+    while st["messages"] != n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        let o = Command::new(binary())
+            .args(["fleet", "status", "--nats", url])
+            .args(opts)
+            .arg("--json")
+            .output()
+            .unwrap();
+        st = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    }
+    st
+}
+
 fn wait_recorded(db: &std::path::Path, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while recorded(db) < n {
@@ -535,24 +554,7 @@ fn tls_with_the_ca_forwards_and_without_it_the_error_names_the_certificate() {
     sim(&[], &["send", "--count", "3"]);
     // Until the forwarder has made the stream and sent the three, `fleet
     // status` may find no stream yet: asked again until it says three.
-    let mut st = Value::Null;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while st["messages"] != 3 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-        let o = Command::new(binary())
-            .args([
-                "fleet",
-                "status",
-                "--nats",
-                &server.url(),
-                "--tls-ca",
-                &p("ca.pem"),
-                "--json",
-            ])
-            .output()
-            .unwrap();
-        st = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
-    }
+    let st = fleet_status_until(&server.url(), &["--tls-ca", &p("ca.pem")], 3);
     assert_eq!(st["messages"], 3, "{st}\n{}", d.stderr());
     d.stop();
     // Without the CA the server's certificate is unknown: said, not a stall.
@@ -732,24 +734,7 @@ fn a_credentials_file_authenticates_the_forwarder() {
     let d = Daemon::start(&cfg);
     sim(&[], &["send", "--count", "3"]);
     let creds_arg = creds.to_str().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut st = Value::Null;
-    while st["messages"] != 3 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-        let o = Command::new(binary())
-            .args([
-                "fleet",
-                "status",
-                "--nats",
-                &server.url(),
-                "--credentials",
-                creds_arg,
-                "--json",
-            ])
-            .output()
-            .unwrap();
-        st = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
-    }
+    let st = fleet_status_until(&server.url(), &["--credentials", creds_arg], 3);
     assert_eq!(st["messages"], 3, "{st}\n{}\n{}", d.stderr(), server.log());
     d.stop();
     // Without the file the server refuses us, and says why.
