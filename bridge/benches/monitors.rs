@@ -121,9 +121,13 @@ fn action_latency(n: u64) {
     let mut sim = Simulator::new(2, 6).unwrap();
     let fault = FaultSpec::new(Category::Nic, "eth0");
     let clear = fault.clone().clear();
+    let floor_out = dir.join("floor-stamps");
     let mut to_error = Vec::with_capacity(n as usize);
     let mut sent_ts = std::collections::HashMap::new();
-    for _ in 0..n {
+    let mut floor_ts = std::collections::HashMap::new();
+    // The two paths take turns, fault by fault, so that a change in the
+    // machine's load falls on both alike.
+    for i in 0..n {
         let seq = sim.next_sequence();
         let t0 = monotonic_ns();
         sim.send(&fault).unwrap();
@@ -148,24 +152,9 @@ fn action_latency(n: u64) {
                 break;
             }
         }
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    drop(bridge);
-    let stamps = std::fs::read_to_string(&out).unwrap();
-    let mut to_main = Vec::new();
-    for line in stamps.lines() {
-        let (seq, ts) = line.split_once(' ').unwrap();
-        let seq: u64 = seq.parse().unwrap();
-        let ts: u64 = ts.parse().unwrap();
-        if let Some(t0) = sent_ts.get(&seq) {
-            to_main.push(ts - t0);
-        }
-    }
-    // The floor: the same program started directly (posix_spawn with the
-    // same pipes, process group and directory), paced the same way.
-    let floor_out = dir.join("floor-stamps");
-    let mut floor = Vec::with_capacity(n as usize);
-    for i in 0..n {
+        // The floor: the same program started directly (posix_spawn with
+        // the same pipes, process group and directory), paced the same way.
+        std::thread::sleep(Duration::from_millis(15));
         let t0 = monotonic_ns();
         let mut child = std::process::Command::new(&bin)
             .arg(&floor_out)
@@ -177,20 +166,25 @@ fn action_latency(n: u64) {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
+        floor_ts.insert(i, t0);
         let _ = child.wait();
-        let line = std::fs::read_to_string(&floor_out).unwrap();
-        let ts: u64 = line
-            .lines()
-            .last()
-            .unwrap()
-            .split_once(' ')
-            .unwrap()
-            .1
-            .parse()
-            .unwrap();
-        floor.push(ts - t0);
         std::thread::sleep(Duration::from_millis(15));
     }
+    std::thread::sleep(Duration::from_millis(200));
+    drop(bridge);
+    let stamped = |path: &std::path::Path, sent: &std::collections::HashMap<u64, u64>| {
+        let mut v = Vec::new();
+        for line in std::fs::read_to_string(path).unwrap().lines() {
+            let (seq, ts) = line.split_once(' ').unwrap();
+            let ts: u64 = ts.parse().unwrap();
+            if let Some(t0) = sent.get(&seq.parse().unwrap()) {
+                v.push(ts - t0);
+            }
+        }
+        v
+    };
+    let to_main = stamped(&out, &sent_ts);
+    let floor = stamped(&floor_out, &floor_ts);
     let (f50, f99, fmax) = percentiles(floor);
     let (e50, e99, emax) = percentiles(to_error);
     let (a50, a99, amax) = percentiles(to_main.clone());
@@ -202,7 +196,12 @@ fn action_latency(n: u64) {
         to_main.len()
     );
     println!(
-        "floor: the same program spawned directly            p50 {f50:8.1} µs  p99 {f99:8.1} µs  max {fmax:9.1} µs  ({n} spawns, same pacing)"
+        "floor: the same program spawned directly            p50 {f50:8.1} µs  p99 {f99:8.1} µs  max {fmax:9.1} µs  ({n} spawns, in turn)"
+    );
+    println!(
+        "action started / spawn floor                        p50 {:8.2}×   p99 {:8.2}×",
+        a50 / f50,
+        a99 / f99
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
