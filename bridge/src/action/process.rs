@@ -177,6 +177,11 @@ pub fn spawn(argv: &[String], env: &[(String, String)], stdin: &[u8]) -> Result<
         Ok(c) => c,
         Err(e) => return Err(spawn_failed(&format!("{prog}: {e}"), start)),
     };
+    // The vfork wait is over: the child is loading its program and is
+    // usually runnable on this CPU, where this thread would otherwise
+    // preempt it to log the start and make the thread that waits for it.
+    // Let the program run first: its start is what a recovery waits for.
+    let _ = nix::sched::sched_yield();
     if let Some(mut si) = child.stdin.take() {
         // The block is far smaller than a pipe buffer; a program that exits
         // without reading it gets EPIPE here, which is its business.
