@@ -7,14 +7,21 @@
 //!    p50/p99 over 1000 faults, through the real netlink socket and a real
 //!    process (a small C program that reads CLOCK_MONOTONIC first thing).
 //!
+//! The action path takes turns, fault by fault, with two floors: the same
+//! program spawned directly, and spawned by a bare netlink receiver as the
+//! fault's datagram comes.
+//!
 //! Run as root: `cargo bench -p faultbridge --bench monitors`
-//! (`FB_BENCH_QUICK=1` for 200 faults).
+//! (`FB_BENCH_QUICK=1` for 200 faults, `FB_BENCH_PIN=1` to run everything,
+//! the daemon's threads and the programs, on CPU 0).
 #![allow(clippy::unwrap_used)]
 
 use faultbridge::monitor::{MonitorState, Monitors};
 use faultbridge::sim::{FaultSpec, Simulator};
 use faultbridge::{Config, FaultKind, Source};
 use faultbridge_ffi::sys::monotonic_ns;
+use faultbridge_ffi::sys::netlink::{NETLINK_USERSOCK, NetlinkSocket, Recv, group_mask};
+use faultbridge_ffi::wire::nlmsg::NlMsgIter;
 use faultbridge_ffi::wire::record::{Category, Record, RecordSpec};
 use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
@@ -96,6 +103,45 @@ int main(int argc, char **argv) {
 }
 "#;
 
+/// The program started with `posix_spawn` (the same pipes, process group
+/// and directory as an action) on a thread of its own each time a datagram
+/// comes on `group`, `count` times; the record's sequence goes to the
+/// program as `FAULTBRIDGE_SEQUENCE`.
+fn received_spawner(
+    group: u32,
+    count: u64,
+    bin: std::path::PathBuf,
+    out: std::path::PathBuf,
+) -> std::thread::JoinHandle<()> {
+    let sock = NetlinkSocket::open(NETLINK_USERSOCK).unwrap();
+    sock.bind(0, group_mask(group)).unwrap();
+    sock.set_nonblocking(false).unwrap();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        let mut seen = 0;
+        while seen < count {
+            let Recv::Datagram { stored, .. } = sock.recv(&mut buf).unwrap() else {
+                continue;
+            };
+            for m in NlMsgIter::new(&buf[..stored]) {
+                seen += 1;
+                let seq = Record::parse(m.payload).unwrap().sequence();
+                let mut child = std::process::Command::new(&bin)
+                    .arg(&out)
+                    .env("FAULTBRIDGE_SEQUENCE", seq.to_string())
+                    .current_dir("/")
+                    .process_group(0)
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let _ = child.wait();
+            }
+        }
+    })
+}
+
 fn action_latency(n: u64) {
     let dir = std::env::temp_dir().join(format!("fb-bench-monitors-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -122,6 +168,14 @@ fn action_latency(n: u64) {
     let fault = FaultSpec::new(Category::Nic, "eth0");
     let clear = fault.clone().clear();
     let floor_out = dir.join("floor-stamps");
+    // The second floor: what any program that starts an action on a fault
+    // from the driver must pay at least, a bare netlink receiver (no parse,
+    // no monitor, no hand-over) that spawns the program as a datagram
+    // comes.
+    let received_out = dir.join("received-stamps");
+    let receiver = received_spawner(7, n, bin.clone(), received_out.clone());
+    let mut direct = Simulator::new(2, 7).unwrap();
+    let mut received_ts = std::collections::HashMap::new();
     let mut to_error = Vec::with_capacity(n as usize);
     let mut sent_ts = std::collections::HashMap::new();
     let mut floor_ts = std::collections::HashMap::new();
@@ -169,7 +223,12 @@ fn action_latency(n: u64) {
         floor_ts.insert(i, t0);
         let _ = child.wait();
         std::thread::sleep(Duration::from_millis(15));
+        let seq = direct.next_sequence();
+        received_ts.insert(seq, monotonic_ns());
+        direct.send(&fault).unwrap();
+        std::thread::sleep(Duration::from_millis(15));
     }
+    receiver.join().unwrap();
     std::thread::sleep(Duration::from_millis(200));
     drop(bridge);
     let stamped = |path: &std::path::Path, sent: &std::collections::HashMap<u64, u64>| {
@@ -185,6 +244,8 @@ fn action_latency(n: u64) {
     };
     let to_main = stamped(&out, &sent_ts);
     let floor = stamped(&floor_out, &floor_ts);
+    let received = stamped(&received_out, &received_ts);
+    let (r50, r99, rmax) = percentiles(received);
     let (f50, f99, fmax) = percentiles(floor);
     let (e50, e99, emax) = percentiles(to_error);
     let (a50, a99, amax) = percentiles(to_main.clone());
@@ -199,9 +260,17 @@ fn action_latency(n: u64) {
         "floor: the same program spawned directly            p50 {f50:8.1} µs  p99 {f99:8.1} µs  max {fmax:9.1} µs  ({n} spawns, in turn)"
     );
     println!(
+        "floor: a bare netlink receiver spawns it            p50 {r50:8.1} µs  p99 {r99:8.1} µs  max {rmax:9.1} µs  ({n} faults, in turn)"
+    );
+    println!(
         "action started / spawn floor                        p50 {:8.2}×   p99 {:8.2}×",
         a50 / f50,
         a99 / f99
+    );
+    println!(
+        "action started / receive-and-spawn floor            p50 {:8.2}×   p99 {:8.2}×",
+        a50 / r50,
+        a99 / r99
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -212,6 +281,13 @@ fn main() {
         std::process::exit(1);
     }
     let quick = std::env::var_os("FB_BENCH_QUICK").is_some();
+    if std::env::var_os("FB_BENCH_PIN").is_some() {
+        // Every thread made from here on, and every program started,
+        // inherits the one CPU: no wake-up crosses to an idle vCPU.
+        let mut set = nix::sched::CpuSet::new();
+        set.set(0).unwrap();
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
+    }
     let one = matching_cost(1);
     let many = matching_cost(10_000);
     println!(
