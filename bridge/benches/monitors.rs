@@ -103,6 +103,22 @@ int main(int argc, char **argv) {
 }
 "#;
 
+/// The stamp program started as a floor starts it: `posix_spawn` with the
+/// same pipes, process group and directory as an action, `seq` as
+/// `FAULTBRIDGE_SEQUENCE`.
+fn spawn_stamp(bin: &std::path::Path, out: &std::path::Path, seq: u64) -> std::process::Child {
+    std::process::Command::new(bin)
+        .arg(out)
+        .env("FAULTBRIDGE_SEQUENCE", seq.to_string())
+        .current_dir("/")
+        .process_group(0)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// The program started with `posix_spawn` (the same pipes, process group
 /// and directory as an action) on a thread of its own each time a datagram
 /// comes on `group`, `count` times; the record's sequence goes to the
@@ -126,17 +142,7 @@ fn received_spawner(
             for m in NlMsgIter::new(&buf[..stored]) {
                 seen += 1;
                 let seq = Record::parse(m.payload).unwrap().sequence();
-                let mut child = std::process::Command::new(&bin)
-                    .arg(&out)
-                    .env("FAULTBRIDGE_SEQUENCE", seq.to_string())
-                    .current_dir("/")
-                    .process_group(0)
-                    .stdin(std::process::Stdio::piped())
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                let _ = child.wait();
+                let _ = spawn_stamp(&bin, &out, seq).wait();
             }
         }
     })
@@ -210,16 +216,7 @@ fn action_latency(n: u64) {
         // the same pipes, process group and directory), paced the same way.
         std::thread::sleep(Duration::from_millis(15));
         let t0 = monotonic_ns();
-        let mut child = std::process::Command::new(&bin)
-            .arg(&floor_out)
-            .env("FAULTBRIDGE_SEQUENCE", i.to_string())
-            .current_dir("/")
-            .process_group(0)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_stamp(&bin, &floor_out, i);
         floor_ts.insert(i, t0);
         let _ = child.wait();
         std::thread::sleep(Duration::from_millis(15));
