@@ -83,15 +83,17 @@ if [ -n "$want_rpm" ]; then
   objcopy --strip-debug --strip-unneeded \
     --add-gnu-debuglink="$release/rpm/faultbridge.debug" \
     "$release/faultbridge" "$release/rpm/faultbridge"
-  # rpmbuild's own tree (BUILD, BUILDROOT…) is scratch under the target
-  # directory; the packages go to $target/rpm.
-  rm -rf "$target/rpmbuild"
-  mkdir -p "$target/rpmbuild" "$target/rpm"
-  log="$target/rpmbuild/rpmbuild.log"
-  mkdir -p "$target/rpmbuild/tmp"
+  # rpmbuild's own tree (BUILD, BUILDROOT…) is scratch in a temporary
+  # directory (rpmbuild runs its scripts by a path it does not quote, so
+  # that tree must not be under a target directory with a space in it);
+  # the packages go to $target/rpm.
+  scratch=$(mktemp -d /tmp/faultbridge-rpmbuild.XXXXXX)
+  trap 'rm -rf "$scratch"' EXIT
+  mkdir -p "$scratch/tmp" "$target/rpm"
+  log="$scratch/rpmbuild.log"
   if ! rpmbuild -bb \
-    --define "_topdir $target/rpmbuild" \
-    --define "_tmppath $target/rpmbuild/tmp" \
+    --define "_topdir $scratch" \
+    --define "_tmppath $scratch/tmp" \
     --define "_rpmdir $target/rpm" \
     --define '_build_name_fmt %%{NAME}-%%{VERSION}-%%{RELEASE}.%%{ARCH}.rpm' \
     --define "fb_version $version" \
@@ -106,7 +108,6 @@ if [ -n "$want_rpm" ]; then
   grep -i '^warning' "$log" >&2 || :
   rpm=$(sed -n "s|^Wrote: \(.*/faultbridge-$version-$release_rpm\.[^/]*\.rpm\)\$|\1|p" "$log")
   [ -n "$rpm" ] || { cat "$log" >&2; echo "package.sh: rpmbuild wrote no faultbridge package" >&2; exit 1; }
-  rm -rf "$target/rpmbuild"
 fi
 
 [ -z "$deb" ] || echo "$deb"

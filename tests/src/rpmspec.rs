@@ -152,7 +152,12 @@ pub fn parse(expanded: &str) -> Spec {
             continue;
         }
         match section {
-            "%install" => install_line(&mut spec, &words, line),
+            // The paths are quoted for the shell; none of them holds a quote.
+            "%install" => {
+                let unquoted = line.replace('"', "");
+                let words: Vec<&str> = unquoted.split_whitespace().collect();
+                install_line(&mut spec, &words, line)
+            }
             "%files" => {
                 let (directives, path): (Vec<&str>, Vec<&str>) =
                     words.iter().partition(|w| w.starts_with('%'));
