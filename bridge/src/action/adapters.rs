@@ -24,7 +24,7 @@ use super::context::Context;
 use super::exit_program;
 use super::process::{self, Outcome, Spawned};
 use super::report;
-use super::trip::{Trip, environment, variables};
+use super::trip::{Trip, environment, environment_of, variables};
 use crate::activity::ActivitySeverity;
 use crate::argv;
 use crate::config::{AdapterKind, MonitorConfig};
@@ -192,7 +192,8 @@ fn start_single(m: &MonitorConfig, trip: &Trip, cx: &Context) -> Rest {
     let Some(template) = template(m) else {
         return Rest::Nothing;
     };
-    let argv = match argv::expand(template, &variables(m, trip)) {
+    let vars = variables(m, trip);
+    let argv = match argv::expand(template, &vars) {
         Ok(a) => a,
         Err(e) => {
             report::refused(
@@ -212,7 +213,7 @@ fn start_single(m: &MonitorConfig, trip: &Trip, cx: &Context) -> Rest {
         m.recovery_target,
         trip.sequence
     );
-    Rest::Started(start_program(m, &argv, &environment(m, trip), &what, cx))
+    Rest::Started(start_program(m, &argv, &environment_of(vars), &what, cx))
 }
 
 /// Starts one program of an action, counted and logged.
@@ -240,7 +241,8 @@ fn target_active(m: &MonitorConfig, trip: &Trip, cx: &Context) -> bool {
     let Some(check) = &m.target_check else {
         return true;
     };
-    let argv = match argv::expand(check, &variables(m, trip)) {
+    let vars = variables(m, trip);
+    let argv = match argv::expand(check, &vars) {
         Ok(a) => a,
         Err(e) => {
             report::refused(
@@ -256,7 +258,7 @@ fn target_active(m: &MonitorConfig, trip: &Trip, cx: &Context) -> bool {
     };
     let o = process::run(
         &argv,
-        &environment(m, trip),
+        &environment_of(vars),
         b"",
         m.timeout,
         cx.output_limit,

@@ -46,7 +46,12 @@ pub fn variables(m: &MonitorConfig, t: &Trip) -> Vec<(&'static str, String)> {
 /// `FAULTBRIDGE_MONITOR`, `FAULTBRIDGE_CATEGORY`, … for every program an
 /// action starts.
 pub fn environment(m: &MonitorConfig, t: &Trip) -> Vec<(String, String)> {
-    variables(m, t)
+    environment_of(variables(m, t))
+}
+
+/// The environment of [`environment`] from the [`variables`] already made.
+pub fn environment_of(variables: Vec<(&'static str, String)>) -> Vec<(String, String)> {
+    variables
         .into_iter()
         .filter(|(k, _)| *k != "key")
         .map(|(k, v)| (format!("FAULTBRIDGE_{}", k.to_ascii_uppercase()), v))
