@@ -910,14 +910,11 @@ impl super::IngestSource for ExpdrvDevice {
                 })
                 .collect(),
         };
-        let mut state = super::HandedState {
-            source: Source::ExpdrvDevice.name().to_string(),
-            protocol: self.netlink.as_ref().map_or(0, |n| n.socket().protocol()),
-            cursors: Vec::new(),
-            overrun_pending: false,
-            next_sequence: 0,
-            extra: serde_json::to_value(handed).ok()?,
-        };
+        let mut state = super::HandedState::new(
+            Source::ExpdrvDevice,
+            self.netlink.as_ref().map_or(0, |n| n.socket().protocol()),
+        );
+        state.extra = serde_json::to_value(handed).ok()?;
         self.st.seq.hand_over(&mut state);
         Some(super::HandedSource { fds, state })
     }

@@ -112,14 +112,7 @@ impl<S: DatagramSource + Send + std::fmt::Debug> IngestSource for Netlinked<S> {
     }
 
     fn hand_over(&self) -> Option<HandedSource> {
-        let mut state = HandedState {
-            source: self.state.name().name().to_string(),
-            protocol: self.listener.socket().protocol(),
-            cursors: Vec::new(),
-            overrun_pending: false,
-            next_sequence: 0,
-            extra: serde_json::Value::Null,
-        };
+        let mut state = HandedState::new(self.state.name(), self.listener.socket().protocol());
         self.state.hand_over_state(&mut state)?;
         Some(HandedSource {
             fds: vec![self.listener.dup_fd()?],
@@ -429,6 +422,21 @@ pub struct HandedState {
     /// What else a source needs (rtnetlink: the interfaces it knows).
     #[serde(default)]
     pub extra: serde_json::Value,
+}
+
+impl HandedState {
+    /// The state of `source`'s socket of `protocol`, with nothing else
+    /// written yet.
+    pub fn new(source: Source, protocol: i32) -> Self {
+        HandedState {
+            source: source.name().to_string(),
+            protocol,
+            cursors: Vec::new(),
+            overrun_pending: false,
+            next_sequence: 0,
+            extra: serde_json::Value::Null,
+        }
+    }
 }
 
 fn one_fd(fds: Vec<std::os::fd::OwnedFd>, name: &str) -> Result<std::os::fd::OwnedFd, String> {
