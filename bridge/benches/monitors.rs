@@ -185,8 +185,8 @@ fn action_latency(n: u64) {
     let mut to_error = Vec::with_capacity(n as usize);
     let mut sent_ts = std::collections::HashMap::new();
     let mut floor_ts = std::collections::HashMap::new();
-    // The two paths take turns, fault by fault, so that a change in the
-    // machine's load falls on both alike.
+    // The action path and the two floors take turns, fault by fault, so
+    // that a change in the machine's load falls on all three alike.
     for i in 0..n {
         let seq = sim.next_sequence();
         let t0 = monotonic_ns();
